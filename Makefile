@@ -1,0 +1,42 @@
+# The two commands of the README: `make study` and `make test`. Everything else is a helper target.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.geomxai-installed
+PROFILE ?= quick
+PYTEST_ARGS ?=
+
+.PHONY: study test lint format data lab bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch and torchvision first, pinned: this machine serves exactly these from disk.
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev,notebooks]'
+	touch $(STAMP)
+
+data:
+	bash scripts/install_data.sh
+
+study: $(STAMP) data
+	$(VENV)/bin/geomxai study --profile $(PROFILE)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check geomxai tests benchmarks analyses
+	$(VENV)/bin/ruff format --check geomxai tests benchmarks analyses
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix geomxai tests benchmarks analyses
+	$(VENV)/bin/ruff format geomxai tests benchmarks analyses
+
+test: $(STAMP) data lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: $(STAMP) data
+	$(VENV)/bin/python -m pip install -q -e '.[bench]'
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,3 @@
+"""geomxai.attribution."""
+
+__all__: list[str] = []

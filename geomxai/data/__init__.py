@@ -1,0 +1,3 @@
+"""geomxai.data."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""geomxai.dynamics."""
+
+__all__: list[str] = []

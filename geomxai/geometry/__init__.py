@@ -1,0 +1,3 @@
+"""geomxai.geometry."""
+
+__all__: list[str] = []

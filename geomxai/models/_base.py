@@ -1,0 +1,68 @@
+"""The one shape every geomxai model has: ``body -> whiten -> head``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+FEATURE_LAYER = "body"
+"""Dotted name of the feature layer (the representation the paper whitens) in every geomxai model."""
+
+
+class FeatureModel(nn.Module):
+    """A classifier split at its feature layer.
+
+    ``body`` maps an image batch to the feature layer, shape (n, d): the flattened or pooled features
+    of a CNN, the CLS token of a ViT. ``whiten`` is ``nn.Identity`` until a regime puts a
+    :class:`~geomxai.whitening.GroupWhitening` there. ``head`` is the linear classifier.
+
+    With ``whiten_in_path=True`` (the CNN default) logits are ``head(whiten(body(x)))``, so input
+    gradients pass through the whitened space (paper, Eq. 3). With ``False`` (the ViT default)
+    logits come from the raw features and the whitened features only feed an auxiliary loss.
+
+    Parameters
+    ----------
+    body : nn.Module
+        Image batch (n, c, h, w) to features (n, feature_dim).
+    feature_dim : int
+        Width of the feature layer.
+    num_classes : int
+        Number of logits.
+    whiten_in_path : bool
+        Whether logits are computed from the whitened features.
+    """
+
+    feature_layer = FEATURE_LAYER
+
+    def __init__(
+        self, body: nn.Module, *, feature_dim: int, num_classes: int, whiten_in_path: bool = True
+    ):
+        super().__init__()
+        self.body = body
+        self.whiten: nn.Module = nn.Identity()
+        self.head = nn.Linear(feature_dim, num_classes)
+        self.feature_dim = feature_dim
+        self.num_classes = num_classes
+        self.whiten_in_path = whiten_in_path
+
+    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits, raw features and whitened features of one forward pass.
+
+        Returns
+        -------
+        logits : Tensor (n, num_classes)
+        features : Tensor (n, feature_dim)
+            The feature layer before whitening.
+        whitened : Tensor (n, feature_dim)
+            ``whiten(features)``; the same tensor as ``features`` when ``whiten`` is the identity.
+        """
+        features = self.body(x)
+        whitened = self.whiten(features)
+        logits = self.head(whitened if self.whiten_in_path else features)
+        return logits, features, whitened
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.body(x)
+        if self.whiten_in_path:
+            features = self.whiten(features)
+        return self.head(features)

@@ -1,0 +1,38 @@
+"""Build models by name."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+
+from geomxai.models._base import FeatureModel
+from geomxai.models._cnn import cnn2
+from geomxai.models._resnet import resnet18, resnet50
+from geomxai.models._vit import vit_micro, vit_tiny
+
+MODELS: dict[str, Callable[..., FeatureModel]] = {
+    "cnn2": cnn2,
+    "resnet18": resnet18,
+    "resnet50": resnet50,
+    "vit_tiny": vit_tiny,
+    "vit_micro": vit_micro,
+}
+
+
+def build_model(
+    name: str, *, in_channels: int, num_classes: int, image_size: int, **options
+) -> FeatureModel:
+    """Build a registered model for images of ``in_channels`` x ``image_size`` x ``image_size``.
+
+    Examples
+    --------
+    >>> build_model("cnn2", in_channels=3, num_classes=10, image_size=32).feature_dim
+    512
+    """
+    if name not in MODELS:
+        close = difflib.get_close_matches(name, MODELS, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}{hint}")
+    return MODELS[name](
+        in_channels=in_channels, num_classes=num_classes, image_size=image_size, **options
+    )

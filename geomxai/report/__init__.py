@@ -1,0 +1,3 @@
+"""geomxai.report."""
+
+__all__: list[str] = []

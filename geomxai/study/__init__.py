@@ -1,0 +1,3 @@
+"""geomxai.study."""
+
+__all__: list[str] = []

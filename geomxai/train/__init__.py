@@ -1,0 +1,3 @@
+"""geomxai.train."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""geomxai.whitening."""
+
+__all__: list[str] = []
