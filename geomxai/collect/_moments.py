@@ -85,7 +85,5 @@ class FeatureMoments:
     def covariance(self, ddof: int = 1) -> np.ndarray:
         """Covariance (d, d) with ``count - ddof`` in the denominator."""
         if self.count - ddof <= 0:
-            raise ValueError(
-                f"covariance needs more than {ddof} sample(s); got count={self.count}"
-            )
+            raise ValueError(f"covariance needs more than {ddof} sample(s); got count={self.count}")
         return self.m2 / (self.count - ddof)

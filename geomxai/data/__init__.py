@@ -1,3 +1,31 @@
-"""geomxai.data."""
+"""Datasets: real ones through torchvision, scikit-learn's digits, and the synthetic ``blocks`` set."""
 
-__all__: list[str] = []
+from geomxai.data._base import DatasetBundle, DatasetNotFoundError, dataset_tensors
+from geomxai.data._offline import BLOCK_CLASSES, load_blocks, load_digits, make_blocks
+from geomxai.data._registry import DATASETS, load_dataset
+from geomxai.data._torchvision import (
+    data_root,
+    load_caltech101,
+    load_cifar10,
+    load_fashion_mnist,
+    load_image_folder,
+    load_mnist,
+)
+
+__all__ = [
+    "BLOCK_CLASSES",
+    "DATASETS",
+    "DatasetBundle",
+    "DatasetNotFoundError",
+    "data_root",
+    "dataset_tensors",
+    "load_blocks",
+    "load_caltech101",
+    "load_cifar10",
+    "load_dataset",
+    "load_digits",
+    "load_fashion_mnist",
+    "load_image_folder",
+    "load_mnist",
+    "make_blocks",
+]

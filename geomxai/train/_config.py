@@ -1,0 +1,190 @@
+"""The training configuration: one frozen dataclass, validated before any work starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+REGIMES = ("regular", "sgt", "dbn", "saliencydecor")
+PLACEMENTS = ("auto", "path", "aux")
+DECOR_KINDS = ("offdiag", "covariance")
+MASK_BY = ("abs", "signed")
+FILLS = ("uniform", "mean", "zero")
+
+
+class ConfigError(ValueError):
+    """An invalid training configuration; the message names the field."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run. Saved with every checkpoint.
+
+    Defaults follow design.md: SGD with momentum 0.9, lr 0.01 with cosine annealing, batch 128,
+    decorrelation weight 0.01, KL weight 1.0, masking ratio 0.25, group size 16.
+
+    Examples
+    --------
+    >>> cfg = TrainConfig(regime="sgt", epochs=1)
+    >>> cfg.replace(mask_ratio=0.5).mask_ratio
+    0.5
+    >>> TrainConfig(regime="sgd")
+    Traceback (most recent call last):
+    ...
+    geomxai.train._config.ConfigError: regime must be one of regular, sgt, dbn, saliencydecor; got 'sgd' (did you mean 'sgt'?)
+    """
+
+    regime: str = "regular"
+    dataset: str = "fashion-mnist"
+    model: str = "cnn2"
+    epochs: int = 2
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    out_dir: str = "runs/default"
+    train_subset: int | None = None
+    test_subset: int | None = None
+    resume: bool = False
+    # SaliencyDecor / baselines
+    group_size: int = 16
+    decor_weight: float = 0.01
+    kl_weight: float = 1.0
+    mask_ratio: float = 0.25
+    whitening_eps: float = 1e-5
+    whitening_momentum: float = 0.1
+    whitening_method: str = "zca"
+    whitening_placement: str = "auto"
+    decor_kind: str = "offdiag"
+    mask_by: str = "abs"
+    mask_fill: str = "uniform"
+    detach_clean: bool = False
+    # speed
+    amp: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    data_on_device: bool = True
+    num_workers: int = 0
+    deterministic: bool = True
+    progress: bool = True
+
+    def __post_init__(self):
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid field."""
+        _choice("regime", self.regime, REGIMES)
+        _choice("whitening_placement", self.whitening_placement, PLACEMENTS)
+        _choice("decor_kind", self.decor_kind, DECOR_KINDS)
+        _choice("mask_by", self.mask_by, MASK_BY)
+        _choice("mask_fill", self.mask_fill, FILLS)
+        _choice("whitening_method", self.whitening_method, ("zca", "newton_schulz"))
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ConfigError(f"mask_ratio must lie in (0, 1); got mask_ratio={self.mask_ratio}")
+        if self.group_size < 2:
+            raise ConfigError(
+                f"group_size must be 2 or more (a group of 1 only rescales); got group_size={self.group_size}"
+            )
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1; got {name}={getattr(self, name)}")
+        for name in ("train_subset", "test_subset"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be None or at least 1; got {name}={value}")
+        for name in ("lr", "decor_weight", "kl_weight", "whitening_eps", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be non-negative; got {name}={getattr(self, name)}")
+        if self.lr == 0:
+            raise ConfigError("lr must be positive; got lr=0")
+        if not 0.0 < self.whitening_momentum <= 1.0:
+            raise ConfigError(
+                f"whitening_momentum must lie in (0, 1]; got whitening_momentum={self.whitening_momentum}"
+            )
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def uses_whitening(self) -> bool:
+        return self.regime in ("dbn", "saliencydecor")
+
+    @property
+    def uses_masking(self) -> bool:
+        return self.regime in ("sgt", "saliencydecor")
+
+    @property
+    def uses_decorrelation(self) -> bool:
+        return self.regime == "saliencydecor" and self.decor_weight > 0
+
+    # ------------------------------------------------------------------ conversion
+    def replace(self, **changes) -> TrainConfig:
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a mapping; unknown keys raise with the closest field names."""
+        known = {f.name for f in fields(cls)}
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise ConfigError(f"unknown config field {key!r}{hint}")
+        return cls(**values)
+
+    @classmethod
+    def from_toml(cls, path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+        """Read a TOML profile (top-level keys, or a ``[train]`` table) with optional overrides."""
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+        data = dict(data.get("train", data))
+        data.pop("study", None)
+        data.update(overrides or {})
+        return cls.from_dict(data)
+
+    def run_dir(self) -> Path:
+        return Path(self.out_dir)
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}{hint}")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` from the command line, the value read as TOML (so 0.5, true, "x" all work).
+
+    Examples
+    --------
+    >>> parse_override("mask_ratio=0.5"), parse_override("regime=sgt")
+    (('mask_ratio', 0.5), ('regime', 'sgt'))
+    """
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value; got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word such as regime=sgt
+    return key, value
