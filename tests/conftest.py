@@ -24,7 +24,6 @@ def pytest_collection_modifyitems(config, items):
 def seed() -> int:
     """The default seed; the `extended` marker sweeps more."""
     torch.manual_seed(0)
-    np.random.seed(0)
     return 0
 
 
