@@ -1,0 +1,192 @@
+"""The study: train every regime, analyse every checkpoint, write results and the report."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import xarray as xr
+
+from geomxai.data import DatasetNotFoundError, load_dataset
+from geomxai.study._analyze import AnalysisOptions, Probe, analyze_runs, make_probe, measure
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+log = logging.getLogger(__name__)
+
+STUDY_DEFAULTS = {
+    "name": None,
+    "regimes": ["regular", "sgt", "dbn", "saliencydecor"],
+    "seeds": [0],
+    "fallback_dataset": "digits",
+}
+
+
+def find_profile(profile: str) -> Path:
+    """``configs/NAME.toml`` next to the working directory or the source tree, or a path."""
+    candidates = [Path(profile)]
+    if not profile.endswith(".toml"):
+        for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+            candidates.append(base / "configs" / f"{profile}.toml")
+    for path in candidates:
+        if path.is_file():
+            return path
+    looked = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(f"no study profile {profile!r}; looked at {looked}")
+
+
+def hardware() -> str:
+    """A one-line description of the machine, for reports."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name(0)}"
+    return text
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+            timeout=10,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def stamp(ds: xr.Dataset, **extra) -> xr.Dataset:
+    """Date, hardware and commit in a results Dataset's attrs."""
+    ds.attrs.update(
+        {
+            "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "hardware": hardware(),
+            "commit": commit(),
+            **{k: v for k, v in extra.items() if v is not None},
+        }
+    )
+    return ds
+
+
+def save_results(ds: xr.Dataset, path) -> Path:
+    """Write results to netCDF (h5netcdf) atomically: a temporary file renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    ds.to_netcdf(tmp, engine="h5netcdf")
+    tmp.replace(path)
+    return path
+
+
+def open_results(paths, *, parallel: bool = False) -> xr.Dataset:
+    """Open one or many results files lazily (dask-backed ``open_mfdataset``)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    return xr.open_mfdataset(
+        [str(p) for p in paths], engine="h5netcdf", combine="by_coords", parallel=parallel
+    )
+
+
+def analyze_model(
+    model: str,
+    data: str,
+    *,
+    weights=None,
+    layers=None,
+    probe_size: int = 512,
+    options: AnalysisOptions | None = None,
+) -> xr.Dataset:
+    """Analyse any model (a checkpoint, ``torchvision:ARCH``, or a geomxai name) on a dataset.
+
+    The result has the same layout as :func:`analyze_runs` with one regime (the model's name),
+    seed 0 and epoch 0, so reports and notebooks read it the same way. Dynamics need several
+    checkpoints and are NaN here, with the reason in attrs.
+    """
+    from geomxai.study._sources import resolve_model
+
+    bundle = load_dataset(data)
+    c, h, _ = bundle.input_shape
+    net = resolve_model(
+        model, weights=weights, num_classes=bundle.num_classes, in_channels=c, image_size=h
+    )
+    options = options or AnalysisOptions(
+        probe_size=probe_size, layers=tuple(layers) if layers else None
+    )
+    probe = make_probe(data, options.probe_size)
+    ds = measure(net, probe, options).drop_vars(["probe_saliency", "top_eigvecs"], errors="ignore")
+    ds = ds.expand_dims(regime=[model], seed=[0], epoch=[0])
+    return stamp(ds, dataset=data, model=model, weights=str(weights) if weights else "random init")
+
+
+def run_study(
+    profile: str = "quick",
+    *,
+    overrides=None,
+    runs_root="runs",
+    reports_root="reports",
+    workers: int = 1,
+) -> Path:
+    """Train the profile's regimes and seeds, analyse every checkpoint, write the report.
+
+    Returns the path of the report's ``index.html``.
+    """
+    from geomxai.report import build_report
+    from geomxai.train import TrainConfig, parse_override, train
+
+    path = find_profile(profile)
+    with open(path, "rb") as fh:
+        raw = tomllib.load(fh)
+    study = {**STUDY_DEFAULTS, **raw.get("study", {})}
+    name = study["name"] or path.stem
+    analysis = AnalysisOptions(**raw.get("analysis", {}))
+    base = TrainConfig.from_toml(path, dict(parse_override(o) for o in overrides or []))
+    note = None
+    try:
+        load_dataset(base.dataset)
+    except DatasetNotFoundError as err:
+        fallback = study["fallback_dataset"]
+        note = (
+            f"{base.dataset} is not installed here; this study ran on {fallback!r} instead. ({err})"
+        )
+        log.warning("%s is not available; falling back to %s", base.dataset, fallback)
+        base = base.replace(dataset=fallback, train_subset=None, test_subset=None)
+    run_dirs = []
+    for regime in study["regimes"]:
+        for seed in study["seeds"]:
+            out = Path(runs_root) / name / f"{regime}-s{seed}"
+            config = base.replace(
+                regime=regime, seed=seed, out_dir=str(out), resume=(out / "checkpoints").is_dir()
+            )
+            log.info("training %s seed %d -> %s", regime, seed, out)
+            run_dirs.append(train(config))
+    probe: Probe = make_probe(base.dataset, analysis.probe_size)
+    results = analyze_runs(run_dirs, options=analysis, probe=probe, workers=workers)
+    results = stamp(results, study=name, note=note, profile=str(path))
+    n_ex = int(results.sizes.get("example", 0))
+    results["probe_images"] = xr.DataArray(
+        probe.images[:n_ex].numpy(), dims=("example", "channel", "height", "width")
+    )
+    results.attrs["analysis_options"] = json.dumps(analysis.key())
+    out_dir = Path(reports_root) / name
+    save_results(results, out_dir / "results.nc")
+    return build_report(results, out_dir)
