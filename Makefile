@@ -4,6 +4,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.geomxai-installed
 PROFILE ?= quick
 PYTEST_ARGS ?=
+# Only the source folders that exist: ruff fails on a missing path.
+LINT   := $(wildcard geomxai tests benchmarks analyses)
 
 .PHONY: study test lint format data lab bench clean
 
@@ -21,12 +23,12 @@ study: $(STAMP) data
 	$(VENV)/bin/geomxai study --profile $(PROFILE)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check geomxai tests benchmarks analyses
-	$(VENV)/bin/ruff format --check geomxai tests benchmarks analyses
+	$(VENV)/bin/ruff check $(LINT)
+	$(VENV)/bin/ruff format --check $(LINT)
 
 format: $(STAMP)
-	$(VENV)/bin/ruff check --fix geomxai tests benchmarks analyses
-	$(VENV)/bin/ruff format geomxai tests benchmarks analyses
+	$(VENV)/bin/ruff check --fix $(LINT)
+	$(VENV)/bin/ruff format $(LINT)
 
 test: $(STAMP) data lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -7,6 +7,9 @@ import logging
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
+from geomxai.models import cnn2
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
@@ -35,3 +38,52 @@ def rng(seed) -> np.random.Generator:
 @pytest.fixture(autouse=True)
 def _quiet_logs(caplog):
     caplog.set_level(logging.WARNING)
+
+
+# ---- tiny models with known answers (attribution tests)
+
+
+def _hooks_left(model: nn.Module) -> int:
+    """Forward and backward hooks on any submodule (read-only look at PyTorch's hook dicts)."""
+    return sum(
+        len(m._forward_hooks)
+        + len(m._forward_pre_hooks)
+        + len(m._backward_hooks)
+        + len(m._backward_pre_hooks)
+        for m in model.modules()
+    )
+
+
+@pytest.fixture
+def hooks_left():
+    return _hooks_left
+
+
+@pytest.fixture
+def tiny_cnn():
+    torch.manual_seed(0)
+    return cnn2(in_channels=2, image_size=8, width=4, feature_channels=2)
+
+
+@pytest.fixture
+def images():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(6, 2, 8, 8, generator=g), torch.randint(0, 10, (6,), generator=g)
+
+
+class PixelSum(nn.Module):
+    """logit_0 = sum of all pixels - bias, logit_1 = 0: correct (class 0) while the sum > bias."""
+
+    def __init__(self, bias: float):
+        super().__init__()
+        self.bias = bias
+        self.w = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        s = (x * self.w).flatten(1).sum(1) - self.bias
+        return torch.stack([s, torch.zeros_like(s)], dim=1)
+
+
+@pytest.fixture
+def pixel_sum():
+    return PixelSum
