@@ -1,0 +1,284 @@
+"""The decorrelated batch normalisation layer (DBN, Huang et al. 2018) and its folding helper."""
+
+from __future__ import annotations
+
+from numbers import Real
+
+import torch
+from torch import nn
+
+from geomxai.whitening._groups import (
+    STATS_DTYPE,
+    GroupLayout,
+    apply_blocks,
+    block_diagonal,
+    check_choice,
+    check_eps,
+    check_iters,
+    check_rows,
+    from_rows,
+    no_autocast,
+    resolve_groups,
+    to_rows,
+    whiten_batch,
+    work_dtype,
+)
+from geomxai.whitening._newton_schulz import ns_inv_sqrt
+from geomxai.whitening._zca import zca_matrices
+
+WHITENING_METHODS = ("zca", "newton_schulz")
+
+
+class GroupWhitening(nn.Module):
+    """Group-wise whitening layer: batch statistics in training, running statistics in eval.
+
+    In training mode each group of ``group_size`` consecutive features (channels for conv maps) is
+    whitened with its batch mean and covariance, exactly as :func:`zca_whiten` (or
+    :func:`newton_schulz_whiten`), and the running mean and running covariance are updated,
+    ``running <- (1 - momentum) * running + momentum * batch``, with the unbiased (``m - 1``)
+    batch covariance as BatchNorm does for its running variance. In eval mode the whitening matrix
+    is computed from the running covariance by the same method, so the layer is a fixed affine map
+    ``(x - running_mean) W^T`` that :meth:`whitening_matrix` exports and :func:`fold_into_linear`
+    folds into a following ``nn.Linear``.
+
+    The running *covariance* is kept, not a running average of whitening matrices (as the DBN code
+    does): the whitening of the averaged covariance is a true whitening of the population estimate,
+    while an average of whitening matrices is not the whitening of anything.
+
+    Parameters
+    ----------
+    num_features : int
+        Width ``d`` (the size of dim 1 of the input).
+    group_size : int or None
+        Size of the groups, ``2 <= group_size <= d``; ``None`` for one group of all features. A
+        remainder group of ``d % group_size`` features is whitened on its own.
+    eps : float
+        Added to the covariance eigenvalues (ZCA) or diagonal (Newton-Schulz).
+    momentum : float or None
+        Weight of the batch statistics in the running update, in (0, 1]; ``None`` keeps a
+        cumulative average over all batches seen, as ``nn.BatchNorm`` does.
+    method : {"zca", "newton_schulz"}
+        Exact ZCA through a batched eigendecomposition, or IterNorm's Newton-Schulz iterations.
+    affine : bool
+        Learn a per-feature scale (init 1) and shift (init 0) applied after whitening.
+    iters : int
+        Newton-Schulz iterations (``method="newton_schulz"`` only).
+
+    Attributes
+    ----------
+    running_mean : Tensor (d,)
+    running_cov : Tensor (num_groups, group_size, group_size)
+        Running within-group covariances. When there is a remainder group of ``r`` features, its
+        ``(r, r)`` covariance sits in the top-left corner of the last block; the rest of that block
+        stays the identity and is never read.
+    num_batches_tracked : Tensor ()
+        Number of training batches seen.
+
+    Examples
+    --------
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> layer = GroupWhitening(8, group_size=4, momentum=1.0)
+    >>> x = torch.randn(256, 8) @ torch.randn(8, 8)
+    >>> y_train = layer(x)  # batch statistics; updates the running ones
+    >>> _ = layer.eval()
+    >>> y_eval = layer(x)  # running statistics: the unbiased covariance of that one batch
+    >>> bool(torch.allclose(y_train, y_eval * (256 / 255) ** 0.5, atol=1e-3))
+    True
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        group_size: int | None = 16,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        method: str = "zca",
+        affine: bool = False,
+        iters: int = 5,
+    ):
+        super().__init__()
+        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 2:
+            raise ValueError(
+                f"num_features must be an int of at least 2; got num_features={num_features!r}"
+            )
+        layout = resolve_groups(num_features, group_size)
+        if momentum is not None and (
+            isinstance(momentum, bool)
+            or not isinstance(momentum, Real)
+            or not 0.0 < momentum <= 1.0
+        ):
+            raise ValueError(f"momentum must lie in (0, 1] or be None; got momentum={momentum!r}")
+        self.num_features = num_features
+        self.group_size = layout.group_size
+        self.eps = check_eps(eps)
+        self.momentum = None if momentum is None else float(momentum)
+        self.method = check_choice("method", method, WHITENING_METHODS)
+        self.affine = bool(affine)
+        self.iters = check_iters(iters)
+        self._layout = layout
+
+        g = layout.group_size
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_cov", torch.eye(g).repeat(layout.num_groups, 1, 1))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        if self.affine:
+            self.weight = nn.Parameter(torch.ones(num_features))
+            self.bias = nn.Parameter(torch.zeros(num_features))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    @property
+    def layout(self) -> GroupLayout:
+        """How the features split into groups."""
+        return self._layout
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, group_size={self.group_size}, eps={self.eps}, "
+            f"momentum={self.momentum}, method={self.method!r}, affine={self.affine}"
+            + (f", iters={self.iters}" if self.method == "newton_schulz" else "")
+        )
+
+    def _matrices(self, covs: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self.method == "zca":
+            return zca_matrices(covs, eps=self.eps)
+        return [ns_inv_sqrt(c, eps=self.eps, iters=self.iters) for c in covs]
+
+    def _running_covs(self) -> list[torch.Tensor]:
+        """The running covariance split like the layout's chunks, in float64."""
+        lay = self._layout
+        cov = self.running_cov.to(STATS_DTYPE)
+        out = []
+        if lay.num_full:
+            out.append(cov[: lay.num_full])
+        if lay.remainder:
+            out.append(cov[lay.num_full :, : lay.remainder, : lay.remainder])
+        return out
+
+    @torch.no_grad()
+    def _update_running(self, mean: torch.Tensor, covs: list[torch.Tensor], m: int) -> None:
+        self.num_batches_tracked.add_(1)
+        if self.momentum is None:
+            w = 1.0 / float(self.num_batches_tracked.item())
+        else:
+            w = self.momentum
+        unbiased = m / (m - 1)
+        self.running_mean.lerp_(mean.to(self.running_mean.dtype), w)
+        lay = self._layout
+        chunks = iter(covs)
+        if lay.num_full:
+            target = self.running_cov[: lay.num_full]
+            target.lerp_((next(chunks) * unbiased).to(target.dtype), w)
+        if lay.remainder:
+            r = lay.remainder
+            target = self.running_cov[lay.num_full :, :r, :r]
+            target.lerp_((next(chunks) * unbiased).to(target.dtype), w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Whiten ``x`` of shape (n, d) or (n, d, *spatial); returns the same shape and dtype."""
+        rows = to_rows(x)
+        check_rows(rows, self.num_features)
+        if self.training:
+            if rows.shape[0] < 2:
+                raise ValueError(
+                    "GroupWhitening needs more than 1 value per feature in training mode "
+                    f"(batch statistics); got input of shape {tuple(x.shape)}"
+                )
+            y, mean, covs = whiten_batch(x, self._layout, self._matrices)
+            self._update_running(mean.detach(), [c.detach() for c in covs], rows.shape[0])
+        else:
+            with no_autocast(x.device):
+                with torch.no_grad():
+                    mats = self._matrices(self._running_covs())
+                dtype = work_dtype(x.dtype)
+                centred = rows.to(dtype) - self.running_mean.to(dtype)
+                y = apply_blocks(centred, mats, self._layout, dtype)
+            y = from_rows(y.to(x.dtype), x.shape)
+        if self.affine:
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            y = y * self.weight.view(shape).to(y.dtype) + self.bias.view(shape).to(y.dtype)
+        return y
+
+    @torch.no_grad()
+    def whitening_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The eval-time whitening as one block-diagonal matrix and a mean, in float64.
+
+        Eval-mode output (before the optional affine) is ``(x - mean) @ matrix.T``.
+
+        Returns
+        -------
+        matrix : Tensor (d, d), float64
+            Block-diagonal: one (group_size, group_size) block per group.
+        mean : Tensor (d,), float64
+            The running mean.
+        """
+        mats = self._matrices(self._running_covs())
+        return block_diagonal(mats), self.running_mean.to(STATS_DTYPE).clone()
+
+
+@torch.no_grad()
+def fold_into_linear(whitening: GroupWhitening, linear: nn.Linear) -> nn.Linear:
+    """A new ``nn.Linear`` equal to ``linear(whitening(x))`` with ``whitening`` in eval mode.
+
+    With ``A = diag(gamma) M`` and ``c = beta - A mu`` (``gamma = 1``, ``beta = 0`` without affine),
+    the result has weight ``W_lin A`` and bias ``W_lin c + b_lin``, computed in float64 and cast to
+    the dtype of ``linear``. Neither argument is modified; the folded layer is a snapshot of the
+    current running statistics.
+
+    Parameters
+    ----------
+    whitening : GroupWhitening
+        Applied to (n, d) features (not conv maps).
+    linear : nn.Linear
+        With ``in_features == whitening.num_features``.
+
+    Returns
+    -------
+    nn.Linear
+        ``in_features`` and ``out_features`` of ``linear``, always with a bias, on its device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> w, head = GroupWhitening(8, group_size=4), nn.Linear(8, 3)
+    >>> _ = w(torch.randn(64, 8) @ torch.randn(8, 8))
+    >>> _ = w.eval()
+    >>> x = torch.randn(5, 8)
+    >>> torch.allclose(fold_into_linear(w, head)(x), head(w(x)), atol=1e-5)
+    True
+    """
+    if not isinstance(whitening, GroupWhitening):
+        raise TypeError(f"whitening must be a GroupWhitening; got {type(whitening).__name__}")
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"linear must be an nn.Linear; got {type(linear).__name__}")
+    if linear.in_features != whitening.num_features:
+        raise ValueError(
+            "linear.in_features must equal whitening.num_features; "
+            f"got in_features={linear.in_features} for num_features={whitening.num_features}"
+        )
+    matrix, mean = whitening.whitening_matrix()
+    dev = linear.weight.device
+    matrix, mean = matrix.to(dev), mean.to(dev)
+    if whitening.affine:
+        gamma = whitening.weight.to(dev, STATS_DTYPE)
+        beta = whitening.bias.to(dev, STATS_DTYPE)
+    else:
+        gamma = torch.ones_like(mean)
+        beta = torch.zeros_like(mean)
+    a = gamma[:, None] * matrix
+    c = beta - a @ mean
+    w_lin = linear.weight.to(STATS_DTYPE)
+    b_lin = (
+        linear.bias.to(STATS_DTYPE) if linear.bias is not None else torch.zeros_like(w_lin[:, 0])
+    )
+    folded = nn.Linear(
+        linear.in_features, linear.out_features, bias=True, device=dev, dtype=linear.weight.dtype
+    )
+    folded.weight.copy_(w_lin @ a)
+    folded.bias.copy_(w_lin @ c + b_lin)
+    return folded

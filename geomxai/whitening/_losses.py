@@ -1,0 +1,132 @@
+"""Decorrelation penalties on a batch of features (the ``L_decor`` term of SaliencyDecor)."""
+
+from __future__ import annotations
+
+import torch
+
+from geomxai.whitening._groups import (
+    batch_moments,
+    check_choice,
+    check_eps,
+    check_rows,
+    no_autocast,
+    resolve_groups,
+    to_rows,
+    work_dtype,
+)
+from geomxai.whitening._layer import GroupWhitening
+
+DECORRELATION_KINDS = ("offdiag", "covariance", "whitened")
+
+
+def _offdiag_sq_sum(mat: torch.Tensor) -> torch.Tensor:
+    """Sum of squared off-diagonal entries over a batch (..., m, m)."""
+    sq = mat.square()
+    return sq.sum() - sq.diagonal(dim1=-2, dim2=-1).sum()
+
+
+def decorrelation_loss(
+    h: torch.Tensor,
+    *,
+    group_size: int | None = None,
+    kind: str = "offdiag",
+    eps: float = 1e-5,
+    whitening: GroupWhitening | None = None,
+) -> torch.Tensor:
+    """Penalty on the within-group correlation of a batch of features; 0 when uncorrelated.
+
+    Statistics are the batch mean and the biased (``1/n``) covariance ``C`` of each group of
+    ``group_size`` consecutive features (a remainder group of ``d % group_size`` features is its own
+    group), computed in float64 with autocast off.
+
+    ``kind="offdiag"`` (the SaliencyDecor default)
+        ``mean_{G, i != j in G} R_ij^2`` with ``R_ij = C_ij / sqrt((C_ii + eps)(C_jj + eps))``: the
+        mean squared off-diagonal correlation, pooled over all within-group pairs (the mean over
+        groups when they have equal size). A mean of quantities in [0, 1], it has the same scale
+        at any width and group size, so a weight of 0.001-0.01 means the same everywhere. ``eps``
+        keeps the gradient finite at dead units (a plain ``C_ij / sqrt(C_ii C_jj)`` has an infinite
+        one); units with variance well below ``eps`` count as uncorrelated.
+    ``kind="covariance"``
+        DeCov (Cogswell et al., ICLR 2016): ``0.5 * (||C||_F^2 - ||diag C||^2)`` summed over groups
+        (over the whole matrix when ``group_size=None``). Not scale-free: it grows with the feature
+        scale (4th power) and with the number of pairs.
+    ``kind="whitened"``
+        ``mean_{G, i, j in G} (W_G C'_G W_G^T - I)_ij^2`` where ``W_G`` is the eval-time (running)
+        whitening matrix of ``whitening`` (no gradient flows into it) and ``C'`` the unbiased batch
+        covariance: how far the batch is from white under the fixed transform used at inference.
+        It is 0 when the batch covariance matches the running one (up to ``eps``); it pulls batches
+        towards the running statistics rather than decorrelating the raw features.
+
+    Parameters
+    ----------
+    h : Tensor (n, d) or (n, c, *spatial)
+        Features (pre-whitening for ``offdiag`` and ``covariance``); channels for conv maps.
+    group_size : int or None
+        Group size ``2 <= g <= d``; ``None`` for one group. For ``kind="whitened"`` it defaults to
+        (and must match) ``whitening.group_size``.
+    kind : {"offdiag", "covariance", "whitened"}
+    eps : float
+        Variance floor of the correlation (``offdiag``).
+    whitening : GroupWhitening, optional
+        Required for ``kind="whitened"``, ignored otherwise.
+
+    Returns
+    -------
+    Tensor ()
+        Scalar, differentiable with respect to ``h``; float64 for float64 input, else float32.
+
+    Examples
+    --------
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> z = torch.randn(10000, 2)
+    >>> h = torch.cat([z[:, :1], 0.6 * z[:, :1] + 0.8 * z[:, 1:]], dim=1)  # correlation 0.6
+    >>> round(decorrelation_loss(h).item(), 2)
+    0.36
+    """
+    kind = check_choice("kind", kind, DECORRELATION_KINDS)
+    eps = check_eps(eps)
+    rows = to_rows(h, name="h")
+    if kind == "whitened":
+        if not isinstance(whitening, GroupWhitening):
+            raise ValueError(
+                "kind='whitened' needs whitening=<GroupWhitening> (its running statistics define "
+                f"the target); got whitening={type(whitening).__name__}"
+            )
+        if group_size is not None and group_size != whitening.group_size:
+            raise ValueError(
+                "group_size must match whitening.group_size for kind='whitened'; "
+                f"got group_size={group_size} for whitening.group_size={whitening.group_size}"
+            )
+        layout = whitening.layout
+    else:
+        layout = resolve_groups(rows.shape[-1], group_size)
+    check_rows(rows, layout.num_features, name="h")
+
+    with no_autocast(h.device):
+        _, _, covs = batch_moments(rows, layout)
+        total = covs[0].new_zeros(())
+        if kind == "offdiag":
+            for cov in covs:
+                inv_std = (cov.diagonal(dim1=-2, dim2=-1) + eps).rsqrt()
+                total = total + _offdiag_sq_sum(cov * inv_std[..., :, None] * inv_std[..., None, :])
+            loss = total / layout.num_within_pairs()
+        elif kind == "covariance":
+            for cov in covs:
+                total = total + 0.5 * _offdiag_sq_sum(cov)
+            loss = total
+        else:
+            with torch.no_grad():
+                mats = whitening._matrices(whitening._running_covs())
+            m = rows.shape[0]
+            unbiased = m / (m - 1) if m > 1 else 1.0
+            for cov, w in zip(covs, mats, strict=True):
+                eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+                total = (
+                    total
+                    + (w.to(cov.device) @ (cov * unbiased) @ w.to(cov.device).mT - eye)
+                    .square()
+                    .sum()
+                )
+            loss = total / layout.num_within_entries()
+    return loss.to(work_dtype(h.dtype))
