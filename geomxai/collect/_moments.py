@@ -31,7 +31,7 @@ class FeatureMoments:
     >>> x = np.random.default_rng(0).normal(size=(100, 3))
     >>> m = FeatureMoments.empty(3)
     >>> for chunk in np.array_split(x, 7):
-    ...     m.update(chunk)
+    ...     _ = m.update(chunk)
     >>> bool(np.allclose(m.covariance(), np.cov(x, rowvar=False)))
     True
     """
