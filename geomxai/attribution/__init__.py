@@ -1,3 +1,34 @@
-"""geomxai.attribution."""
+"""Attribution: Captum-backed saliency maps and the metrics that judge them.
 
-__all__: list[str] = []
+- :func:`saliency`: per-pixel maps (n, h, w) by gradient, |gradient|, input x gradient,
+  SmoothGrad or Integrated Gradients.
+- Masking fidelity: :func:`masking_curve`, :func:`masking_auc`, :func:`fidelity_gap`.
+- Saliency gaps: :func:`topq_contrast`, :func:`gini`, and against ground-truth masks
+  :func:`mask_auroc`, :func:`mass_inside`, :func:`pointing_game`.
+- :func:`gradient_entanglement` and :func:`entanglement_from_gradients`.
+- :func:`cascading_randomization`, the parameter-randomisation sanity check.
+
+Formulas and conventions: ``docs/metrics.md``.
+"""
+
+from geomxai.attribution._entanglement import entanglement_from_gradients, gradient_entanglement
+from geomxai.attribution._gaps import gini, mask_auroc, mass_inside, pointing_game, topq_contrast
+from geomxai.attribution._masking import fidelity_gap, masking_auc, masking_curve, road_impute
+from geomxai.attribution._saliency import saliency
+from geomxai.attribution._sanity import cascading_randomization
+
+__all__ = [
+    "cascading_randomization",
+    "entanglement_from_gradients",
+    "fidelity_gap",
+    "gini",
+    "gradient_entanglement",
+    "mask_auroc",
+    "masking_auc",
+    "masking_curve",
+    "mass_inside",
+    "pointing_game",
+    "road_impute",
+    "saliency",
+    "topq_contrast",
+]

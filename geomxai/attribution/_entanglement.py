@@ -1,0 +1,185 @@
+"""Gradient entanglement: how much of the feature-layer gradient lies on correlated units."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from geomxai.attribution._utils import (
+    as_images,
+    as_labels,
+    check_batch_size,
+    eval_mode,
+    model_device,
+    resolve_layer,
+)
+
+
+def _as_float64(a, *, name: str) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().to("cpu", torch.float64).numpy()
+    a = np.asarray(getattr(a, "values", a), dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return a
+
+
+def _correlation(h: np.ndarray) -> np.ndarray:
+    """Correlation matrix (d, d) of features (n, d); a constant unit correlates with nothing.
+
+    A constant (dead) unit has no defined correlation; 0 off the diagonal is the choice that
+    lets its gradient count in the denominator without inventing shared mass in the numerator.
+    """
+    c = h - h.mean(axis=0)
+    sd = np.sqrt(np.einsum("ij,ij->j", c, c))
+    live = sd > 1e-12 * max(sd.max(), np.finfo(np.float64).tiny)
+    z = np.zeros_like(c)
+    z[:, live] = c[:, live] / sd[live]
+    r = z.T @ z
+    np.fill_diagonal(r, 1.0)
+    return r
+
+
+def entanglement_from_gradients(grads, correlation) -> float:
+    """Gradient entanglement from per-sample feature gradients and a correlation matrix.
+
+    For each sample ``g`` (d,):
+    ``E(g) = sum_{i != j} |g_i| |g_j| |R_ij| / sum_{i != j} |g_i| |g_j|``, in [0, 1]: the share
+    of gradient mass on pairs of correlated units. 0 when the units carrying the gradient are
+    uncorrelated, 1 when they are perfectly (anti-)correlated. The result is the mean over
+    samples; samples with fewer than two non-zero gradient entries have no pairs, are left out
+    of the mean, and if no sample has pairs the result is NaN.
+
+    Parameters
+    ----------
+    grads : array or Tensor (n, d)
+        ``d logit_y / d h`` per sample.
+    correlation : array or Tensor (d, d)
+        Correlation matrix of the feature layer; its diagonal is ignored.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = np.array([[1.0, 1.0, 0.0]])
+    >>> r = np.array([[1.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    >>> entanglement_from_gradients(g, r)
+    0.5
+    """
+    g = _as_float64(grads, name="grads")
+    r = _as_float64(correlation, name="correlation")
+    if g.ndim != 2:
+        raise ValueError(f"grads must be 2-D (n_samples, n_units); got shape {g.shape}")
+    d = g.shape[1]
+    if r.shape != (d, d):
+        raise ValueError(f"correlation must have shape ({d}, {d}); got shape {r.shape}")
+    a = np.abs(g)
+    abs_r = np.abs(r)
+    # a^T |R| a counts the diagonal too; remove it instead of building a masked copy of R.
+    diag = (a * a) @ np.diag(abs_r)
+    num = np.einsum("ni,ij,nj->n", a, abs_r, a) - diag
+    den = a.sum(axis=1) ** 2 - (a * a).sum(axis=1)
+    ok = den > 1e-300
+    if not ok.any():
+        return float("nan")
+    return float(np.mean(num[ok] / den[ok]))
+
+
+def gradient_entanglement(
+    model: nn.Module,
+    x,
+    y,
+    *,
+    layer: str = "body",
+    correlation=None,
+    batch_size: int | None = 256,
+) -> float:
+    """Gradient entanglement of ``model`` at ``layer`` (design.md, "Metric definitions").
+
+    For each sample, ``g = d logit_y / d h`` at the output ``h`` of ``layer`` (flattened to
+    (n, d)); the correlation matrix ``R`` is that of ``h`` over the given batch (float64;
+    dead units correlate with nothing) unless ``correlation`` is given. The value is
+    :func:`entanglement_from_gradients` of the two.
+
+    A forward hook on ``layer`` replaces its output by a detached copy that requires grad, so
+    ``g`` comes from ``torch.autograd.grad`` with respect to that copy only: the part of the
+    model below the layer is not differentiated, no parameter ``.grad`` is touched, and the
+    hook is removed in a ``finally`` block. The model runs in eval mode and every submodule
+    gets its own train/eval flag back.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any module with a submodule named ``layer`` (a dotted ``named_modules()`` name).
+    x : Tensor (n, c, h, w)
+    y : int or Tensor (n,)
+        Class whose logit is differentiated.
+    layer : str
+        The feature layer; "body" in every geomxai model.
+    correlation : array or Tensor (d, d) or None
+        A fixed correlation matrix, e.g. from a larger probe set.
+    batch_size : int or None
+
+    Returns
+    -------
+    float
+        In [0, 1].
+    """
+    x = as_images(x)
+    n = x.shape[0]
+    labels = as_labels(y, n)
+    batch_size = check_batch_size(batch_size, n)
+    module = resolve_layer(model, layer)
+    device = model_device(model, fallback=x.device)
+    captured: list[torch.Tensor] = []
+
+    def hook(_module, _inputs, output):
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"layer {layer!r} must output a tensor; got {type(output).__name__}")
+        leaf = output.detach().requires_grad_(True)
+        captured.append(leaf)
+        # Hand on a copy: an in-place op after the layer (ReLU(inplace=True)) must not modify
+        # the leaf the gradient is taken against, nor the features stored from it.
+        return leaf.clone()
+
+    feats, grads = [], []
+    handle = module.register_forward_hook(hook)
+    try:
+        with eval_mode(model), torch.enable_grad():
+            for start in range(0, n, batch_size):
+                captured.clear()
+                xb = x[start : start + batch_size].to(device)
+                yb = labels[start : start + batch_size].to(device)
+                logits = model(xb)
+                if len(captured) != 1:
+                    raise RuntimeError(
+                        f"layer {layer!r} ran {len(captured)} times in one forward pass; "
+                        "gradient entanglement needs a layer that runs exactly once"
+                    )
+                h = captured[0]
+                # Samples do not interact in eval mode, so the gradient of the sum of the
+                # selected logits holds each sample's own gradient.
+                (g,) = torch.autograd.grad(
+                    logits.gather(1, yb[:, None]).sum(), h, allow_unused=True
+                )
+                if g is None:
+                    raise ValueError(
+                        f"the logits do not depend on the output of layer {layer!r}; choose a "
+                        "layer on the path to the logits"
+                    )
+                feats.append(h.detach().flatten(1).to("cpu", torch.float64))
+                grads.append(g.flatten(1).to("cpu", torch.float64))
+    finally:
+        handle.remove()
+        captured.clear()
+    h_all = torch.cat(feats).numpy()
+    g_all = torch.cat(grads).numpy()
+    if correlation is None:
+        if n < 2:
+            raise ValueError("a correlation over the batch needs at least 2 samples; got 1")
+        correlation = _correlation(h_all)
+    return entanglement_from_gradients(g_all, correlation)
