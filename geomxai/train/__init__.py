@@ -1,5 +1,11 @@
-"""Training: the config, the regimes and the loop."""
+"""Training: the config, the four regimes, the loop, run directories, multi-process training.
 
+``train(config)`` trains one run (``regular``, ``sgt``, ``dbn`` or ``saliencydecor``) and returns
+its run directory (``config.json``, ``checkpoints/epoch_NNNN.pt``, ``metrics.jsonl``); see
+``docs/training.md``.
+"""
+
+from geomxai.train._augment import random_flip_crop
 from geomxai.train._build import build_from_spec, model_spec
 from geomxai.train._checkpoint import (
     CheckpointError,
@@ -8,16 +14,58 @@ from geomxai.train._checkpoint import (
     save_checkpoint,
 )
 from geomxai.train._config import REGIMES, ConfigError, TrainConfig, parse_override
+from geomxai.train._distributed import (
+    SyncGroupWhitening,
+    all_gather_cat,
+    all_reduce_sum,
+    convert_sync_whitening,
+)
+from geomxai.train._loop import CosineSchedule, Trainer, TrainingDivergedError, derive_seed, train
+from geomxai.train._losses import classification_loss, decorrelation_term, kl_consistency
+from geomxai.train._masking import (
+    fill_values,
+    low_saliency_mask,
+    mask_low_saliency,
+    num_masked,
+    saliency_scores,
+)
+from geomxai.train._rundir import checkpoint_path, list_checkpoints, read_metrics
+from geomxai.train._step import TERMS, TrainForward, frozen_running_stats, train_step
 
 __all__ = [
     "REGIMES",
+    "TERMS",
     "CheckpointError",
     "ConfigError",
+    "CosineSchedule",
+    "SyncGroupWhitening",
     "TrainConfig",
+    "TrainForward",
+    "Trainer",
+    "TrainingDivergedError",
+    "all_gather_cat",
+    "all_reduce_sum",
     "build_from_spec",
+    "checkpoint_path",
+    "classification_loss",
+    "convert_sync_whitening",
+    "decorrelation_term",
+    "derive_seed",
+    "fill_values",
+    "frozen_running_stats",
+    "kl_consistency",
+    "list_checkpoints",
     "load_checkpoint",
+    "low_saliency_mask",
+    "mask_low_saliency",
     "model_spec",
+    "num_masked",
     "parse_override",
+    "random_flip_crop",
     "read_checkpoint",
+    "read_metrics",
+    "saliency_scores",
     "save_checkpoint",
+    "train",
+    "train_step",
 ]

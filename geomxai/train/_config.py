@@ -17,7 +17,7 @@ else:  # pragma: no cover
 
 REGIMES = ("regular", "sgt", "dbn", "saliencydecor")
 PLACEMENTS = ("auto", "path", "aux")
-DECOR_KINDS = ("offdiag", "covariance")
+DECOR_KINDS = ("offdiag", "covariance", "whitened")
 MASK_BY = ("abs", "signed")
 FILLS = ("uniform", "mean", "zero")
 
@@ -58,6 +58,7 @@ class TrainConfig:
     train_subset: int | None = None
     test_subset: int | None = None
     resume: bool = False
+    augment: bool = False
     # SaliencyDecor / baselines
     group_size: int = 16
     decor_weight: float = 0.01
@@ -101,6 +102,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1; got {name}={getattr(self, name)}")
+        for name in ("seed", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be non-negative; got {name}={getattr(self, name)}")
         for name in ("train_subset", "test_subset"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -156,7 +160,10 @@ class TrainConfig:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
         data = dict(data.get("train", data))
-        data.pop("study", None)
+        # Tables other programs read from the same profile (the study's regimes and seeds, the
+        # analysis options) are not training fields.
+        for table in ("study", "analysis"):
+            data.pop(table, None)
         data.update(overrides or {})
         return cls.from_dict(data)
 

@@ -1,0 +1,654 @@
+"""The training loop: from a :class:`TrainConfig` to a run directory of checkpoints and metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from tqdm.auto import tqdm
+
+from geomxai.data import DatasetBundle, dataset_tensors, load_dataset
+from geomxai.models import FeatureModel
+from geomxai.train._augment import random_flip_crop
+from geomxai.train._build import build_from_spec, model_spec
+from geomxai.train._checkpoint import read_checkpoint, save_checkpoint
+from geomxai.train._config import ConfigError, TrainConfig
+from geomxai.train._distributed import (
+    DistEnv,
+    all_reduce_,
+    broadcast_object,
+    convert_sync_whitening,
+    setup_distributed,
+    teardown_distributed,
+)
+from geomxai.train._rundir import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    append_metrics,
+    check_resumable,
+    checkpoint_path,
+    list_checkpoints,
+    read_metrics,
+    rewrite_metrics,
+    write_text_atomic,
+)
+from geomxai.train._step import TERMS, TrainForward, train_step
+
+log = logging.getLogger("geomxai.train")
+
+# Random streams, each seeded from (seed, epoch, rank, stream) so that an epoch's randomness does
+# not depend on what ran before it: a resumed run replays exactly what a straight run would do.
+_SHUFFLE, _MASK, _TORCH, _AUGMENT = 0, 1, 2, 3
+_SUBSET_SEED = 0
+_EVAL_BATCH = 512
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss term became NaN or infinite; the message names the term and the epoch."""
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A 63-bit seed mixed from ``seed`` and ``keys`` (numpy's SeedSequence hashing).
+
+    Examples
+    --------
+    >>> derive_seed(0, 1, 2) == derive_seed(0, 1, 2) != derive_seed(0, 2, 1)
+    True
+    """
+    state = np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(1, np.uint64)
+    return int(state[0] >> np.uint64(1))
+
+
+class CosineSchedule:
+    """Per-step cosine annealing from ``base_lr`` to 0 over ``total_steps``, in closed form.
+
+    ``lr(t) = base_lr * (1 + cos(pi * t / total_steps)) / 2`` for step ``t = 0, 1, ...``. The
+    closed form (instead of torch's recursive ``CosineAnnealingLR``) makes resuming exact and lets
+    a resumed run extend ``epochs``: the schedule is then recomputed over the new length.
+
+    Examples
+    --------
+    >>> s = CosineSchedule(base_lr=0.1, total_steps=4)
+    >>> [round(s.lr(t), 4) for t in range(4)]
+    [0.1, 0.0854, 0.05, 0.0146]
+    """
+
+    def __init__(self, *, base_lr: float, total_steps: int, step: int = 0):
+        self.base_lr = float(base_lr)
+        self.total_steps = int(total_steps)
+        self.step = int(step)
+
+    def lr(self, step: int | None = None) -> float:
+        t = self.step if step is None else step
+        return (
+            self.base_lr
+            * 0.5
+            * (1.0 + math.cos(math.pi * min(t, self.total_steps) / self.total_steps))
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "name": "cosine",
+            "base_lr": self.base_lr,
+            "total_steps": self.total_steps,
+            "step": self.step,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.base_lr = float(state["base_lr"])
+        self.step = int(state["step"])
+
+
+@contextlib.contextmanager
+def _determinism(enabled: bool, device: torch.device) -> Iterator[None]:
+    """Deterministic kernels for the run, and the previous global settings restored after it."""
+    cudnn = torch.backends.cudnn
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        cudnn.deterministic,
+        cudnn.benchmark,
+    )
+    try:
+        if enabled:
+            if device.type == "cuda":
+                # cuBLAS needs a fixed workspace for reproducible GEMMs; set before first use.
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            # warn_only: an op without a deterministic kernel warns instead of ending the run.
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            cudnn.deterministic, cudnn.benchmark = True, False
+        elif device.type == "cuda":
+            cudnn.benchmark = True
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        cudnn.deterministic, cudnn.benchmark = before[2], before[3]
+
+
+def _is_tensor_backed(dataset: Dataset) -> bool:
+    if isinstance(dataset, TensorDataset):
+        return True
+    return isinstance(dataset, Subset) and _is_tensor_backed(dataset.dataset)
+
+
+def _subset_indices(n: int, subset: int | None) -> torch.Tensor | None:
+    """A fixed random subset (seed 0, the same for every regime and seed of a study), sorted."""
+    if subset is None or subset >= n:
+        return None
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(_SUBSET_SEED))
+    return order[:subset].sort().values
+
+
+class _Split:
+    """One split of a dataset, served as device batches by index.
+
+    Tensor-backed data (or any data with ``data_on_device``) is held as two tensors, on the
+    device or pinned in host memory; a batch is then one gather, with no DataLoader and no
+    worker processes. Other datasets go through a DataLoader with the same index batches.
+    """
+
+    def __init__(self, dataset: Dataset, *, subset: int | None, device: torch.device, config):
+        index = _subset_indices(len(dataset), subset)
+        self.device = device
+        self.loader_dataset = None
+        if config.data_on_device or _is_tensor_backed(dataset):
+            if not _is_tensor_backed(dataset):
+                log.info("reading %d images into memory (data_on_device=True)", len(dataset))
+            images, labels = dataset_tensors(dataset)
+            if index is not None:
+                images, labels = images[index], labels[index]
+            images, labels = images.float(), labels.long()
+            if config.data_on_device:
+                images, labels = images.to(device), labels.to(device)
+            elif device.type == "cuda":
+                images, labels = images.pin_memory(), labels.pin_memory()
+            self.images, self.labels = images, labels
+            self.n = len(labels)
+        else:
+            self.loader_dataset = dataset if index is None else Subset(dataset, index.tolist())
+            self.n = len(self.loader_dataset)
+            self.num_workers = config.num_workers
+
+    def batches(
+        self, index_batches: list[torch.Tensor]
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, labels) on the device for each index tensor, in order."""
+        if self.loader_dataset is None:
+            if not index_batches:
+                return
+            # One host-to-device copy of the epoch's indices, not one per batch.
+            sizes = [len(idx) for idx in index_batches]
+            flat = torch.cat(index_batches).to(self.images.device)
+            for idx in flat.split(sizes):
+                x, y = self.images[idx], self.labels[idx]
+                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            return
+        loader = DataLoader(
+            self.loader_dataset,
+            batch_sampler=[idx.tolist() for idx in index_batches],
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        for x, y in loader:
+            yield (
+                x.float().to(self.device, non_blocking=True),
+                torch.as_tensor(y).long().to(self.device, non_blocking=True),
+            )
+
+
+class Trainer:
+    """The lifecycle of one training run; :func:`train` is ``Trainer(config).fit()``.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    dataset : DatasetBundle, optional
+        Already loaded data whose ``name`` equals ``config.dataset`` (saves reloading it in a
+        study, and lets tests train on tensors made on the spot). Default: ``load_dataset``.
+
+    Attributes (after :meth:`fit`)
+    ----------
+    model : FeatureModel
+        The trained model (in eval mode), with the final weights.
+    run_dir : Path
+    env : DistEnv
+    """
+
+    def __init__(self, config: TrainConfig, *, dataset: DatasetBundle | None = None):
+        self.config = config
+        self.dataset = dataset
+        self.run_dir = Path(config.out_dir)
+        self.model: FeatureModel | None = None
+        self.env: DistEnv | None = None
+
+    # ------------------------------------------------------------------ entry point
+    def fit(self) -> Path:
+        """Train (or resume) to ``config.epochs``; returns the run directory."""
+        if not isinstance(self.config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig; got {type(self.config).__name__}")
+        self.config.validate()
+        env = setup_distributed(self.config.device)
+        self.env = env
+        devices = [env.device.index or 0] if env.device.type == "cuda" else []
+        try:
+            # The caller's RNG state and determinism flags are left as they were.
+            with (
+                torch.random.fork_rng(devices=devices),
+                _determinism(self.config.deterministic, env.device),
+            ):
+                start_epoch = self._prepare()
+                self._run(start_epoch)
+        finally:
+            teardown_distributed(env)
+        return self.run_dir
+
+    # ------------------------------------------------------------------ setup
+    def _load_data(self) -> DatasetBundle:
+        cfg = self.config
+        if self.dataset is None:
+            return load_dataset(cfg.dataset)
+        if not isinstance(self.dataset, DatasetBundle):
+            raise TypeError(f"dataset must be a DatasetBundle; got {type(self.dataset).__name__}")
+        if self.dataset.name != cfg.dataset:
+            raise ConfigError(
+                f"dataset must match the config; got a {self.dataset.name!r} bundle for "
+                f"dataset={cfg.dataset!r}"
+            )
+        return self.dataset
+
+    def _build_model(self, bundle: DatasetBundle) -> tuple[FeatureModel, dict]:
+        cfg = self.config
+        c, h, w = bundle.input_shape
+        if h != w:
+            raise ConfigError(
+                f"dataset {cfg.dataset!r} has {h}x{w} images; geomxai models take square images"
+            )
+        spec = model_spec(cfg, in_channels=c, num_classes=bundle.num_classes, image_size=h)
+        torch.manual_seed(cfg.seed)
+        try:
+            model = build_from_spec(spec)
+        except ConfigError:
+            raise
+        except ValueError as err:
+            raise ConfigError(
+                f"model {cfg.model!r} does not fit dataset {cfg.dataset!r} ({c} channels, "
+                f"{h}x{w}, {bundle.num_classes} classes): {err}"
+            ) from err
+        # One eval-mode forward of a blank batch: a channel or class mismatch surfaces now, with
+        # the fields named, not as a shape error in the middle of the first epoch.
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = model(torch.zeros(2, c, h, w))
+        except RuntimeError as err:
+            raise ConfigError(
+                f"model {cfg.model!r} does not accept dataset {cfg.dataset!r} images "
+                f"({c} channels, {h}x{w}): {err}"
+            ) from err
+        if tuple(out.shape) != (2, bundle.num_classes):
+            raise ConfigError(
+                f"model {cfg.model!r} gives {tuple(out.shape)[1:]} outputs but dataset "
+                f"{cfg.dataset!r} has {bundle.num_classes} classes"
+            )
+        model.train()
+        return model, spec
+
+    def _check_run_dir(self, spec: dict) -> dict | None:
+        """Rank 0: refuse to overwrite a run; on resume, the last checkpoint (or None)."""
+        cfg, run_dir = self.config, self.run_dir
+        found = list_checkpoints(run_dir)
+        if not cfg.resume:
+            if found or (run_dir / METRICS_FILE).exists():
+                raise ConfigError(
+                    f"out_dir {str(run_dir)!r} already holds a run; set resume=true to continue "
+                    "it or choose another out_dir"
+                )
+            return None
+        if not found:
+            if (run_dir / CONFIG_FILE).is_file():
+                log.info("no checkpoint in %s yet; starting the run from scratch", run_dir)
+            return None
+        last = max(found)
+        payload = read_checkpoint(found[last])
+        check_resumable(payload["config"], cfg, run_dir)
+        if payload["model_spec"] != spec:
+            raise ConfigError(
+                f"cannot resume {str(run_dir)!r}: its model {payload['model_spec']} does not match "
+                f"the one dataset {cfg.dataset!r} gives now ({spec}); the dataset changed in "
+                "channels, classes or image size"
+            )
+        return payload
+
+    def _prepare(self) -> int:
+        cfg, env = self.config, self.env
+        bundle = self._load_data()
+        model, spec = self._build_model(bundle)
+        self.spec = spec
+
+        if cfg.batch_size % env.world_size:
+            raise ConfigError(
+                f"batch_size is the global batch and must divide among the {env.world_size} "
+                f"processes; got batch_size={cfg.batch_size}"
+            )
+        self.train_split = _Split(
+            bundle.train, subset=cfg.train_subset, device=env.device, config=cfg
+        )
+        self.test_split = _Split(bundle.test, subset=cfg.test_subset, device=env.device, config=cfg)
+        self.steps_per_epoch = self.train_split.n // cfg.batch_size
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                f"batch_size must not exceed the number of training images; got "
+                f"batch_size={cfg.batch_size} for {self.train_split.n} images"
+                + (f" (train_subset={cfg.train_subset})" if cfg.train_subset else "")
+            )
+
+        # Rank 0 inspects the run directory; every rank gets its verdict, so that all of them
+        # raise together or all go on (one raising alone would leave the others hanging).
+        verdict: dict[str, Any] = {"error": None, "payload": None}
+        if env.is_main:
+            try:
+                verdict["payload"] = self._check_run_dir(spec)
+            except Exception as err:  # forwarded, so that no rank waits for a rank that failed
+                if not env.distributed:
+                    raise
+                verdict["error"] = err
+        verdict = broadcast_object(verdict)
+        if verdict["error"] is not None:
+            raise verdict["error"]
+        payload = verdict["payload"]
+
+        if payload is not None:
+            model.load_state_dict(payload["model"])
+        device = env.device
+        model.to(device)
+        self.channels_last = cfg.channels_last and not spec["name"].startswith("vit")
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if env.distributed:
+            model = convert_sync_whitening(model)
+            has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+            if device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            elif has_bn:
+                # torch's SyncBatchNorm runs on accelerators only.
+                log.warning("BatchNorm statistics are per process on %s (no SyncBatchNorm)", device)
+        self.model = model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(
+            self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+        self.schedule = CosineSchedule(
+            base_lr=cfg.lr, total_steps=cfg.epochs * self.steps_per_epoch
+        )
+        start_epoch = 0
+        if payload is not None:
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.schedule.load_state_dict(payload["scheduler"])
+            start_epoch = int(payload["epoch"])
+            log.info("resuming %s from epoch %d", self.run_dir, start_epoch)
+
+        net: nn.Module = TrainForward(model, amp=cfg.amp)
+        self.no_sync = contextlib.nullcontext
+        if env.distributed:
+            ddp = nn.parallel.DistributedDataParallel(
+                net,
+                device_ids=[device] if device.type == "cuda" else None,
+                # Whitening and BatchNorm statistics are synchronised, so buffers already agree.
+                broadcast_buffers=False,
+            )
+            self.no_sync = ddp.no_sync
+            net = ddp
+        if cfg.compile:
+            net = torch.compile(net)
+        self.net = net
+        if cfg.amp and device.type != "cuda":
+            log.warning("amp=true only takes effect on CUDA; training in float32 on %s", device)
+
+        if env.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.run_dir / CONFIG_FILE, cfg.to_json() + "\n")
+            if payload is not None:
+                self._reconcile_metrics(start_epoch)
+        if payload is None:
+            initial = {"epoch": 0, "test_acc": self.evaluate()}
+            if env.is_main:
+                self._save(0, initial)
+        return start_epoch
+
+    def _reconcile_metrics(self, last_epoch: int) -> None:
+        """Keep one metrics line per checkpointed epoch: drop lines of the lost epoch, and
+        restore a line a crash kept from being written (from the checkpoint's copy)."""
+        rows = {
+            r["epoch"]: r
+            for r in read_metrics(self.run_dir)
+            if 1 <= r.get("epoch", 0) <= last_epoch
+        }
+        found = list_checkpoints(self.run_dir)
+        for epoch in range(1, last_epoch + 1):
+            if epoch not in rows and epoch in found:
+                rows[epoch] = read_checkpoint(found[epoch]).get("metrics", {"epoch": epoch})
+        rewrite_metrics(self.run_dir, [rows[e] for e in sorted(rows)])
+
+    # ------------------------------------------------------------------ the loop
+    def _epoch_index_batches(self, epoch: int) -> list[torch.Tensor]:
+        """This rank's share of each global batch of the epoch (the last partial one dropped)."""
+        cfg, env = self.config, self.env
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, epoch, 0, _SHUFFLE))
+        order = torch.randperm(self.train_split.n, generator=gen)
+        used = order[: self.steps_per_epoch * cfg.batch_size].view(
+            self.steps_per_epoch, env.world_size, -1
+        )
+        return list(used[:, env.rank].unbind(0))
+
+    def _generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.env.device).manual_seed(seed)
+
+    def _run(self, start_epoch: int) -> None:
+        cfg = self.config
+        if start_epoch >= cfg.epochs:
+            log.info("%s is complete (%d of %d epochs)", self.run_dir, start_epoch, cfg.epochs)
+            self.model.eval()
+            return
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            metrics = self._train_epoch(epoch)
+            if self.env.is_main:
+                self._save(epoch, metrics)
+                append_metrics(self.run_dir, metrics)
+            log.info(
+                "%s epoch %d/%d: loss %.4f (ce %.4f, kl %.4f, decor %.4f), train acc %.4f, "
+                "test acc %.4f, %.0f images/s",
+                cfg.regime,
+                epoch,
+                cfg.epochs,
+                metrics["loss_total"],
+                metrics["loss_ce"],
+                metrics["loss_kl"],
+                metrics["loss_decor"],
+                metrics["train_acc"],
+                metrics["test_acc"],
+                metrics["images_per_s"],
+            )
+        self.model.eval()
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg, env = self.config, self.env
+        device = env.device
+        torch.manual_seed(derive_seed(cfg.seed, epoch, env.rank, _TORCH))  # dropout and the like
+        mask_gen = self._generator(derive_seed(cfg.seed, epoch, env.rank, _MASK))
+        aug_gen = self._generator(derive_seed(cfg.seed, epoch, env.rank, _AUGMENT))
+        index_batches = self._epoch_index_batches(epoch)
+        check_every = 1 if device.type == "cpu" else 50
+
+        self.model.train()
+        sums = torch.zeros(len(TERMS), device=device)
+        bad = torch.zeros(len(TERMS) - 1, dtype=torch.bool, device=device)
+        start = time.perf_counter()
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            desc=f"{cfg.regime} epoch {epoch}/{cfg.epochs}",
+            unit="step",
+            leave=False,
+            disable=not (cfg.progress and env.is_main),
+        )
+        lr = self.schedule.lr()
+        try:
+            for i, (x, y) in enumerate(self.train_split.batches(index_batches)):
+                if cfg.augment:
+                    x = random_flip_crop(x, generator=aug_gen)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                lr = self.schedule.lr()
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                self.optimizer.zero_grad(set_to_none=True)
+                terms = train_step(
+                    self.net,
+                    self.model,
+                    x,
+                    y,
+                    config=cfg,
+                    params=self.params,
+                    generator=mask_gen,
+                    no_sync=self.no_sync,
+                )
+                self.optimizer.step()
+                self.schedule.step += 1
+                sums += terms
+                bad |= ~torch.isfinite(terms[:-1])
+                if (i + 1) % check_every == 0 or i + 1 == self.steps_per_epoch:
+                    self._check_finite(bad, sums, epoch, i + 1, bar)
+                bar.update(1)
+        finally:
+            bar.close()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds = time.perf_counter() - start
+        # A non-finite gradient in the epoch's last step leaves finite losses but broken weights;
+        # they must not reach a checkpoint either (one sync per epoch).
+        if not bool(torch.stack([p.detach().isfinite().all() for p in self.params]).all()):
+            raise TrainingDivergedError(
+                f"training diverged: the weights became NaN or infinite in epoch {epoch} (a "
+                "non-finite gradient in its last step); the epoch was not saved" + self._last_good()
+            )
+        all_reduce_(sums)
+        n_steps = self.steps_per_epoch
+        means = (sums[:-1] / (n_steps * env.world_size)).tolist()
+        train_acc = float(sums[-1]) / (n_steps * cfg.batch_size)
+        test_acc = self.evaluate()
+        return {
+            "epoch": epoch,
+            **{name: value for name, value in zip(TERMS[:-1], means, strict=True)},
+            "train_acc": train_acc,
+            "test_acc": test_acc,
+            "images_per_s": n_steps * cfg.batch_size / train_seconds,
+            "seconds": time.perf_counter() - start,
+            "lr": lr,
+            "steps": self.schedule.step,
+        }
+
+    def _check_finite(
+        self, bad: torch.Tensor, sums: torch.Tensor, epoch: int, step: int, bar
+    ) -> None:
+        flags = all_reduce_(bad.float(), op="max")
+        values = torch.cat([flags, sums[:-1] / step]).tolist()
+        flags, means = values[: len(flags)], values[len(flags) :]
+        if any(flags):
+            names = [n for n, f in zip(TERMS[:-1], flags, strict=True) if f]
+            # The total is non-finite whenever a term is; name the term itself.
+            name = names[0]
+            raise TrainingDivergedError(
+                f"training diverged: {name} became NaN or infinite in epoch {epoch} "
+                f"(by step {step} of {self.steps_per_epoch}); the epoch was not saved"
+                + self._last_good()
+                + ". Lower lr, or check the data for NaN"
+            )
+        if not bar.disable:
+            bar.set_postfix(loss=f"{means[3]:.4f}", ce=f"{means[0]:.4f}", refresh=False)
+
+    def _last_good(self) -> str:
+        found = list_checkpoints(self.run_dir)
+        return f"; the last good checkpoint is {found[max(found)]}" if found else ""
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Test accuracy of the current model (eval mode), over all ranks' shares of the test set."""
+        env, model = self.env, self.model
+        model.eval()
+        n = self.test_split.n
+        order = torch.arange(n)[env.rank :: env.world_size]
+        batches = list(order.split(_EVAL_BATCH))
+        counts = torch.zeros(2, device=env.device)
+        use_amp = self.config.amp and env.device.type == "cuda"
+        for x, y in self.test_split.batches(batches):
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(x)
+            counts[0] += (logits.argmax(dim=1) == y).sum()
+            counts[1] += len(y)
+        all_reduce_(counts)
+        model.train()
+        correct, total = counts.tolist()
+        return correct / max(total, 1.0)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, epoch: int, metrics: dict[str, Any]) -> Path:
+        env = self.env
+        rng: dict[str, Any] = {
+            "note": "every epoch reseeds its generators from (seed, epoch, rank, stream); "
+            "these are the states at the end of this epoch, on rank 0",
+            "torch": torch.get_rng_state(),
+        }
+        if env.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(env.device)
+        state = {k: v.detach() for k, v in self.model.state_dict().items()}
+        payload = {
+            "config": self.config.to_dict(),
+            "model_spec": self.spec,
+            "model": state,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "rng": rng,
+            "epoch": epoch,
+            "metrics": metrics,
+        }
+        return save_checkpoint(checkpoint_path(self.run_dir, epoch), payload)
+
+
+def train(config: TrainConfig, *, dataset: DatasetBundle | None = None) -> Path:
+    """Train one run and write its run directory; returns ``Path(config.out_dir)``.
+
+    The run directory holds ``config.json``, ``checkpoints/epoch_0000.pt`` (initial weights),
+    ``epoch_0001.pt``, ... (one per epoch) and ``metrics.jsonl`` (one JSON line per epoch:
+    ``epoch, loss_ce, loss_kl, loss_decor, loss_total, train_acc, test_acc, images_per_s,
+    seconds, lr, steps``). With ``config.resume`` the run continues from its last checkpoint.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    dataset : DatasetBundle, optional
+        Preloaded data named ``config.dataset``; default: :func:`geomxai.data.load_dataset`.
+
+    Returns
+    -------
+    Path
+        The run directory.
+
+    Raises
+    ------
+    ConfigError
+        Invalid or inconsistent settings (field named), found before any training.
+    TrainingDivergedError
+        A loss term became NaN or infinite; the last good checkpoint stays as it was.
+    """
+    return Trainer(config, dataset=dataset).fit()

@@ -1,0 +1,203 @@
+"""One optimisation step of each regime, written for the fewest forward and backward passes.
+
+Cost in units of one forward pass (a backward is about two: activation and weight gradients):
+
+- ``regular``/``dbn``: forward + backward = 3.
+- ``sgt``/``saliencydecor`` with ``detach_clean=False`` (the default, as in the reference): clean
+  forward (1), input gradient of CE by ``autograd.grad`` with the graph kept (1: activation
+  gradients only), masked forward (1), one backward of the total loss through both graphs (4):
+  7, i.e. 7/3 of a regular step.
+- with ``detach_clean=True``: clean forward (1), *one* backward of CE that yields both the weight
+  gradients and the input gradient (2), masked forward (1) and backward of the auxiliary terms (2):
+  6, i.e. 2x a regular step. Because the clean graph then carries only CE, the input gradient
+  that picks the mask is exactly that of CE, and the decorrelation term is computed on the
+  features of the masked forward (see docs/training.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from geomxai.models import FeatureModel
+from geomxai.train._config import TrainConfig
+from geomxai.train._losses import classification_loss, decorrelation_term, kl_consistency
+from geomxai.train._masking import mask_low_saliency
+
+TERMS = ("loss_ce", "loss_kl", "loss_decor", "loss_total", "correct")
+"""Order of the entries of the tensor :func:`train_step` returns."""
+
+
+class TrainForward(nn.Module):
+    """``model.forward_all`` with mixed precision where it is safe; the module DDP wraps.
+
+    The body runs under bf16 autocast when ``amp`` is on; the features are cast to float32 before
+    the whitening (its covariance, eigendecomposition and matrix products must not see bf16) and
+    the head and losses also run in float32. Without ``amp`` this is exactly ``forward_all``.
+
+    Parameters
+    ----------
+    model : FeatureModel
+    amp : bool
+        Use bf16 autocast for the body (CUDA only; ignored elsewhere).
+
+    Returns (from ``forward``)
+    -------
+    logits : Tensor (n, num_classes), float32
+    features : Tensor (n, d), float32
+    whitened : Tensor (n, d), float32
+    """
+
+    def __init__(self, model: FeatureModel, *, amp: bool = False):
+        super().__init__()
+        self.model = model
+        self.amp = amp
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        model = self.model
+        use_amp = self.amp and x.device.type == "cuda"
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            features = model.body(x)
+        with torch.autocast(x.device.type, enabled=False):
+            features = features.float()
+            whitened = model.whiten(features)
+            logits = model.head(whitened if model.whiten_in_path else features)
+        return logits, features, whitened
+
+
+@contextlib.contextmanager
+def frozen_running_stats(model: nn.Module) -> Iterator[None]:
+    """Undo any change the enclosed forward makes to the model's buffers.
+
+    The masked forward runs in training mode (BatchNorm and whitening use the statistics of the
+    masked batch, as the reference does), but running statistics must describe clean images,
+    which is what the model sees in eval mode; so BatchNorm running moments, whitening running
+    covariances and batch counters are restored afterwards. A restore, not a momentum trick,
+    works for any module with buffers.
+    """
+    buffers = [b for b in model.buffers() if b is not None]
+    saved = [b.detach().clone() for b in buffers]
+    try:
+        yield
+    finally:
+        # Written through ``.data``, which leaves the version counter alone, exactly as
+        # BatchNorm's own in-kernel running update does: the clean graph saved these buffers for
+        # backward (a training-mode backward never reads their values), and a counted in-place
+        # write would make that backward refuse to run.
+        for b, s in zip(buffers, saved, strict=True):
+            b.data.copy_(s)
+
+
+def _decor(features: torch.Tensor, model: FeatureModel, config: TrainConfig) -> torch.Tensor:
+    return decorrelation_term(
+        features, group_size=config.group_size, kind=config.decor_kind, whitening=model.whiten
+    )
+
+
+def train_step(
+    net: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    model: FeatureModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    config: TrainConfig,
+    params: list[torch.Tensor],
+    generator: torch.Generator | None = None,
+    no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> torch.Tensor:
+    """Forward and backward of one batch; gradients are accumulated into ``params``' ``.grad``.
+
+    The optimiser step and ``zero_grad`` are the caller's.
+
+    Parameters
+    ----------
+    net : callable
+        ``x -> (logits, features, whitened)``: a :class:`TrainForward`, possibly wrapped in DDP
+        or compiled.
+    model : FeatureModel
+        The unwrapped model (its buffers are protected during the masked forward).
+    x : Tensor (n, c, h, w)
+        Images on the device.
+    y : Tensor (n,)
+        Labels.
+    config : TrainConfig
+        Regime, weights and masking options.
+    params : list of Tensor
+        The parameters that get gradients.
+    generator : torch.Generator, optional
+        On the device; drives the uniform fill of the masked pixels.
+    no_sync : callable
+        ``DistributedDataParallel.no_sync`` in a multi-process run: the first of the two backward
+        passes of a detached step must accumulate locally, not all-reduce.
+
+    Returns
+    -------
+    Tensor (5,), float32, detached
+        ``loss_ce, loss_kl, loss_decor, loss_total, correct`` (see :data:`TERMS`); kept on the
+        device, so a step never waits for the host.
+    """
+    zero = torch.zeros((), device=x.device)
+    kl = decor = zero
+    if not config.uses_masking or config.kl_weight == 0:
+        # Without a KL term the mask would feed nothing: skip the input gradient and the
+        # masked forward (this is also the paper's literal ViT objective, CE + decorrelation).
+        logits, features, _ = net(x)
+        ce = classification_loss(logits, y)
+        total = ce
+        if config.uses_decorrelation:
+            decor = _decor(features, model, config)
+            total = ce + config.decor_weight * decor
+        total.backward(inputs=params)
+    elif not config.detach_clean:
+        x = x.detach().requires_grad_(True)
+        logits, features, _ = net(x)
+        ce = classification_loss(logits, y)
+        # The graph is kept: the total loss below backpropagates through it once more.
+        (grad_x,) = torch.autograd.grad(ce, x, retain_graph=True)
+        x_masked = mask_low_saliency(
+            x.detach(),
+            grad_x,
+            ratio=config.mask_ratio,
+            by=config.mask_by,
+            fill=config.mask_fill,
+            generator=generator,
+        )
+        with frozen_running_stats(model):
+            masked_logits, _, _ = net(x_masked)
+        kl = kl_consistency(logits, masked_logits, detach_clean=False)
+        total = ce + config.kl_weight * kl
+        if config.uses_decorrelation:
+            decor = _decor(features, model, config)
+            total = total + config.decor_weight * decor
+        total.backward(inputs=params)
+    else:
+        x = x.detach().requires_grad_(True)
+        with no_sync():
+            logits, features, _ = net(x)
+            ce = classification_loss(logits, y)
+            # One backward gives the weight gradients of CE and dCE/dx for the mask.
+            ce.backward(inputs=[x, *params])
+        x_masked = mask_low_saliency(
+            x.detach(),
+            x.grad,
+            ratio=config.mask_ratio,
+            by=config.mask_by,
+            fill=config.mask_fill,
+            generator=generator,
+        )
+        with frozen_running_stats(model):
+            masked_logits, masked_features, _ = net(x_masked)
+        kl = kl_consistency(logits.detach(), masked_logits, detach_clean=True)
+        aux = config.kl_weight * kl
+        if config.uses_decorrelation:
+            decor = _decor(masked_features, model, config)
+            aux = aux + config.decor_weight * decor
+        aux.backward(inputs=params)
+        total = ce.detach() + aux.detach()
+    with torch.no_grad():
+        correct = (logits.detach().argmax(dim=1) == y).sum().float()
+        terms = [ce, kl, decor, total, correct]
+        return torch.stack([t.detach().float() for t in terms])
