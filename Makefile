@@ -5,9 +5,9 @@ STAMP  := $(VENV)/.geomxai-installed
 PROFILE ?= quick
 PYTEST_ARGS ?=
 # Only the source folders that exist: ruff fails on a missing path.
-LINT   := $(wildcard geomxai tests benchmarks analyses)
+LINT   := $(wildcard geomxai tests benchmarks analyses scripts)
 
-.PHONY: study test lint format data lab bench clean
+.PHONY: study test lint format data browser lab bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 
 data:
 	bash scripts/install_data.sh
+
+browser:
+	bash scripts/install_browser.sh
 
 study: $(STAMP) data
 	$(VENV)/bin/geomxai study --profile $(PROFILE)
@@ -30,7 +33,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix $(LINT)
 	$(VENV)/bin/ruff format $(LINT)
 
-test: $(STAMP) data lint
+test: $(STAMP) data browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lab: $(STAMP)

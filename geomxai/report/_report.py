@@ -33,15 +33,10 @@ def _feature_layer(da: xr.DataArray) -> xr.DataArray:
 
 def _mean_ci(values: np.ndarray) -> str:
     """Mean with a 95% interval over seeds (t interval; just the value for one seed)."""
-    values = values[np.isfinite(values)]
-    if values.size == 0:
+    mean, half = _interval(values)
+    if not np.isfinite(mean):
         return "n/a"
-    if values.size == 1:
-        return f"{values[0]:.4g}"
-    from scipy import stats
-
-    half = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
-    return f"{values.mean():.4g} ± {half:.2g}"
+    return f"{mean:.4g}" if not np.isfinite(half) else f"{mean:.4g} ± {half:.2g}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -216,34 +211,65 @@ def _fig_scatter(ds: xr.Dataset, out: Path) -> str | None:
     return save(fig, out / "geometry_vs_fidelity.png")
 
 
+def _interval(values: np.ndarray) -> tuple[float, float]:
+    """Mean and 95% t half-width over seeds (half-width NaN for a single seed)."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return np.nan, np.nan
+    if values.size == 1:
+        return float(values[0]), np.nan
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
+    return float(values.mean()), float(half)
+
+
+VERDICT_METRICS = (
+    ("test_acc", "higher", "test accuracy"),
+    ("morf_auc", "lower", "MoRF masking AUC"),
+    ("fidelity_gap", "higher", "LeRF − MoRF gap"),
+)
+
+
 def _verdict(ds: xr.Dataset) -> str:
-    """A plain statement of whether saliencydecor beat the baselines on this data."""
-    lines = []
+    """A plain statement of whether saliencydecor beat each baseline on this data.
+
+    With several seeds a difference counts only when the two 95% intervals do not overlap;
+    otherwise it is called "not distinguishable". With one seed every call is provisional.
+    """
     regimes = [str(r) for r in ds.regime.values]
     if "saliencydecor" not in regimes:
         return "<p>No saliencydecor run in these results; no comparison made.</p>"
-    for var, better, label in (
-        ("test_acc", "higher", "test accuracy"),
-        ("morf_auc", "lower", "MoRF masking AUC"),
-    ):
+    lines = []
+    for var, better, label in VERDICT_METRICS:
         if var not in ds:
             continue
-        final = _final(ds[var])
-        final = final.mean("seed") if "seed" in final.dims else final
-        ours = float(final.sel(regime="saliencydecor"))
+        final = _feature_layer(_final(ds[var]))
+        ours, ours_h = _interval(np.atleast_1d(final.sel(regime="saliencydecor").values))
         for other in regimes:
             if other == "saliencydecor":
                 continue
-            theirs = float(final.sel(regime=other))
+            theirs, theirs_h = _interval(np.atleast_1d(final.sel(regime=other).values))
             wins = ours > theirs if better == "higher" else ours < theirs
+            separated = np.isfinite(ours_h) and abs(ours - theirs) > ours_h + theirs_h
+            if np.isfinite(ours_h) and not separated:
+                call = "not distinguishable (the seed intervals overlap)"
+            else:
+                call = "saliencydecor is better" if wins else "saliencydecor is NOT better"
             lines.append(
-                f"{label}: saliencydecor {ours:.4f} vs {other} {theirs:.4f} — "
-                + ("saliencydecor is better" if wins else "saliencydecor is NOT better")
+                f"{label} ({better} is better): saliencydecor {ours:.4f} vs {other} "
+                f"{theirs:.4f} — {call}"
             )
     n_seeds = ds.sizes.get("seed", 1)
-    caveat = f"Based on {n_seeds} seed(s); differences smaller than the seed-to-seed spread are not evidence."
+    notes = [
+        f"Based on {n_seeds} seed(s)"
+        + ("; one seed gives no interval, so these calls are provisional." if n_seeds < 2 else "."),
+        "A model trained on masked inputs (sgt, saliencydecor) is also more robust to masking, "
+        "which can raise its MoRF AUC whatever its saliency; the LeRF − MoRF gap, which compares "
+        "two orders on the same model, is the fairer fidelity comparison across regimes.",
+    ]
     items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
-    return f"<ul>{items}</ul><p>{html.escape(caveat)}</p>"
+    return f"<ul>{items}</ul>" + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
 
 
 CSS = """

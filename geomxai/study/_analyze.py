@@ -20,7 +20,7 @@ from geomxai.train._checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -179,11 +179,14 @@ def measure(model: torch.nn.Module, probe: Probe, options: AnalysisOptions) -> x
         eigvecs.append(np.asarray(vecs))
     for k, values in geo.items():
         ds[k] = xr.DataArray(np.asarray(values, dtype=float), dims="layer")
-    width = max((s.size for s in spectra), default=0)
+    # Spectra are padded to the layer's width, not the live-unit count, so checkpoints whose
+    # number of dead units differs still line up along ``component`` (NaN past the live ones).
+    width = max(int(feats[name].shape[1]) for name in layer_names)
     ds["corr_spectrum"] = xr.DataArray(
         np.stack([np.pad(s, (0, width - s.size), constant_values=np.nan) for s in spectra]),
         dims=("layer", "component"),
     )
+    ds["corr_spectrum"].attrs["nan_reason"] = "components past the number of live units"
     kmax = max(v.shape[1] for v in eigvecs)
     dmax = max(v.shape[0] for v in eigvecs)
     ds["top_eigvals"] = xr.DataArray(
@@ -199,7 +202,12 @@ def measure(model: torch.nn.Module, probe: Probe, options: AnalysisOptions) -> x
         ),
         dims=("layer", "unit", "axis"),
     )
-    ds = ds.assign_coords(layer=layer_names)
+    ds = ds.assign_coords(
+        layer=layer_names,
+        component=np.arange(1, width + 1),
+        axis=np.arange(1, kmax + 1),
+        unit=np.arange(dmax),
+    )
 
     # ---- accuracy on the probe
     with torch.no_grad():
