@@ -1,0 +1,91 @@
+"""`geomxai study`: a profile trains every regime, analyses every checkpoint and writes a report."""
+
+from __future__ import annotations
+
+import pytest
+import xarray as xr
+
+from geomxai.cli import main
+from geomxai.data import DatasetNotFoundError
+from geomxai.study import _study
+
+PROFILE = """
+dataset = "{dataset}"
+model = "cnn2"
+epochs = 1
+train_subset = 200
+test_subset = 100
+batch_size = 50
+device = "cpu"
+progress = false
+out_dir = "unused"
+
+[study]
+regimes = ["regular", "saliencydecor"]
+seeds = [0]
+
+[analysis]
+probe_size = 40
+fractions = 4
+top_k = 4
+n_examples = 2
+"""
+
+
+def _profile(tmp_path, dataset="digits"):
+    path = tmp_path / "tiny.toml"
+    path.write_text(PROFILE.format(dataset=dataset))
+    return path
+
+
+def test_study_from_the_command_line(tmp_path, capsys):
+    rc = main(
+        [
+            "study",
+            "--profile",
+            str(_profile(tmp_path)),
+            "--runs",
+            str(tmp_path / "runs"),
+            "--reports",
+            str(tmp_path / "reports"),
+        ]
+    )
+    assert rc == 0
+    index = tmp_path / "reports" / "tiny" / "index.html"
+    assert f"report: {index}" in capsys.readouterr().out
+    with xr.open_dataset(index.parent / "results.nc") as ds:
+        assert set(ds.regime.values) == {"regular", "saliencydecor"}
+        assert ds.sizes["epoch"] == 2  # the initial model and one trained epoch
+        assert ds.attrs["dataset"] == "digits"
+        assert {"created", "hardware", "commit"} <= set(ds.attrs)
+    # Every regime and seed has its run directory with a checkpoint per epoch.
+    for regime in ("regular", "saliencydecor"):
+        assert len(list((tmp_path / "runs" / "tiny" / f"{regime}-s0" / "checkpoints").glob("*.pt")))
+
+
+def test_missing_dataset_falls_back_to_digits_and_says_so(tmp_path, monkeypatch, caplog):
+    real = _study.load_dataset
+
+    def missing_fashion(name, **kwargs):
+        if name == "fashion-mnist":
+            raise DatasetNotFoundError("no Fashion-MNIST here (looked in /nowhere)")
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(_study, "load_dataset", missing_fashion)
+    caplog.set_level("WARNING")
+    index = _study.run_study(
+        str(_profile(tmp_path, dataset="fashion-mnist")),
+        runs_root=tmp_path / "runs",
+        reports_root=tmp_path / "reports",
+    )
+    assert "falling back to digits" in caplog.text
+    page = index.read_text()
+    assert "this study ran on &#x27;digits&#x27; instead" in page or "ran on 'digits'" in page
+    with xr.open_dataset(index.parent / "results.nc") as ds:
+        assert ds.attrs["dataset"] == "digits"
+        assert "fashion-mnist is not installed" in ds.attrs["note"]
+
+
+def test_unknown_profile_names_where_it_looked(tmp_path):
+    with pytest.raises(FileNotFoundError, match="looked at"):
+        _study.find_profile("no-such-profile")
