@@ -87,6 +87,19 @@ def as_features(features, *, name: str = "features") -> Features:
     return Features(count=n, mean=mean, centred=array - mean)
 
 
+def gram_matrix(feats: Features) -> np.ndarray:
+    """The covariance, or with n < d the n x n Gram matrix of the centred data over n - 1.
+
+    Both have the same non-zero eigenvalues (and the same trace and Frobenius norm), so every
+    spectral metric can use the smaller one.
+    """
+    if feats.covariance is not None:
+        return feats.covariance
+    c = feats.centred
+    n, d = c.shape
+    return (c @ c.T if n < d else c.T @ c) / (n - 1)
+
+
 def covariance_eigenvalues(feats: Features) -> np.ndarray:
     """Non-zero-capable covariance eigenvalues, descending, clipped at 0.
 
@@ -94,12 +107,7 @@ def covariance_eigenvalues(feats: Features) -> np.ndarray:
     n x n Gram matrix of the centred data, which is cheaper to decompose; the zeros it leaves out
     contribute nothing to any metric here.
     """
-    if feats.covariance is not None:
-        gram = feats.covariance
-    else:
-        c = feats.centred
-        n, d = c.shape
-        gram = (c @ c.T if n < d else c.T @ c) / (n - 1)
+    gram = gram_matrix(feats)
     # eigvalsh can return tiny negative values for a positive semi-definite matrix; they are
     # rounding noise, and a negative "variance" would break the entropy.
     eig = np.clip(np.linalg.eigvalsh(gram), 0.0, None)

@@ -6,7 +6,7 @@ from typing import Literal
 
 import numpy as np
 
-from geomxai.geometry._input import as_features, covariance_eigenvalues
+from geomxai.geometry._input import as_features, covariance_eigenvalues, gram_matrix
 
 _METHODS = ("covariance", "rankme")
 
@@ -108,12 +108,7 @@ def participation_ratio(features) -> float:
     2.0
     """
     feats = as_features(features)
-    if feats.covariance is not None:
-        gram = feats.covariance
-    else:
-        c = feats.centred
-        n, d = c.shape
-        gram = (c @ c.T if n < d else c.T @ c) / (n - 1)
+    gram = gram_matrix(feats)
     total = float(np.trace(gram))
     if total <= 0:
         return 0.0

@@ -6,8 +6,9 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from geomxai.train._config import ConfigError, TrainConfig
 
@@ -67,18 +68,27 @@ def check_resumable(saved_config: dict[str, Any], config: TrainConfig, run_dir: 
         )
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, write: Callable[[IO], object], *, binary: bool = False) -> Path:
+    """Write through ``write(fh)`` to a temporary file beside ``path``, fsync, then rename.
+
+    A crash leaves either the old file or the new one, never a half-written one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb" if binary else "w") as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_atomic(path, lambda fh: fh.write(text))
 
 
 def append_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
