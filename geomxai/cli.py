@@ -41,16 +41,26 @@ def cmd_study(args) -> int:
 def cmd_analyze(args) -> int:
     from geomxai.study import analyze_model, analyze_runs, save_results
 
+    # ValueError, not SystemExit: main() turns it into one error line and exit status 2.
     options = {"probe_size": args.probe_size, "layers": args.layers}
     if args.model:
+        if args.run_dirs:
+            raise ValueError(
+                "geomxai analyze takes RUN_DIR arguments or --model/--data, not both; got "
+                f"--model {args.model} and {len(args.run_dirs)} run director(ies)"
+            )
         if not args.data:
-            raise SystemExit(
+            raise ValueError(
                 "geomxai analyze --model needs --data (a dataset name or imagefolder:PATH)"
             )
         results = analyze_model(args.model, args.data, weights=args.weights, **options)
     else:
         if not args.run_dirs:
-            raise SystemExit("geomxai analyze needs RUN_DIR arguments or --model/--data")
+            raise ValueError("geomxai analyze needs RUN_DIR arguments or --model/--data")
+        if args.weights or args.data:
+            raise ValueError(
+                "--weights and --data go with --model; run directories carry their own"
+            )
         results = analyze_runs(
             args.run_dirs, workers=args.workers, scheduler=args.scheduler, **options
         )

@@ -1,6 +1,13 @@
 """Figures and HTML reports."""
 
+from geomxai.report._link import plot_geometry_fidelity, plot_link
 from geomxai.report._report import build_report
 from geomxai.report._style import REGIME_COLOURS, regime_colour
 
-__all__ = ["REGIME_COLOURS", "build_report", "regime_colour"]
+__all__ = [
+    "REGIME_COLOURS",
+    "build_report",
+    "plot_geometry_fidelity",
+    "plot_link",
+    "regime_colour",
+]

@@ -211,6 +211,15 @@ def _fig_scatter(ds: xr.Dataset, out: Path) -> str | None:
     return save(fig, out / "geometry_vs_fidelity.png")
 
 
+def _fig_link(ds: xr.Dataset, out: Path) -> str | None:
+    if not all(v in ds for v in ("spearman", "spearman_low", "spearman_high")):
+        return None
+    from geomxai.report._link import plot_link
+
+    ax = plot_link(ds)
+    return save(ax.figure, out / "geometry_fidelity_spearman.png")
+
+
 def _interval(values: np.ndarray) -> tuple[float, float]:
     """Mean and 95% t half-width over seeds (half-width NaN for a single seed)."""
     values = values[np.isfinite(values)]
@@ -376,12 +385,25 @@ def build_report(results: xr.Dataset, out_dir) -> Path:
         sp = ds["spearman"]
         for g in sp["geometry"].values:
             for f in sp["fidelity"].values:
-                cell = sp.sel(geometry=g, fidelity=f)
+                cell = float(sp.sel(geometry=g, fidelity=f))
                 lo = float(ds["spearman_low"].sel(geometry=g, fidelity=f))
                 hi = float(ds["spearman_high"].sel(geometry=g, fidelity=f))
-                rows.append([str(g), str(f), f"{float(cell):.3f}", f"[{lo:.3f}, {hi:.3f}]"])
+                n = ds["n_points"].sel(geometry=g, fidelity=f) if "n_points" in ds else None
+                rows.append(
+                    [
+                        str(g),
+                        str(f),
+                        f"{cell:.3f}" if np.isfinite(cell) else "n/a",
+                        f"[{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "n/a",
+                        "" if n is None else str(int(n)),
+                    ]
+                )
         parts.append("<h2>Spearman correlation, geometry vs fidelity (bootstrap 95% interval)</h2>")
-        parts.append(_table(["geometry", "fidelity", "rho", "95% interval"], rows))
+        heatmap = _fig_link(ds, figures)
+        if heatmap:
+            rel = Path(heatmap).relative_to(out_dir)
+            parts.append(f"<img src='{rel}' alt='Spearman rho, geometry vs fidelity'>")
+        parts.append(_table(["geometry", "fidelity", "rho", "95% interval", "points"], rows))
     configs = ds.attrs.get("configs")
     if configs:
         try:

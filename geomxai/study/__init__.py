@@ -10,6 +10,11 @@ from geomxai.study._analyze import (
     make_probe,
     measure,
 )
+from geomxai.study._link import (
+    FIDELITY_METRICS,
+    GEOMETRY_METRICS,
+    link_geometry_fidelity,
+)
 from geomxai.study._sources import load_state_dict_file, resolve_model
 from geomxai.study._study import (
     analyze_model,
@@ -20,6 +25,8 @@ from geomxai.study._study import (
 )
 
 __all__ = [
+    "FIDELITY_METRICS",
+    "GEOMETRY_METRICS",
     "AnalysisOptions",
     "Probe",
     "analyze_checkpoint",
@@ -28,6 +35,7 @@ __all__ = [
     "analyze_runs",
     "checkpoints_of",
     "find_profile",
+    "link_geometry_fidelity",
     "load_state_dict_file",
     "make_probe",
     "measure",

@@ -20,7 +20,7 @@ from geomxai.train._checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,17 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def _probe_digest(probe: Probe) -> str:
+    """A digest of the probe's contents, so a cache entry never answers for other images."""
+    h = hashlib.sha256()
+    for t in (probe.images, probe.labels, probe.masks):
+        if t is not None:
+            t = t.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
 def _scalar(value) -> float:
     try:
         value = float(value)
@@ -133,7 +144,15 @@ def measure(model: torch.nn.Module, probe: Probe, options: AnalysisOptions) -> x
     )
 
     model = model.eval()
-    layers = list(options.layers or (getattr(model, "feature_layer", None) or FEATURE_LAYER,))
+    default = getattr(model, "feature_layer", None) or FEATURE_LAYER
+    if options.layers is None and default not in dict(model.named_modules()):
+        top = [name for name, _ in model.named_children()][:10]
+        raise ValueError(
+            f"{type(model).__name__} has no feature layer named {default!r} (geomxai's models "
+            "have one); name the layers to measure with layers=[...] (--layers on the command "
+            f"line). Top-level modules: {', '.join(top) or '(none)'}"
+        )
+    layers = list(options.layers or (default,))
     x, y = probe.images, probe.labels
     ds = xr.Dataset()
     reasons: dict[str, str] = {}
@@ -202,6 +221,8 @@ def measure(model: torch.nn.Module, probe: Probe, options: AnalysisOptions) -> x
         ),
         dims=("layer", "unit", "axis"),
     )
+    for name in ("top_eigvals", "top_eigvecs"):
+        ds[name].attrs["nan_reason"] = "padding past a layer's width or its top_k axes"
     ds = ds.assign_coords(
         layer=layer_names,
         component=np.arange(1, width + 1),
@@ -267,7 +288,7 @@ def analyze_checkpoint(
     cache = None
     if cache_dir is not None:
         key = hashlib.sha256(
-            f"{_file_digest(path)}|{options.key()}|{probe.dataset}|{len(probe.labels)}|v{CACHE_VERSION}".encode()
+            f"{_file_digest(path)}|{options.key()}|{_probe_digest(probe)}|v{CACHE_VERSION}".encode()
         ).hexdigest()[:24]
         cache = Path(cache_dir) / f"{path.stem}-{key}.nc"
         if cache.is_file():
@@ -281,6 +302,26 @@ def analyze_checkpoint(
         ds.to_netcdf(tmp, engine="h5netcdf")
         tmp.replace(cache)
     return ds
+
+
+def _merge_reasons(tagged: list[tuple[str, dict]]) -> dict[str, str]:
+    """The ``nan_reason_*`` attrs of several parts, one entry per variable.
+
+    ``tagged`` pairs a label (``"epoch 3"``, ``"sgt-s0"``) with a part's attrs. One message shared
+    by every part that has it is kept as it is; differing messages are each prefixed by their label.
+    """
+    found: dict[str, list[tuple[str, str]]] = {}
+    for label, attrs in tagged:
+        for key, message in attrs.items():
+            if key.startswith("nan_reason_"):
+                found.setdefault(key, []).append((label, str(message)))
+    merged = {}
+    for key, entries in found.items():
+        messages = list(dict.fromkeys(m for _, m in entries))
+        merged[key] = (
+            messages[0] if len(messages) == 1 else "; ".join(f"{lb}: {m}" for lb, m in entries)
+        )
+    return merged
 
 
 def _epoch_of(path: Path) -> int:
@@ -392,16 +433,34 @@ def analyze_run(
             for p in tqdm(paths, desc=f"analyse {run_dir.name}", disable=not progress, unit="ckpt")
         ]
     epochs = [_epoch_of(p) for p in paths]
-    ds = xr.concat(parts, dim="epoch", coords="minimal", compat="override", join="outer")
+    # Each checkpoint's NaN reasons are kept: concat alone would keep only the first one's attrs.
+    reasons = _merge_reasons(
+        [(f"epoch {e}", part.attrs) for e, part in zip(epochs, parts, strict=True)]
+    )
+    ds = xr.concat(
+        parts,
+        dim="epoch",
+        coords="minimal",
+        compat="override",
+        join="outer",
+        combine_attrs="drop_conflicts",
+    )
+    ds.attrs = {}
     ds = ds.assign_coords(epoch=epochs)
     ds = add_dynamics(ds)
     metrics = read_metrics(run_dir)
     for key in ("test_acc", "train_acc", "loss_ce", "loss_kl", "loss_decor", "loss_total"):
         ds[key] = xr.DataArray([_scalar(metrics.get(e, {}).get(key)) for e in epochs], dims="epoch")
+        missing = [e for e in epochs if not math.isfinite(_scalar(metrics.get(e, {}).get(key)))]
+        if missing:
+            ds[key].attrs["nan_reason"] = (
+                "epoch 0 is the initial model, before any training step; " if missing == [0] else ""
+            ) + f"metrics.jsonl has no finite {key} for epoch(s) {missing}"
     if 0 in epochs and math.isnan(float(ds["test_acc"].sel(epoch=0))):
         ds["test_acc"].attrs["nan_reason"] = (
             "epoch 0 is the initial model; its test accuracy is probe_acc"
         )
+    ds.attrs.update(reasons)
     ds.attrs.update(
         {
             "config": json.dumps(config, sort_keys=True),
@@ -430,7 +489,26 @@ def analyze_runs(run_dirs, **kwargs) -> xr.Dataset:
     keys = [(a["regime"], a["seed"]) for a, _ in tagged]
     if len(set(keys)) != len(keys):
         raise ValueError(f"two runs share a (regime, seed) pair: {keys}")
-    merged = xr.combine_by_coords([ds for _, ds in tagged], join="outer", combine_attrs="drop")
+    # "drop_conflicts", not "drop": the latter also strips every variable's attrs (nan_reason).
+    merged = xr.combine_by_coords(
+        [ds for _, ds in tagged], join="outer", combine_attrs="drop_conflicts"
+    )
+    labels = [f"{a['regime']}-s{a['seed']}" for a, _ in tagged]
+    merged.attrs.update(_merge_reasons(list(zip(labels, (a for a, _ in tagged), strict=True))))
+    for name in merged.data_vars:
+        # A variable's reason that differs between runs was dropped as a conflict: keep them all.
+        per_run = [
+            (label, {"nan_reason_": ds[name].attrs["nan_reason"]})
+            for label, (_, ds) in zip(labels, tagged, strict=True)
+            if name in ds and "nan_reason" in ds[name].attrs
+        ]
+        if per_run:
+            merged[name].attrs["nan_reason"] = _merge_reasons(per_run)["nan_reason_"]
+    if len({ds.sizes["epoch"] for _, ds in tagged}) > 1:
+        merged.attrs["nan_reason_epochs"] = (
+            "runs have different numbers of checkpoints; a run's values are NaN at epochs it "
+            "does not have"
+        )
     merged.attrs["configs"] = json.dumps(
         {f"{a['regime']}-s{a['seed']}": json.loads(a["config"]) for a, _ in tagged}, sort_keys=True
     )

@@ -35,17 +35,17 @@ def map_checkpoints(
         client, cluster = Client(scheduler), None
         threads = 1
     else:
+        # ":0": any free port. The default (8787) warns and moves when another cluster holds it.
         cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
         )
         client = Client(cluster)
         threads = max(1, (os.cpu_count() or 1) // workers)
+    cache = None if cache_dir is None else str(cache_dir)  # str(None) would be a folder "None"
     try:
         probe_future = client.scatter(probe, broadcast=True)
         futures = [
-            client.submit(
-                _analyse_one, str(p), probe_future, options, str(cache_dir), threads, pure=False
-            )
+            client.submit(_analyse_one, str(p), probe_future, options, cache, threads, pure=False)
             for p in paths
         ]
         return client.gather(futures)

@@ -16,6 +16,7 @@ import xarray as xr
 
 from geomxai.data import DatasetNotFoundError, load_dataset
 from geomxai.study._analyze import AnalysisOptions, Probe, analyze_runs, make_probe, measure
+from geomxai.study._link import link_geometry_fidelity
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -181,6 +182,9 @@ def run_study(
             run_dirs.append(train(config))
     probe: Probe = make_probe(base.dataset, analysis.probe_size)
     results = analyze_runs(run_dirs, options=analysis, probe=probe, workers=workers)
+    # The geometry <-> fidelity link travels in the results file, so the report and any later
+    # reader see the same numbers; its variables have their own dims (geometry, fidelity).
+    results = results.merge(link_geometry_fidelity(results), combine_attrs="override")
     results = stamp(results, study=name, note=note, profile=str(path))
     n_ex = int(results.sizes.get("example", 0))
     results["probe_images"] = xr.DataArray(

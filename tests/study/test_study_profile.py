@@ -38,6 +38,7 @@ def _profile(tmp_path, dataset="digits"):
     return path
 
 
+@pytest.mark.slow  # trains and analyses two regimes
 def test_study_from_the_command_line(tmp_path, capsys):
     rc = main(
         [
@@ -58,11 +59,20 @@ def test_study_from_the_command_line(tmp_path, capsys):
         assert ds.sizes["epoch"] == 2  # the initial model and one trained epoch
         assert ds.attrs["dataset"] == "digits"
         assert {"created", "hardware", "commit"} <= set(ds.attrs)
+        # The geometry <-> fidelity link is saved with the results, for the report to read.
+        assert ds["spearman"].dims == ("geometry", "fidelity")
+        assert {"spearman_low", "spearman_high", "p_value", "n_points"} <= set(ds.data_vars)
+        assert "effective_rank" in ds["geometry"].values and "morf_auc" in ds["fidelity"].values
+        # 2 regimes x 2 epochs; swap_rate exists from the second epoch on only.
+        assert int(ds["n_points"].sel(geometry="effective_rank", fidelity="morf_auc")) == 4
+        assert int(ds["n_points"].sel(geometry="swap_rate", fidelity="morf_auc")) == 2
+    assert "Spearman correlation, geometry vs fidelity" in index.read_text()
     # Every regime and seed has its run directory with a checkpoint per epoch.
     for regime in ("regular", "saliencydecor"):
         assert len(list((tmp_path / "runs" / "tiny" / f"{regime}-s0" / "checkpoints").glob("*.pt")))
 
 
+@pytest.mark.slow  # trains and analyses two regimes
 def test_missing_dataset_falls_back_to_digits_and_says_so(tmp_path, monkeypatch, caplog):
     real = _study.load_dataset
 
