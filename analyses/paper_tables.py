@@ -510,7 +510,7 @@ def main(argv=None) -> Path:
     save_results(results, args.out / "results.nc")
     main_results = results.sel(regime=MAIN)
     main_results = main_results.merge(
-        link_geometry_fidelity(main_results), combine_attrs="override"
+        link_geometry_fidelity(main_results, min_epoch=1), combine_attrs="override"
     )
     main_results.attrs["note"] = "the four main regimes of analyses/paper_tables.py"
     build_report(main_results, args.out)

@@ -399,6 +399,13 @@ def build_report(results: xr.Dataset, out_dir) -> Path:
                     ]
                 )
         parts.append("<h2>Spearman correlation, geometry vs fidelity (bootstrap 95% interval)</h2>")
+        points = sp.attrs.get("points")
+        if points:
+            parts.append(
+                f"<p>One point per checkpoint: {html.escape(str(points))}. Checkpoints of one "
+                "run are not independent, so the interval describes the spread over checkpoints, "
+                "not over training runs.</p>"
+            )
         heatmap = _fig_link(ds, figures)
         if heatmap:
             rel = Path(heatmap).relative_to(out_dir)

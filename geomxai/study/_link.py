@@ -97,6 +97,7 @@ def link_geometry_fidelity(
     geometry: str | Iterable[str] | None = None,
     fidelity: str | Iterable[str] | None = None,
     layer: str | None = None,
+    min_epoch: int = 0,
     n_boot: int = 1000,
     ci: float = 0.95,
     seed: int = 0,
@@ -118,6 +119,10 @@ def link_geometry_fidelity(
     layer : str, optional
         The layer at which variables with a ``layer`` dim are taken. Default: the first layer,
         which is the feature layer when the analysis ran with its default layers.
+    min_epoch : int
+        Checkpoints of earlier epochs are left out. ``geomxai study`` passes 1: epoch 0 is the
+        untrained initial model, shared by regimes with the same architecture and seed, and
+        untrained points can dominate a rank correlation that is meant to be about training.
     n_boot : int
         Bootstrap resamples. For every pair the resampled indices are
         ``np.random.default_rng(seed).integers(0, n, size=(n_boot, n))`` over its ``n`` points, so
@@ -170,6 +175,10 @@ def link_geometry_fidelity(
         known = [str(v) for v in ds["layer"].values]
         if layer not in known:
             raise ValueError(f"layer {layer!r} is not in the results; layers: {', '.join(known)}")
+    if min_epoch:
+        if "epoch" not in ds.dims:
+            raise ValueError(f"min_epoch={min_epoch} given but the results have no 'epoch' dim")
+        ds = ds.sel(epoch=ds["epoch"] >= min_epoch)
     point_dims = [d for d in POINT_DIMS if d in ds.dims]
     values = {n: _points(ds, n, layer, point_dims) for n in dict.fromkeys(geo_names + fid_names)}
 
@@ -237,7 +246,11 @@ def link_geometry_fidelity(
         "ci": float(ci),
         "bootstrap_seed": int(seed),
         "layer": layer if layer is not None else _first_layer(ds),
-        "points": "(" + ", ".join(point_dims) + ") with both values finite",
+        "min_epoch": int(min_epoch),
+        "points": "("
+        + ", ".join(point_dims)
+        + ") with both values finite"
+        + (f", epoch >= {min_epoch}" if min_epoch else ""),
     }
     out["spearman"].attrs.update(info, long_name="Spearman rank correlation over checkpoints")
     nan_note = (

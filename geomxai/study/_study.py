@@ -184,7 +184,9 @@ def run_study(
     results = analyze_runs(run_dirs, options=analysis, probe=probe, workers=workers)
     # The geometry <-> fidelity link travels in the results file, so the report and any later
     # reader see the same numbers; its variables have their own dims (geometry, fidelity).
-    results = results.merge(link_geometry_fidelity(results), combine_attrs="override")
+    # Trained checkpoints only: the untrained epoch-0 models would dominate the ranks.
+    link = link_geometry_fidelity(results, min_epoch=1)
+    results = results.merge(link, combine_attrs="override")
     results = stamp(results, study=name, note=note, profile=str(path))
     n_ex = int(results.sizes.get("example", 0))
     results["probe_images"] = xr.DataArray(

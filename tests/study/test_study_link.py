@@ -103,6 +103,26 @@ def test_points_with_a_nan_on_either_side_are_dropped(noisy):
     )
 
 
+def test_min_epoch_leaves_the_earlier_checkpoints_out(noisy):
+    x, y, _ = noisy
+    ds = _results(effective_rank=x, morf_auc=y)
+    link = link_geometry_fidelity(ds, min_epoch=1, n_boot=200, seed=5)
+    rho, p, low, high, n = _reference(
+        x[..., 1:].ravel(), y[..., 1:].ravel(), n_boot=200, ci=0.95, seed=5
+    )
+    cell = link.sel(geometry="effective_rank", fidelity="morf_auc")
+    assert int(cell["n_points"]) == n == x[..., 1:].size
+    np.testing.assert_allclose(
+        [float(cell[v]) for v in ("spearman", "p_value", "spearman_low", "spearman_high")],
+        [rho, p, low, high],
+        rtol=1e-10,
+    )
+    assert link["spearman"].attrs["min_epoch"] == 1
+    assert "epoch >= 1" in link["spearman"].attrs["points"]
+    with pytest.raises(ValueError, match="no 'epoch' dim"):
+        link_geometry_fidelity(ds.isel(epoch=0), min_epoch=1)
+
+
 def test_fewer_than_three_points_is_nan_with_a_reason():
     x = np.full(SHAPE, np.nan)
     x[0, 0, :2] = [1.0, 2.0]
