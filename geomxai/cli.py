@@ -39,7 +39,10 @@ def cmd_study(args) -> int:
 
 
 def cmd_analyze(args) -> int:
+    import json
+
     from geomxai.study import analyze_model, analyze_runs, save_results
+    from geomxai.study._study import linked
 
     # ValueError, not SystemExit: main() turns it into one error line and exit status 2.
     options = {"probe_size": args.probe_size, "layers": args.layers}
@@ -64,6 +67,7 @@ def cmd_analyze(args) -> int:
         results = analyze_runs(
             args.run_dirs, workers=args.workers, scheduler=args.scheduler, **options
         )
+        results = linked(results, runs=json.dumps([str(d) for d in args.run_dirs]))
     out = save_results(results, args.out)
     print(f"results: {out}")
     return 0

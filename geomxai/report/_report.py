@@ -398,7 +398,10 @@ def build_report(results: xr.Dataset, out_dir) -> Path:
                         "" if n is None else str(int(n)),
                     ]
                 )
-        parts.append("<h2>Spearman correlation, geometry vs fidelity (bootstrap 95% interval)</h2>")
+        ci = float(sp.attrs.get("ci", 0.95))
+        parts.append(
+            f"<h2>Spearman correlation, geometry vs fidelity (bootstrap {ci:.0%} interval)</h2>"
+        )
         points = sp.attrs.get("points")
         if points:
             parts.append(
@@ -410,7 +413,7 @@ def build_report(results: xr.Dataset, out_dir) -> Path:
         if heatmap:
             rel = Path(heatmap).relative_to(out_dir)
             parts.append(f"<img src='{rel}' alt='Spearman rho, geometry vs fidelity'>")
-        parts.append(_table(["geometry", "fidelity", "rho", "95% interval", "points"], rows))
+        parts.append(_table(["geometry", "fidelity", "rho", f"{ci:.0%} interval", "points"], rows))
     configs = ds.attrs.get("configs")
     if configs:
         try:

@@ -88,8 +88,11 @@ def make_probe(dataset: str, size: int, **dataset_options) -> Probe:
     bundle = load_dataset(dataset, **dataset_options)
     images, labels = dataset_tensors(bundle.test)
     n = min(size, len(labels))
-    masks = None if bundle.test_masks is None else bundle.test_masks[:n]
-    return Probe(images[:n].float(), labels[:n].long(), masks, dataset)
+    masks = None if bundle.test_masks is None else bundle.test_masks[:n].clone()
+    # Copies, not views: a view pickles (and is scattered to every dask worker) with the whole
+    # test set behind it.
+    images = images[:n].to(torch.float32, copy=True)
+    return Probe(images, labels[:n].to(torch.long, copy=True), masks, dataset)
 
 
 def _file_digest(path: Path) -> str:
@@ -475,7 +478,17 @@ def analyze_run(
 
 
 def analyze_runs(run_dirs, **kwargs) -> xr.Dataset:
-    """Several runs merged along ``regime`` and ``seed`` (from each run's config)."""
+    """Several runs merged along ``regime`` and ``seed`` (from each run's config).
+
+    Takes :func:`analyze_run`'s keyword arguments. With ``workers > 1`` and no scheduler, one
+    local dask cluster serves every run, so its start-up is paid once.
+    """
+    run_dirs = list(run_dirs)
+    if kwargs.get("workers", 1) > 1 and not kwargs.get("scheduler") and len(run_dirs) > 1:
+        from geomxai.study._parallel import local_cluster
+
+        with local_cluster(kwargs["workers"]) as address:
+            return analyze_runs(run_dirs, **{**kwargs, "scheduler": address})
     runs = [analyze_run(r, **kwargs) for r in run_dirs]
     if not runs:
         raise ValueError("analyze_runs needs at least one run directory")

@@ -67,6 +67,11 @@ def resolve_model(
             name, in_channels=in_channels, num_classes=num_classes or 10, image_size=image_size
         )
     elif Path(name).suffix in (".pt", ".pth") or Path(name).is_file():
+        if weights is not None:
+            raise ValueError(
+                f"{name!r} is a geomxai checkpoint and carries its own weights; --weights goes "
+                "with torchvision:ARCH or a geomxai model name"
+            )
         model, _ = load_checkpoint(name)
         return model
     else:

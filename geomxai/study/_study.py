@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import platform
@@ -15,6 +14,7 @@ import torch
 import xarray as xr
 
 from geomxai.data import DatasetNotFoundError, load_dataset
+from geomxai.models import MODELS
 from geomxai.study._analyze import AnalysisOptions, Probe, analyze_runs, make_probe, measure
 from geomxai.study._link import link_geometry_fidelity
 
@@ -29,7 +29,9 @@ STUDY_DEFAULTS = {
     "name": None,
     "regimes": ["regular", "sgt", "dbn", "saliencydecor"],
     "seeds": [0],
-    "fallback_dataset": "digits",
+    # None: a missing dataset stops the study. quick.toml sets "digits", so `make study` runs on
+    # any machine; a paper profile silently trained on 8x8 digits would mislead.
+    "fallback_dataset": None,
 }
 
 
@@ -89,6 +91,17 @@ def stamp(ds: xr.Dataset, **extra) -> xr.Dataset:
     return ds
 
 
+def linked(results: xr.Dataset, **attrs) -> xr.Dataset:
+    """Results of several runs with their geometry <-> fidelity link, stamped.
+
+    The link travels in the results file, so the report and any later reader see the same
+    numbers; its variables have their own dims (geometry, fidelity). It covers trained
+    checkpoints only: the untrained epoch-0 models would dominate the ranks.
+    """
+    link = link_geometry_fidelity(results, min_epoch=1)
+    return stamp(results.merge(link, combine_attrs="override"), **attrs)
+
+
 def save_results(ds: xr.Dataset, path) -> Path:
     """Write results to netCDF (h5netcdf) atomically: a temporary file renamed into place."""
     path = Path(path)
@@ -120,8 +133,8 @@ def analyze_model(
     """Analyse any model (a checkpoint, ``torchvision:ARCH``, or a geomxai name) on a dataset.
 
     The result has the same layout as :func:`analyze_runs` with one regime (the model's name),
-    seed 0 and epoch 0, so reports and notebooks read it the same way. Dynamics need several
-    checkpoints and are NaN here, with the reason in attrs.
+    seed 0 and epoch 0, so reports and notebooks read it the same way. The dynamics (axis swaps,
+    saliency stability) compare consecutive checkpoints, so they are absent here.
     """
     from geomxai.study._sources import resolve_model
 
@@ -136,7 +149,13 @@ def analyze_model(
     probe = make_probe(data, options.probe_size)
     ds = measure(net, probe, options).drop_vars(["probe_saliency", "top_eigvecs"], errors="ignore")
     ds = ds.expand_dims(regime=[model], seed=[0], epoch=[0])
-    return stamp(ds, dataset=data, model=model, weights=str(weights) if weights else "random init")
+    if weights:
+        source = str(weights)
+    elif model.startswith("torchvision:") or model in MODELS:
+        source = "random init"
+    else:
+        source = "the checkpoint's own"
+    return stamp(ds, dataset=data, model=model, weights=source)
 
 
 def run_study(
@@ -166,6 +185,11 @@ def run_study(
         load_dataset(base.dataset)
     except DatasetNotFoundError as err:
         fallback = study["fallback_dataset"]
+        if not fallback:
+            raise DatasetNotFoundError(
+                f"{err} (profile {path.name} sets no [study] fallback_dataset, so the study stops "
+                "rather than run on other data)"
+            ) from err
         note = (
             f"{base.dataset} is not installed here; this study ran on {fallback!r} instead. ({err})"
         )
@@ -182,17 +206,12 @@ def run_study(
             run_dirs.append(train(config))
     probe: Probe = make_probe(base.dataset, analysis.probe_size)
     results = analyze_runs(run_dirs, options=analysis, probe=probe, workers=workers)
-    # The geometry <-> fidelity link travels in the results file, so the report and any later
-    # reader see the same numbers; its variables have their own dims (geometry, fidelity).
-    # Trained checkpoints only: the untrained epoch-0 models would dominate the ranks.
-    link = link_geometry_fidelity(results, min_epoch=1)
-    results = results.merge(link, combine_attrs="override")
-    results = stamp(results, study=name, note=note, profile=str(path))
+    results = linked(results, study=name, note=note, profile=str(path))
     n_ex = int(results.sizes.get("example", 0))
     results["probe_images"] = xr.DataArray(
         probe.images[:n_ex].numpy(), dims=("example", "channel", "height", "width")
     )
-    results.attrs["analysis_options"] = json.dumps(analysis.key())
+    results.attrs["analysis_options"] = analysis.key()  # already JSON
     out_dir = Path(reports_root) / name
     save_results(results, out_dir / "results.nc")
     return build_report(results, out_dir)

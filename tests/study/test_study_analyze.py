@@ -206,3 +206,53 @@ def test_dask_workers_give_the_serial_numbers(runs, analysed, tmp_path):
     assert set(parallel.data_vars) == set(analysed.data_vars)
     for var in _numeric(analysed):
         np.testing.assert_allclose(parallel[var].values, analysed[var].values, err_msg=var)
+
+
+@pytest.mark.slow
+def test_runs_share_one_dask_cluster_and_give_the_serial_numbers(runs, tmp_path, monkeypatch):
+    from geomxai.study import _parallel
+
+    copies = [_copy_run(r, tmp_path / r.name, cache=False) for r in runs.values()]
+    started = []
+    real = _parallel.local_cluster
+
+    def counting(workers):
+        started.append(workers)
+        return real(workers)
+
+    monkeypatch.setattr(_parallel, "local_cluster", counting)
+    parallel = analyze_runs(copies, options=OPTIONS, workers=2, progress=False)
+    assert started == [2]  # one cluster for both runs, not one per run
+    serial = analyze_runs(list(runs.values()), options=OPTIONS, progress=False)
+    for var in _numeric(serial):
+        np.testing.assert_allclose(parallel[var].values, serial[var].values, err_msg=var)
+
+
+def test_a_probe_owns_its_images_not_a_view_of_the_test_set():
+    probe = make_probe("digits", 8)
+    for t in (probe.images, probe.labels):
+        # A view would pickle (and be sent to every dask worker) with the whole test set.
+        assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
+
+
+def test_analyze_on_the_command_line_writes_linked_stamped_results(runs, tmp_path, capsys):
+    from geomxai.cli import main
+
+    out = tmp_path / "results.nc"
+    dirs = [str(_copy_run(r, tmp_path / r.name, cache=True)) for r in runs.values()]
+    assert main(["analyze", *dirs, "--probe-size", "32", "--out", str(out)]) == 0
+    assert f"results: {out}" in capsys.readouterr().out
+    with xr.open_dataset(out) as ds:
+        assert {"created", "hardware", "commit"} <= set(ds.attrs)
+        assert json.loads(ds.attrs["runs"]) == dirs
+        # 2 regimes x 2 trained epochs: the link is computed and saved with the results.
+        cell = ds["n_points"].sel(geometry="effective_rank", fidelity="morf_auc")
+        assert int(cell) == 4 and ds["spearman"].attrs["min_epoch"] == 1
+
+
+def test_a_checkpoint_refuses_separate_weights(runs):
+    from geomxai.study import resolve_model
+
+    checkpoint = checkpoints_of(runs["regular"])[-1]
+    with pytest.raises(ValueError, match="carries its own weights; --weights goes with"):
+        resolve_model(str(checkpoint), weights="other.pt")

@@ -24,6 +24,7 @@ out_dir = "unused"
 [study]
 regimes = ["regular", "saliencydecor"]
 seeds = [0]
+fallback_dataset = "digits"
 
 [analysis]
 probe_size = 40
@@ -97,6 +98,18 @@ def test_missing_dataset_falls_back_to_digits_and_says_so(tmp_path, monkeypatch,
     with xr.open_dataset(index.parent / "results.nc") as ds:
         assert ds.attrs["dataset"] == "digits"
         assert "fashion-mnist is not installed" in ds.attrs["note"]
+
+
+def test_without_a_fallback_a_missing_dataset_stops_the_study(tmp_path, monkeypatch):
+    def missing(name, **kwargs):
+        raise DatasetNotFoundError(f"no {name} here (looked in /nowhere)")
+
+    monkeypatch.setattr(_study, "load_dataset", missing)
+    profile = _profile(tmp_path, dataset="cifar10")
+    profile.write_text(profile.read_text().replace('fallback_dataset = "digits"\n', ""))
+    with pytest.raises(DatasetNotFoundError, match="no cifar10 here.*sets no \\[study\\] fallback"):
+        _study.run_study(str(profile), runs_root=tmp_path / "runs", reports_root=tmp_path / "r")
+    assert not (tmp_path / "runs").exists()  # nothing was trained
 
 
 def test_unknown_profile_names_where_it_looked(tmp_path):
