@@ -18,6 +18,7 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
+from geomxai.report import seed_interval
 from geomxai.study import analyze_runs
 from geomxai.train import TrainConfig, read_metrics, train
 
@@ -119,15 +120,7 @@ def final_values(ds: xr.Dataset, var: str, label: str) -> np.ndarray:
     return np.atleast_1d(np.asarray(da.values, dtype=float))
 
 
-def interval(values: np.ndarray) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t-interval (NaN half-width for one value)."""
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return math.nan, math.nan
-    if values.size == 1:
-        return float(values[0]), math.nan
-    half = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
-    return float(values.mean()), float(half)
+interval = seed_interval  # the report's: mean and 95% t half-width over seeds
 
 
 def fmt(values: np.ndarray, *, scale: float = 1.0, digits: int = 2) -> str:

@@ -65,6 +65,7 @@ import dask
 import distributed
 import torch
 import xarray as xr
+from _machine import hardware_name  # benchmarks/_machine.py, beside this script
 
 from geomxai.data import DatasetNotFoundError, load_dataset
 from geomxai.study import (
@@ -81,17 +82,6 @@ DATASET, FALLBACK = "fashion-mnist", "digits"
 WAYS = ("serial", "dask_1_worker", "dask_2_workers", "workers_2")
 FULL = {"probe": 2000, "epochs": 7, "train_subset": 2000, "repeats_one": 3, "repeats_run": 1}
 QUICK = {"probe": 200, "epochs": 3, "train_subset": 500, "repeats_one": 1, "repeats_run": 1}
-
-
-def hardware_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load_average() -> list[float] | None:

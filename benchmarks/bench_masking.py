@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import hardware_name  # benchmarks/_machine.py, beside this script
 from torch import nn
 
 from geomxai.attribution import masking_curve, saliency
@@ -52,19 +53,6 @@ from geomxai.models import cnn2
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-
-def hardware_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _read_idx(path: Path) -> np.ndarray:

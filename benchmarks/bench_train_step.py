@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+from _machine import hardware_name  # benchmarks/_machine.py, beside this script
 
 from geomxai.train import TrainConfig, TrainForward, build_from_spec, model_spec, train_step
 
@@ -43,19 +43,6 @@ MODELS = {
     "cnn2_28": ("cnn2", 1, 28, 128, 21, 3),
     "resnet18_32": ("resnet18", 3, 32, 128, 4, 1),
 }
-
-
-def hardware_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class _Case:

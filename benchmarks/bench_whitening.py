@@ -22,27 +22,13 @@ import sys
 from pathlib import Path
 
 import torch
+from _machine import hardware_name  # benchmarks/_machine.py, beside this script
 from torch import nn
 from torch.utils.benchmark import Timer
 
 from geomxai.whitening import newton_schulz_whiten, zca_whiten
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def hardware_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return name or platform.machine()
 
 
 def median_seconds(fn, *, min_run_time: float) -> float:

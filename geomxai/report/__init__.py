@@ -1,7 +1,7 @@
 """Figures and HTML reports."""
 
 from geomxai.report._link import plot_geometry_fidelity, plot_link
-from geomxai.report._report import build_report
+from geomxai.report._report import build_report, seed_interval
 from geomxai.report._style import REGIME_COLOURS, regime_colour
 
 __all__ = [
@@ -10,4 +10,5 @@ __all__ = [
     "plot_geometry_fidelity",
     "plot_link",
     "regime_colour",
+    "seed_interval",
 ]

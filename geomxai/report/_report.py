@@ -33,7 +33,7 @@ def _feature_layer(da: xr.DataArray) -> xr.DataArray:
 
 def _mean_ci(values: np.ndarray) -> str:
     """Mean with a 95% interval over seeds (t interval; just the value for one seed)."""
-    mean, half = _interval(values)
+    mean, half = seed_interval(values)
     if not np.isfinite(mean):
         return "n/a"
     return f"{mean:.4g}" if not np.isfinite(half) else f"{mean:.4g} ± {half:.2g}"
@@ -220,8 +220,18 @@ def _fig_link(ds: xr.Dataset, out: Path) -> str | None:
     return save(ax.figure, out / "geometry_fidelity_spearman.png")
 
 
-def _interval(values: np.ndarray) -> tuple[float, float]:
-    """Mean and 95% t half-width over seeds (half-width NaN for a single seed)."""
+def seed_interval(values: np.ndarray) -> tuple[float, float]:
+    """Mean of per-seed values and the half-width of its 95% t-interval.
+
+    Non-finite values are left out; one value gives a NaN half-width, none a NaN mean.
+
+    Examples
+    --------
+    >>> mean, half = seed_interval(np.array([0.80, 0.82, 0.84]))
+    >>> round(mean, 3), round(half, 3)
+    (0.82, 0.05)
+    """
+    values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     if values.size == 0:
         return np.nan, np.nan
@@ -254,11 +264,11 @@ def _verdict(ds: xr.Dataset) -> str:
         if var not in ds:
             continue
         final = _feature_layer(_final(ds[var]))
-        ours, ours_h = _interval(np.atleast_1d(final.sel(regime="saliencydecor").values))
+        ours, ours_h = seed_interval(np.atleast_1d(final.sel(regime="saliencydecor").values))
         for other in regimes:
             if other == "saliencydecor":
                 continue
-            theirs, theirs_h = _interval(np.atleast_1d(final.sel(regime=other).values))
+            theirs, theirs_h = seed_interval(np.atleast_1d(final.sel(regime=other).values))
             wins = ours > theirs if better == "higher" else ours < theirs
             separated = np.isfinite(ours_h) and abs(ours - theirs) > ours_h + theirs_h
             if np.isfinite(ours_h) and not separated:

@@ -48,17 +48,20 @@ def find_profile(profile: str) -> Path:
     raise FileNotFoundError(f"no study profile {profile!r}; looked at {looked}")
 
 
-def hardware() -> str:
-    """A one-line description of the machine, for reports."""
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+    return platform.processor() or platform.machine()
+
+
+def hardware() -> str:
+    """A one-line description of the machine, for reports."""
+    text = f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}"
     if torch.cuda.is_available():
         text += f", GPU {torch.cuda.get_device_name(0)}"
     return text
