@@ -12,6 +12,7 @@ targets are <= 2.45x and <= 2.1x, and whitening + decorrelation (``saliencydecor
 
     python benchmarks/bench_train_step.py                 # CPU: results/train_step_cpu.json
     python benchmarks/bench_train_step.py --device cuda   # also images/s (fp32 and bf16)
+    python benchmarks/bench_train_step.py --device cuda --compile --batch 512
 """
 
 from __future__ import annotations
@@ -48,8 +49,10 @@ MODELS = {
 class _Case:
     """One regime on one model, ready to step."""
 
-    def __init__(self, changes, *, model, in_channels, image_size, device, amp, channels_last):
-        self.config = TrainConfig(model=model, amp=amp, **changes)
+    def __init__(
+        self, changes, *, model, in_channels, image_size, device, amp, channels_last, compile=False
+    ):
+        self.config = TrainConfig(model=model, amp=amp, compile=compile, **changes)
         spec = model_spec(
             self.config, in_channels=in_channels, num_classes=10, image_size=image_size
         )
@@ -59,6 +62,8 @@ class _Case:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.net = TrainForward(self.model, amp=amp)
+        if compile:  # as the trainer does with compile=true
+            self.net = torch.compile(self.net)
         self.params = list(self.model.parameters())
         self.opt = torch.optim.SGD(self.params, lr=0.01, momentum=0.9)
         self.gen = torch.Generator(device=device).manual_seed(0)
@@ -91,8 +96,11 @@ class _Case:
         return (time.perf_counter() - start) / steps
 
 
-def bench_model(key: str, *, device, repeats, steps, amp=False, channels_last=True) -> dict:
-    model, c, size, batch, cpu_repeats, cpu_steps = MODELS[key]
+def bench_model(
+    key: str, *, device, repeats, steps, amp=False, channels_last=True, compile=False, batch=0
+) -> dict:
+    model, c, size, default_batch, cpu_repeats, cpu_steps = MODELS[key]
+    batch = batch or default_batch
     repeats = repeats or (cpu_repeats if device.type == "cpu" else 15)
     steps = steps or (cpu_steps if device.type == "cpu" else 20)
     gen = torch.Generator().manual_seed(1)
@@ -107,11 +115,12 @@ def bench_model(key: str, *, device, repeats, steps, amp=False, channels_last=Tr
             device=device,
             amp=amp,
             channels_last=channels_last,
+            compile=compile,
         )
         for name, changes in CASES.items()
     }
-    for case in cases.values():  # warm-up: allocator, kernels, LAPACK workspaces
-        case.time(x, y, 2 if device.type == "cuda" else 1)
+    for case in cases.values():  # warm-up: allocator, kernels, LAPACK workspaces, compilation
+        case.time(x, y, 3 if device.type == "cuda" else 1)
     samples: dict[str, list[float]] = {name: [] for name in cases}
     names = list(cases)
     for r in range(repeats):
@@ -134,6 +143,7 @@ def bench_model(key: str, *, device, repeats, steps, amp=False, channels_last=Tr
         "input": [batch, c, size, size],
         "amp": amp,
         "channels_last": channels_last,
+        "compile": compile,
         "repeats": repeats,
         "steps_per_repeat": steps,
         "regimes": rows,
@@ -171,6 +181,10 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--no-channels-last", action="store_true", help="keep convnets in NCHW memory format"
     )
+    parser.add_argument("--batch", type=int, default=0, help="batch size (default: 128)")
+    parser.add_argument(
+        "--compile", action="store_true", help="CUDA: also time torch.compile'd bf16 steps"
+    )
     parser.add_argument(
         "--out", default=None, help="JSON path (default results/train_step_<dev>.json)"
     )
@@ -194,23 +208,21 @@ def main(argv=None) -> int:
     }
     for key in args.models:
         layout = not args.no_channels_last
-        result = bench_model(
-            key, device=device, repeats=args.repeats, steps=args.steps, channels_last=layout
-        )
+        common = {"device": device, "repeats": args.repeats, "steps": args.steps}
+        common["batch"] = args.batch
+        result = bench_model(key, channels_last=layout, **common)
         results["models"][key] = result
         fmt = "channels_last" if layout else "NCHW"
         print_table(f"{key} on {results['hardware']} ({device.type}, fp32, {fmt})", result)
-        if device.type == "cuda":
-            fast = bench_model(
-                key,
-                device=device,
-                repeats=args.repeats,
-                steps=args.steps,
-                amp=True,
-                channels_last=True,
-            )
-            results["models"][f"{key}_bf16_channels_last"] = fast
-            print_table(f"{key} on {results['hardware']} (bf16 autocast, channels_last)", fast)
+        if device.type != "cuda":
+            continue
+        variants = {"bf16_channels_last": {}}
+        if args.compile:
+            variants["bf16_channels_last_compiled"] = {"compile": True}
+        for suffix, extra in variants.items():
+            fast = bench_model(key, amp=True, channels_last=True, **extra, **common)
+            results["models"][f"{key}_{suffix}"] = fast
+            print_table(f"{key} on {results['hardware']} (bf16 autocast, {suffix})", fast)
     out = Path(args.out) if args.out else RESULTS / f"train_step_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -24,9 +24,10 @@ from geomxai.whitening._groups import (
     apply_blocks,
     check_rows,
     from_rows,
-    group_view,
     no_autocast,
+    split_chunks,
     to_rows,
+    within_group_products,
     work_dtype,
 )
 
@@ -237,10 +238,8 @@ class SyncGroupWhitening(GroupWhitening):
             # Centre with the *global* mean before the product, as batch_moments does locally:
             # E[x x^T] - mean mean^T cancels catastrophically for features with a large mean.
             centred = x64 - mean
-            covs = []
-            for start, n_groups, size in layout.chunks():
-                xg = group_view(centred, start, n_groups, size)
-                covs.append(all_reduce_sum(xg.mT @ xg) / m)
+            products = all_reduce_sum(within_group_products(centred, layout))
+            covs = split_chunks(products / m, layout)
             mats = self._matrices(covs)
             y = apply_blocks(centred, mats, layout, work_dtype(x.dtype))
         self._update_running(mean.detach(), [c.detach() for c in covs], m)
@@ -267,9 +266,13 @@ def convert_sync_whitening(module: nn.Module) -> nn.Module:
 
 
 def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
-    """In-place, non-differentiable reduction over ranks (metrics, flags); no-op in one process."""
+    """In-place, non-differentiable reduction over ranks (metrics, flags); no-op in one process.
+
+    ``op`` is ``"sum"``, ``"max"`` or ``"min"``.
+    """
     if _group_active():
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+        dist.all_reduce(tensor, op=ops[op])
     return tensor
 
 

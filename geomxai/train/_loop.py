@@ -53,6 +53,12 @@ _SUBSET_SEED = 0
 _EVAL_BATCH = 512
 
 
+def check_interval(device: torch.device) -> int:
+    """Steps between host reads of the finite-loss flags: every step on the CPU (a read costs
+    nothing there); every 50 on a GPU, where each read waits for the device to drain."""
+    return 1 if device.type == "cpu" else 50
+
+
 class TrainingDivergedError(RuntimeError):
     """A loss term became NaN or infinite; the message names the term and the epoch."""
 
@@ -487,11 +493,14 @@ class Trainer:
         mask_gen = self._generator(derive_seed(cfg.seed, epoch, env.rank, _MASK))
         aug_gen = self._generator(derive_seed(cfg.seed, epoch, env.rank, _AUGMENT))
         index_batches = self._epoch_index_batches(epoch)
-        check_every = 1 if device.type == "cpu" else 50
+        check_every = check_interval(device)
 
         self.model.train()
         sums = torch.zeros(len(TERMS), device=device)
-        bad = torch.zeros(len(TERMS) - 1, dtype=torch.bool, device=device)
+        # Per loss term, the first step (1-based) at which it was NaN or inf; inf while finite.
+        # Kept on the device and read every ``check_every`` steps, so the term that went bad
+        # first is named, not one it contaminated by the time the host looked.
+        first_bad = torch.full((len(TERMS) - 1,), math.inf, device=device)
         start = time.perf_counter()
         bar = tqdm(
             total=self.steps_per_epoch,
@@ -524,9 +533,10 @@ class Trainer:
                 self.optimizer.step()
                 self.schedule.step += 1
                 sums += terms
-                bad |= ~torch.isfinite(terms[:-1])
+                now_bad = torch.where(torch.isfinite(terms[:-1]), math.inf, float(i + 1))
+                first_bad = torch.minimum(first_bad, now_bad)
                 if (i + 1) % check_every == 0 or i + 1 == self.steps_per_epoch:
-                    self._check_finite(bad, sums, epoch, i + 1, bar)
+                    self._check_finite(first_bad, sums, epoch, i + 1, bar)
                 bar.update(1)
         finally:
             bar.close()
@@ -557,18 +567,18 @@ class Trainer:
         }
 
     def _check_finite(
-        self, bad: torch.Tensor, sums: torch.Tensor, epoch: int, step: int, bar
+        self, first_bad: torch.Tensor, sums: torch.Tensor, epoch: int, step: int, bar
     ) -> None:
-        flags = all_reduce_(bad.float(), op="max")
-        values = torch.cat([flags, sums[:-1] / step]).tolist()
-        flags, means = values[: len(flags)], values[len(flags) :]
-        if any(flags):
-            names = [n for n, f in zip(TERMS[:-1], flags, strict=True) if f]
-            # The total is non-finite whenever a term is; name the term itself.
-            name = names[0]
+        first = all_reduce_(first_bad.clone(), op="min")
+        values = torch.cat([first, sums[:-1] / step]).tolist()
+        first, means = values[: len(first)], values[len(first) :]
+        if min(first) < math.inf:
+            # The earliest term to go bad; on a tie the first in TERMS order, which lists the
+            # total (non-finite whenever a term is) last, so the term itself is named.
+            name, at = min(zip(TERMS[:-1], first, strict=True), key=lambda item: item[1])
             raise TrainingDivergedError(
                 f"training diverged: {name} became NaN or infinite in epoch {epoch} "
-                f"(by step {step} of {self.steps_per_epoch}); the epoch was not saved"
+                f"at step {int(at)} of {self.steps_per_epoch}; the epoch was not saved"
                 + self._last_good()
                 + ". Lower lr, or check the data for NaN"
             )

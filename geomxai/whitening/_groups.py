@@ -2,9 +2,11 @@
 
 A width ``d`` split by ``group_size = g`` gives ``k = d // g`` full groups of ``g`` consecutive
 features and, when ``g`` does not divide ``d``, one remainder group of the last ``r = d % g``
-features. The full groups are stored as one batch ``(k, g, g)`` and the remainder as a batch of one
-``(1, r, r)``, so every computation is at most two batched calls ("chunks"), never a loop per group.
-A remainder of one feature is whitened alone, which is exactly standardisation.
+features. The per-group matrices are handed around as "chunks": the full groups as one batch
+``(k, g, g)`` and the remainder as a batch of one ``(1, r, r)``. The products with the data are
+one batched product over all groups, the remainder padded with zero columns to the full size
+(:func:`padded_groups`), never a loop per group. A remainder of one feature is whitened alone,
+which is exactly standardisation.
 """
 
 from __future__ import annotations
@@ -157,16 +159,45 @@ def check_rows(rows: torch.Tensor, layout_features: int, *, name: str = "x") -> 
         raise ValueError(f"{name} has no samples; whitening needs at least one")
 
 
-def group_view(rows: torch.Tensor, start: int, count: int, size: int) -> torch.Tensor:
-    """Columns ``start : start + count * size`` of (m, d) rows as (count, m, size)."""
-    block = rows[:, start : start + count * size]
-    return block.reshape(rows.shape[0], count, size).transpose(0, 1)
+def padded_groups(rows: torch.Tensor, layout: GroupLayout) -> torch.Tensor:
+    """(m, d) rows as (m, num_groups, group_size), a remainder group padded with zero columns.
+
+    The products over groups are then one batched matrix product each: a zero column adds
+    nothing to a covariance, and a zero row of a whitening matrix adds nothing to the output.
+    One product per chunk instead cost a second set of launches and, through the strided
+    gradient of the chunks' concatenation, a copy of every group's matrix in the CPU backward.
+    """
+    pad = layout.num_groups * layout.group_size - layout.num_features
+    if pad:
+        rows = torch.nn.functional.pad(rows, (0, pad))
+    return rows.unflatten(1, (layout.num_groups, layout.group_size))
 
 
-def ungroup(blocks: list[torch.Tensor]) -> torch.Tensor:
-    """Inverse of :func:`group_view` over all chunks: a list of (count, m, size) to (m, d)."""
-    parts = [b.transpose(0, 1).reshape(b.shape[1], -1) for b in blocks]
-    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+def within_group_products(centred: torch.Tensor, layout: GroupLayout) -> torch.Tensor:
+    """``sum_rows x_G x_G^T`` of every group ``G`` of (m, d) centred rows: (num_groups, g, g).
+
+    A remainder group's block is zero outside its top-left ``r x r`` (see :func:`split_chunks`).
+    """
+    xg = padded_groups(centred, layout).transpose(0, 1)
+    return xg.mT @ xg
+
+
+def split_chunks(mats: torch.Tensor, layout: GroupLayout) -> list[torch.Tensor]:
+    """(num_groups, g, g) matrices of :func:`padded_groups` as the list of chunks."""
+    if not layout.remainder:
+        return [mats]
+    k, r = layout.num_full, layout.remainder
+    rest = mats[k:, :r, :r]
+    return [mats[:k], rest] if k else [rest]
+
+
+def join_chunks(mats: list[torch.Tensor], layout: GroupLayout) -> torch.Tensor:
+    """Inverse of :func:`split_chunks`: a remainder's (1, r, r) matrix padded with zeros."""
+    if not layout.remainder:
+        return mats[0]
+    g, r = layout.group_size, layout.remainder
+    rest = torch.nn.functional.pad(mats[-1], (0, g - r, 0, g - r))
+    return torch.cat([*mats[:-1], rest]) if layout.num_full else rest
 
 
 def batch_moments(
@@ -181,27 +212,32 @@ def batch_moments(
     covs : list of Tensor (count, size, size), float64
         One entry per chunk of :meth:`GroupLayout.chunks`.
     """
+    mean, centred, cov = padded_moments(rows, layout)
+    return mean, centred, split_chunks(cov, layout)
+
+
+def padded_moments(
+    rows: torch.Tensor, layout: GroupLayout
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`batch_moments` with the covariances as one (num_groups, g, g) tensor.
+
+    A remainder group's block is its (r, r) covariance padded with zeros: what a sum over
+    entries (a decorrelation loss) needs, in one piece.
+    """
     x64 = rows.to(STATS_DTYPE)
     mean = x64.mean(dim=0)
     # Centre before the product: E[x x^T] - m m^T cancels catastrophically for a large mean.
     centred = x64 - mean
-    m = rows.shape[0]
-    covs = []
-    for start, count, size in layout.chunks():
-        xg = group_view(centred, start, count, size)
-        covs.append(xg.mT @ xg / m)
-    return mean, centred, covs
+    return mean, centred, within_group_products(centred, layout) / rows.shape[0]
 
 
 def apply_blocks(
     centred: torch.Tensor, mats: list[torch.Tensor], layout: GroupLayout, dtype: torch.dtype
 ) -> torch.Tensor:
     """``y_G = x_G W_G^T`` for every group ``G``, computed in ``dtype``; (m, d) in, (m, d) out."""
-    xc = centred.to(dtype)
-    out = []
-    for (start, count, size), w in zip(layout.chunks(), mats, strict=True):
-        out.append(group_view(xc, start, count, size) @ w.to(dtype).mT)
-    return ungroup(out)
+    xg = padded_groups(centred.to(dtype), layout).transpose(0, 1)
+    y = (xg @ join_chunks(mats, layout).to(dtype).mT).transpose(0, 1).flatten(1)
+    return y[:, : layout.num_features] if layout.remainder else y
 
 
 def block_diagonal(mats: list[torch.Tensor]) -> torch.Tensor:

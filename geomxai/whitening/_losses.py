@@ -10,6 +10,7 @@ from geomxai.whitening._groups import (
     check_eps,
     check_rows,
     no_autocast,
+    padded_moments,
     resolve_groups,
     to_rows,
     work_dtype,
@@ -104,18 +105,19 @@ def decorrelation_loss(
     check_rows(rows, layout.num_features, name="h")
 
     with no_autocast(h.device):
-        _, _, covs = batch_moments(rows, layout)
-        total = covs[0].new_zeros(())
+        if kind != "whitened":
+            # One (num_groups, g, g) batch; a remainder group's zero padding adds nothing to
+            # either sum (its off-diagonal entries are 0, so are their correlations).
+            _, _, cov = padded_moments(rows, layout)
         if kind == "offdiag":
-            for cov in covs:
-                inv_std = (cov.diagonal(dim1=-2, dim2=-1) + eps).rsqrt()
-                total = total + _offdiag_sq_sum(cov * inv_std[..., :, None] * inv_std[..., None, :])
-            loss = total / layout.num_within_pairs()
+            inv_std = (cov.diagonal(dim1=-2, dim2=-1) + eps).rsqrt()
+            corr = cov * inv_std[..., :, None] * inv_std[..., None, :]
+            loss = _offdiag_sq_sum(corr) / layout.num_within_pairs()
         elif kind == "covariance":
-            for cov in covs:
-                total = total + 0.5 * _offdiag_sq_sum(cov)
-            loss = total
+            loss = 0.5 * _offdiag_sq_sum(cov)
         else:
+            _, _, covs = batch_moments(rows, layout)
+            total = covs[0].new_zeros(())
             with torch.no_grad():
                 mats = whitening._matrices(whitening._running_covs())
             m = rows.shape[0]

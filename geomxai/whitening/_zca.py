@@ -98,8 +98,24 @@ def inv_sqrt_psd(cov: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def zca_matrices(covs: list[torch.Tensor], *, eps: float) -> list[torch.Tensor]:
-    """One batched eigendecomposition per chunk of equal-size groups."""
-    return [inv_sqrt_psd(c, eps) for c in covs]
+    """ZCA matrices of each chunk of equal-size groups, from *one* batched eigendecomposition.
+
+    A remainder group's (1, r, r) covariance ``C_r`` is embedded as the block-diagonal
+    ``diag(C_r, I)`` of the full groups' size and decomposed with them. A spectral function of a
+    block-diagonal matrix is the block-diagonal of the function of the blocks, so the top-left
+    ``r x r`` block of the result is exactly ``(C_r + eps I)^-1/2`` (and its gradient exactly that
+    of ``C_r``, the Daleckii-Krein form being basis-free), whatever eigenvectors the solver picks
+    where the two blocks share an eigenvalue. It saves a second ``eigh`` with its host sync and
+    the launches of a second forward and backward: on a GPU a step is bound by those.
+    """
+    if len(covs) == 1:
+        return [inv_sqrt_psd(covs[0], eps)]
+    full, rest = covs
+    g, r = full.shape[-1], rest.shape[-1]
+    embedded = torch.eye(g, dtype=rest.dtype, device=rest.device).repeat(rest.shape[0], 1, 1)
+    embedded[:, :r, :r] = rest
+    mats = inv_sqrt_psd(torch.cat([full, embedded]), eps)
+    return [mats[: full.shape[0]], mats[full.shape[0] :, :r, :r]]
 
 
 def zca_whiten(

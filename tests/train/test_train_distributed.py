@@ -39,6 +39,7 @@ def _whitening_problem():
 def _config(out_dir, **changes) -> TrainConfig:
     values = {
         "dataset": "digits",
+        "device": "cpu",  # gloo on the CPU, also on a machine with GPUs
         "epochs": 1,
         "batch_size": 32,
         "train_subset": 128,

@@ -153,8 +153,15 @@ def test_resume_with_a_different_config_is_refused(tmp_path, digits):
         train(config, dataset=digits)
 
 
-def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, digits, monkeypatch):
+@pytest.mark.parametrize("interval", [1, 50], ids=["read-every-step", "read-every-50"])
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+    tmp_path, digits, monkeypatch, interval
+):
     import geomxai.train._step as step_module
+
+    # 50 is the GPU's interval: by the time the host reads the flags, the NaN KL has spread to
+    # every term through the weights; the message must still name the term that went bad first.
+    monkeypatch.setattr(loop_module, "check_interval", lambda device: interval)
 
     calls = {"n": 0}
     real_kl = step_module.kl_consistency
@@ -166,7 +173,8 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, dig
 
     monkeypatch.setattr(step_module, "kl_consistency", kl_that_blows_up)
     config = _config(tmp_path, regime="sgt", epochs=3)
-    with pytest.raises(TrainingDivergedError, match=r"loss_kl became NaN or infinite in epoch 2"):
+    expected = r"loss_kl became NaN or infinite in epoch 2 at step 2 of 4"
+    with pytest.raises(TrainingDivergedError, match=expected):
         train(config, dataset=digits)
     run_dir = tmp_path / "run"
     assert sorted(list_checkpoints(run_dir)) == [0, 1]

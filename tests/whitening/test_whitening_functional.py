@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from geomxai.whitening import newton_schulz_whiten, zca_whiten
 from geomxai.whitening._newton_schulz import ns_inv_sqrt
-from geomxai.whitening._zca import inv_sqrt_psd
+from geomxai.whitening._zca import inv_sqrt_psd, zca_matrices
 
 F64 = torch.float64
 
@@ -232,6 +232,23 @@ def test_gradcheck_inverse_root_at_repeated_eigenvalues(seed):
     c = torch.eye(3, dtype=F64, requires_grad=True)
     inv_sqrt_psd(c, 1e-5).sum().backward()
     assert torch.isfinite(c.grad).all()
+
+
+def test_remainder_group_shares_the_eigh_of_the_full_groups_exactly(seed):
+    """zca_matrices embeds a remainder covariance as diag(C_r, I); values and gradients must be
+    those of C_r alone, also when C_r has the padding's eigenvalue 1 (a shared eigenspace)."""
+    q, _ = torch.linalg.qr(torch.randn(3, 3, dtype=F64))
+    full = torch.randn(4, 5, 5, dtype=F64)
+    full = (full @ full.mT / 5).requires_grad_(True)
+    for spectrum in ([1.0, 1.0, 0.2], [0.0, 1.0, 3.0]):
+        rest = (q @ torch.diag(torch.tensor(spectrum, dtype=F64)) @ q.T)[None].requires_grad_(True)
+        together = zca_matrices([full, rest], eps=1e-3)
+        alone = [inv_sqrt_psd(full, 1e-3), inv_sqrt_psd(rest, 1e-3)]
+        grads = [torch.randn_like(m) for m in alone]
+        got = torch.autograd.grad(together, (full, rest), grads)
+        want = torch.autograd.grad(alone, (full, rest), grads)
+        for a, b in zip([*together, *got], [*alone, *want], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_gradcheck_through_rank_deficient_batches(seed):
