@@ -21,20 +21,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
-import json
-import sys
-from pathlib import Path
 
 import torch
-from _machine import hardware_name  # benchmarks/_machine.py, beside this script
+from _machine import result_header, write_results  # beside this script
 from torch.utils.benchmark import Timer
 
 import geomxai.whitening._zca as zca_module
 from geomxai.whitening import zca_whiten
 from geomxai.whitening._newton_schulz import ns_inv_sqrt
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _eigh32(sym):
@@ -129,12 +123,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     results = {
-        "benchmark": "inv_sqrt",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": device.type,
-        "hardware": hardware_name(device),
-        "torch": torch.__version__,
-        "python": sys.version.split()[0],
+        **result_header("inv_sqrt", device),
         "cases": [],
     }
     for d in args.dims:
@@ -143,10 +132,7 @@ def main(argv=None) -> int:
         print(f"\nd={d}, g={args.group_size}, n={args.batch} on {results['hardware']}")
         for name, ms in row["ms"].items():
             print(f"  {name:<20}{ms:9.3f} ms{row['ratio_to_eigh'][name]:8.2f} x eigh")
-    out = Path(args.out) if args.out else RESULTS / f"inv_sqrt_{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    write_results(results, args.out, f"inv_sqrt_{device.type}.json")
     return 0
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gzip
-import json
 import math
 import platform
 import sys
@@ -45,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _machine import hardware_name  # benchmarks/_machine.py, beside this script
+from _machine import hardware_name, write_results  # beside this script
 from torch import nn
 
 from geomxai.attribution import masking_curve, saliency
@@ -302,10 +301,7 @@ def main(argv=None) -> dict:
         f"(same batch: {result['ratio_to_floor_same_batch']:.3f}); "
         f"speed-up over Quantus: {result['speedup_vs_quantus']:.2f}x"
     )
-    out = Path(args.out) if args.out else RESULTS / f"masking_{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(result, args.out, f"masking_{device.type}.json")
     if max_diff != 0.0:
         print("FAIL: the curves differ", file=sys.stderr)
         sys.exit(1)

@@ -18,19 +18,21 @@ targets are <= 2.45x and <= 2.1x, and whitening + decorrelation (``saliencydecor
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
-from _machine import hardware_name  # benchmarks/_machine.py, beside this script
+from _machine import result_header, write_results  # beside this script
 
-from geomxai.train import TrainConfig, TrainForward, build_from_spec, model_spec, train_step
+from geomxai.train import (
+    TrainConfig,
+    TrainForward,
+    build_from_spec,
+    model_spec,
+    parse_override,
+    train_step,
+)
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CASES = {
     "regular": {"regime": "regular"},
     "dbn": {"regime": "dbn"},
@@ -50,9 +52,20 @@ class _Case:
     """One regime on one model, ready to step."""
 
     def __init__(
-        self, changes, *, model, in_channels, image_size, device, amp, channels_last, compile=False
+        self,
+        changes,
+        *,
+        model,
+        in_channels,
+        image_size,
+        device,
+        amp,
+        channels_last,
+        compile=False,
+        extra=None,
     ):
-        self.config = TrainConfig(model=model, amp=amp, compile=compile, **changes)
+        fields = {**(extra or {}), **changes}
+        self.config = TrainConfig(model=model, amp=amp, compile=compile, **fields)
         spec = model_spec(
             self.config, in_channels=in_channels, num_classes=10, image_size=image_size
         )
@@ -96,28 +109,40 @@ class _Case:
         return (time.perf_counter() - start) / steps
 
 
+def build_case(changes: dict, key: str, *, device, **options) -> _Case:
+    """One regime (``changes`` to TrainConfig) on the model of ``MODELS[key]``."""
+    model, c, size = MODELS[key][:3]
+    return _Case(changes, model=model, in_channels=c, image_size=size, device=device, **options)
+
+
+def fixed_batch(key: str, device, batch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random images and labels for every regime (default batch: the model's)."""
+    _, c, size, default_batch = MODELS[key][:4]
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(batch or default_batch, c, size, size, generator=gen).to(device)
+    return x, torch.randint(0, 10, (len(x),), generator=gen).to(device)
+
+
 def bench_model(
-    key: str, *, device, repeats, steps, amp=False, channels_last=True, compile=False, batch=0
+    key: str,
+    *,
+    device,
+    repeats,
+    steps,
+    amp=False,
+    channels_last=True,
+    compile=False,
+    batch=0,
+    extra=None,
 ) -> dict:
-    model, c, size, default_batch, cpu_repeats, cpu_steps = MODELS[key]
-    batch = batch or default_batch
+    model, c, size, _, cpu_repeats, cpu_steps = MODELS[key]
     repeats = repeats or (cpu_repeats if device.type == "cpu" else 15)
     steps = steps or (cpu_steps if device.type == "cpu" else 20)
-    gen = torch.Generator().manual_seed(1)
-    x = torch.rand(batch, c, size, size, generator=gen).to(device)
-    y = torch.randint(0, 10, (batch,), generator=gen).to(device)
+    x, y = fixed_batch(key, device, batch)
+    batch = len(x)
+    options = {"amp": amp, "channels_last": channels_last, "compile": compile, "extra": extra}
     cases = {
-        name: _Case(
-            changes,
-            model=model,
-            in_channels=c,
-            image_size=size,
-            device=device,
-            amp=amp,
-            channels_last=channels_last,
-            compile=compile,
-        )
-        for name, changes in CASES.items()
+        name: build_case(changes, key, device=device, **options) for name, changes in CASES.items()
     }
     for case in cases.values():  # warm-up: allocator, kernels, LAPACK workspaces, compilation
         case.time(x, y, 3 if device.type == "cuda" else 1)
@@ -144,6 +169,7 @@ def bench_model(
         "amp": amp,
         "channels_last": channels_last,
         "compile": compile,
+        "config": extra or {},
         "repeats": repeats,
         "steps_per_repeat": steps,
         "regimes": rows,
@@ -183,6 +209,13 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--batch", type=int, default=0, help="batch size (default: 128)")
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="TrainConfig field for every regime, e.g. whitening_method=newton_schulz",
+    )
+    parser.add_argument(
         "--compile", action="store_true", help="CUDA: also time torch.compile'd bf16 steps"
     )
     parser.add_argument(
@@ -196,20 +229,14 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     results = {
-        "benchmark": "train_step",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": device.type,
-        "hardware": hardware_name(device),
-        "torch": torch.__version__,
-        "python": sys.version.split()[0],
-        "threads": torch.get_num_threads(),
+        **result_header("train_step", device),
         "targets": {"sgt": 2.45, "sgt_detached": 2.1, "whitening_over_sgt": 1.05},
         "models": {},
     }
     for key in args.models:
         layout = not args.no_channels_last
         common = {"device": device, "repeats": args.repeats, "steps": args.steps}
-        common["batch"] = args.batch
+        common.update(batch=args.batch, extra=dict(parse_override(text) for text in args.set))
         result = bench_model(key, channels_last=layout, **common)
         results["models"][key] = result
         fmt = "channels_last" if layout else "NCHW"
@@ -223,10 +250,7 @@ def main(argv=None) -> int:
             fast = bench_model(key, amp=True, channels_last=True, **extra, **common)
             results["models"][f"{key}_{suffix}"] = fast
             print_table(f"{key} on {results['hardware']} (bf16 autocast, {suffix})", fast)
-    out = Path(args.out) if args.out else RESULTS / f"train_step_{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    write_results(results, args.out, f"train_step_{device.type}.json")
     return 0
 
 

@@ -14,24 +14,13 @@ import argparse
 from pathlib import Path
 
 import torch
-from bench_train_step import CASES, MODELS, _Case  # beside this script
+from bench_train_step import CASES, MODELS, build_case, fixed_batch  # beside this script
 from torch.profiler import ProfilerActivity, profile
 
 
 def profile_case(name: str, key: str, *, device, amp: bool, steps: int, rows: int) -> str:
-    model, c, size, batch, _, _ = MODELS[key]
-    case = _Case(
-        CASES[name],
-        model=model,
-        in_channels=c,
-        image_size=size,
-        device=device,
-        amp=amp,
-        channels_last=True,
-    )
-    gen = torch.Generator().manual_seed(1)
-    x = torch.rand(batch, c, size, size, generator=gen).to(device)
-    y = torch.randint(0, 10, (batch,), generator=gen).to(device)
+    case = build_case(CASES[name], key, device=device, amp=amp, channels_last=True)
+    x, y = fixed_batch(key, device)
     case.time(x, y, 3)  # warm-up
     activities = [ProfilerActivity.CPU]
     sort = "self_cpu_time_total"
