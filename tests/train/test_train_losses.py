@@ -153,6 +153,27 @@ def test_batchnorm_models_step_and_keep_clean_running_statistics(detach):
         torch.testing.assert_close(buf, dict(clean_only.named_buffers())[name], msg=name)
 
 
+def test_frozen_running_stats_restores_buffers_of_every_dtype():
+    """Buffers are saved and restored per (dtype, device) group with _foreach ops."""
+    from torch import nn
+
+    from geomxai.train._step import frozen_running_stats
+
+    module = nn.Module()
+    module.register_buffer("mask", torch.tensor([True, False]))
+    module.register_buffer("count", torch.tensor(3))
+    module.register_buffer("fp16", torch.ones(2, dtype=torch.float16))
+    module.register_buffer("stats", torch.arange(4.0))
+    before = {k: v.clone() for k, v in module.named_buffers()}
+    with frozen_running_stats(module):
+        module.mask.logical_not_()
+        module.count.add_(1)
+        module.fp16.mul_(3)
+        module.stats.zero_()
+    for name, buf in module.named_buffers():
+        assert buf.dtype == before[name].dtype and torch.equal(buf, before[name]), name
+
+
 def test_vit_aux_placement_whitens_for_the_loss_only():
     config = TrainConfig(regime="saliencydecor", model="vit_micro", group_size=8, dataset="digits")
     model = _model(config)
