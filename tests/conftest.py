@@ -87,3 +87,28 @@ class PixelSum(nn.Module):
 @pytest.fixture
 def pixel_sum():
     return PixelSum
+
+
+@pytest.fixture(scope="session")
+def train_tiny():
+    """``train_tiny(out_dir, regime, seed=0)``: a tiny cnn2 run on digits, 2 epochs (3 checkpoints,
+    epoch 0 = the initial model), 256 training and 128 test images; returns the run directory."""
+    from geomxai.train import TrainConfig, train
+
+    def run(out_dir, regime: str, *, seed: int = 0):
+        config = TrainConfig(
+            regime=regime,
+            dataset="digits",
+            model="cnn2",
+            epochs=2,
+            train_subset=256,
+            test_subset=128,
+            batch_size=64,
+            device="cpu",
+            seed=seed,
+            out_dir=str(out_dir),
+            progress=False,
+        )
+        return train(config)
+
+    return run

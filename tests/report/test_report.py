@@ -11,7 +11,6 @@ import xarray as xr
 
 from geomxai.report import build_report
 from geomxai.study import AnalysisOptions, analyze_runs, make_probe
-from geomxai.train import TrainConfig, train
 
 REGIMES = ("regular", "saliencydecor")
 SEEDS = (0, 1)
@@ -19,24 +18,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> xr.Dataset:
+def results(tmp_path_factory, train_tiny) -> xr.Dataset:
     root = tmp_path_factory.mktemp("runs")
     runs = [
-        train(
-            TrainConfig(
-                regime=regime,
-                dataset="digits",
-                model="cnn2",
-                epochs=2,
-                train_subset=256,
-                test_subset=128,
-                batch_size=64,
-                device="cpu",
-                seed=seed,
-                out_dir=str(root / f"{regime}-s{seed}"),
-                progress=False,
-            )
-        )
+        train_tiny(root / f"{regime}-s{seed}", regime, seed=seed)
         for regime in REGIMES
         for seed in SEEDS
     ]

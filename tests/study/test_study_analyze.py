@@ -22,33 +22,16 @@ from geomxai.study import (
     open_results,
     save_results,
 )
-from geomxai.train import TrainConfig, train
 
 REGIMES = ("regular", "saliencydecor")
 OPTIONS = AnalysisOptions(probe_size=32, fractions=4, top_k=4, n_examples=2)
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:
+def runs(tmp_path_factory, train_tiny) -> dict:
     """Two tiny runs of two epochs on digits: three checkpoints each (epoch 0 = the initial model)."""
     root = tmp_path_factory.mktemp("runs")
-    return {
-        regime: train(
-            TrainConfig(
-                regime=regime,
-                dataset="digits",
-                model="cnn2",
-                epochs=2,
-                train_subset=256,
-                test_subset=128,
-                batch_size=64,
-                device="cpu",
-                out_dir=str(root / f"{regime}-s0"),
-                progress=False,
-            )
-        )
-        for regime in REGIMES
-    }
+    return {regime: train_tiny(root / f"{regime}-s0", regime) for regime in REGIMES}
 
 
 @pytest.fixture(scope="module")
