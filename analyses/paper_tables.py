@@ -241,28 +241,29 @@ def tables_markdown(ds: xr.Dataset, args, timings: dict) -> str:
     )
 
     out.append("## Table IV — ablation of SaliencyDecor\n")
-    out.append("(a) masking ratio ρ, decorrelation weight λ = 0.01\n")
-    rows = [
-        [f"{r:g}"] + _row(ds, ratio_label(r), [acc, morf, gap], n)[1:] + [PAPER_RATIO[r]]
-        for r in RATIOS
-    ]
-    out.append(
-        markdown_table(
-            ["ρ", "seeds", "test acc. (%)", "MoRF AUC", "LeRF − MoRF", "paper acc. (%)"], rows
-        )
-        + "\n"
+    ablations = (
+        (
+            "(a) masking ratio ρ, decorrelation weight λ = 0.01",
+            "ρ",
+            RATIOS,
+            ratio_label,
+            PAPER_RATIO,
+        ),
+        (
+            "(b) decorrelation weight λ, masking ratio ρ = 0.25",
+            "λ",
+            WEIGHTS,
+            weight_label,
+            PAPER_WEIGHT,
+        ),
     )
-    out.append("(b) decorrelation weight λ, masking ratio ρ = 0.25\n")
-    rows = [
-        [f"{w:g}"] + _row(ds, weight_label(w), [acc, morf, gap], n)[1:] + [PAPER_WEIGHT[w]]
-        for w in WEIGHTS
-    ]
-    out.append(
-        markdown_table(
-            ["λ", "seeds", "test acc. (%)", "MoRF AUC", "LeRF − MoRF", "paper acc. (%)"], rows
-        )
-        + "\n"
-    )
+    for title, symbol, values, label, paper in ablations:
+        out.append(f"{title}\n")
+        rows = [
+            [f"{v:g}"] + _row(ds, label(v), [acc, morf, gap], n)[1:] + [paper[v]] for v in values
+        ]
+        header = [symbol, "seeds", "test acc. (%)", "MoRF AUC", "LeRF − MoRF", "paper acc. (%)"]
+        out.append(markdown_table(header, rows) + "\n")
     out.append(
         "The ρ = 0.25 row of (a) and the λ = 0.01 row of (b) are the same runs: the main "
         "`saliencydecor` runs of Tables I-III.\n"
