@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -49,13 +48,6 @@ class GroupLayout:
     @property
     def num_groups(self) -> int:
         return self.num_full + (1 if self.remainder else 0)
-
-    def chunks(self) -> Iterator[tuple[int, int, int]]:
-        """``(start, count, size)`` of each batch of equal-size groups: full groups, then the rest."""
-        if self.num_full:
-            yield 0, self.num_full, self.group_size
-        if self.remainder:
-            yield self.num_full * self.group_size, 1, self.remainder
 
     def num_within_pairs(self) -> int:
         """Number of ordered pairs ``(i, j)``, ``i != j``, of features in the same group."""
@@ -210,7 +202,7 @@ def batch_moments(
     mean : Tensor (d,), float64
     centred : Tensor (m, d), float64
     covs : list of Tensor (count, size, size), float64
-        One entry per chunk of :meth:`GroupLayout.chunks`.
+        The chunks of :func:`split_chunks`: the full groups, then the remainder group if any.
     """
     mean, centred, cov = padded_moments(rows, layout)
     return mean, centred, split_chunks(cov, layout)
