@@ -2,9 +2,11 @@
 
 Subpackages: ``data``, ``models``, ``whitening``, ``train``, ``collect``, ``geometry``,
 ``attribution``, ``dynamics``, ``study``, ``report``. The checkpoint functions are re-exported here
-because every stage after training starts from them.
+because every stage after training starts from them, and :func:`tune_cpu_allocator` because it
+is a process's choice, made once before CPU work.
 """
 
+from geomxai._allocator import tune_cpu_allocator
 from geomxai.train._checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -20,4 +22,5 @@ __all__ = [
     "load_checkpoint",
     "read_checkpoint",
     "save_checkpoint",
+    "tune_cpu_allocator",
 ]

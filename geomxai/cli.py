@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from geomxai._allocator import tune_cpu_allocator
+
 log = logging.getLogger("geomxai")
 
 
@@ -154,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    # Our process: keep freed tensor memory instead of page-faulting it back every CPU step.
+    tune_cpu_allocator()
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:

@@ -9,9 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from geomxai import tune_cpu_allocator
 from geomxai.models import cnn2
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+tune_cpu_allocator()  # as the geomxai command does: CPU training tests stop page-faulting
 
 
 def pytest_collection_modifyitems(config, items):
