@@ -8,7 +8,12 @@ slow spell of a shared machine hits all of them alike) and the median over repea
 
 Arithmetic floors (forward = 1, backward = 2): ``sgt`` 7/3 = 2.33x attached, 2.0x detached; the
 targets are <= 2.45x and <= 2.1x, and whitening + decorrelation (``saliencydecor`` over ``sgt``)
-<= 5% extra.
+<= 5% extra. A model's backward need not cost two forwards, nor an input-gradient-only backward
+one, so the bare passes of the ``regular`` model are timed in the same rotation and give the floors
+for *this* model: attached ``(F + Bx) + (F + B) + B``, detached ``(F + B') + (F + B)``, over
+``F + B`` (``Bx``: backward to the input only; ``B'``: to the weights and the input). The gap
+between a regime's ratio and its floor is what masking, the KL, the buffer restore and the
+optimiser cost.
 
     python benchmarks/bench_train_step.py                 # CPU: results/train_step_cpu.json
     python benchmarks/bench_train_step.py --device cuda   # also images/s (fp32 and bf16)
@@ -22,6 +27,7 @@ import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 from _machine import result_header, write_results  # beside this script
 
 from geomxai.train import (
@@ -99,14 +105,57 @@ class _Case:
 
     def time(self, x, y, steps: int) -> float:
         """Seconds per step over ``steps`` consecutive steps."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            self.step(x, y)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return (time.perf_counter() - start) / steps
+        return _seconds_per_call(self.step, x, y, steps, self.device)
+
+
+def _seconds_per_call(step, x, y, steps: int, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(x, y)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / steps
+
+
+PASSES = ("forward", "forward_backward", "forward_input_grad", "forward_backward_input_grad")
+"""Bare passes of the ``regular`` model: F, F + B, F + Bx, F + B' (see the module docstring)."""
+
+
+class _Pass:
+    """One bare pass of a case's model and cross-entropy: no optimiser, no masking."""
+
+    def __init__(self, case: _Case, kind: str):
+        self.case, self.kind = case, kind
+
+    def step(self, x, y):
+        case, kind = self.case, self.kind
+        if case.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        to_input = kind.endswith("input_grad")
+        if to_input:
+            x = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(case.net(x)[0], y)
+        if kind == "forward_input_grad":
+            torch.autograd.grad(loss, x)
+        elif kind != "forward":
+            loss.backward(inputs=[x, *case.params] if to_input else case.params)
+            for p in case.params:
+                p.grad = None
+
+    def time(self, x, y, steps: int) -> float:
+        return _seconds_per_call(self.step, x, y, steps, self.case.device)
+
+
+def measured_floors(passes: dict[str, float]) -> dict[str, float]:
+    """``sgt``'s floors from the bare passes' seconds, as ratios to ``F + B``."""
+    fwd, regular = passes["forward"], passes["forward_backward"]
+    backward = regular - fwd
+    return {
+        "sgt": (passes["forward_input_grad"] + regular + backward) / regular,
+        "sgt_detached": (passes["forward_backward_input_grad"] + regular) / regular,
+    }
 
 
 def build_case(changes: dict, key: str, *, device, **options) -> _Case:
@@ -144,14 +193,15 @@ def bench_model(
     cases = {
         name: build_case(changes, key, device=device, **options) for name, changes in CASES.items()
     }
-    for case in cases.values():  # warm-up: allocator, kernels, LAPACK workspaces, compilation
+    timed = {**cases, **{kind: _Pass(cases["regular"], kind) for kind in PASSES}}
+    for case in timed.values():  # warm-up: allocator, kernels, LAPACK workspaces, compilation
         case.time(x, y, 3 if device.type == "cuda" else 1)
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    names = list(cases)
+    samples: dict[str, list[float]] = {name: [] for name in timed}
+    names = list(timed)
     for r in range(repeats):
         # Rotate the order each repeat, so no regime always follows the same neighbour.
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            samples[name].append(cases[name].time(x, y, steps))
+            samples[name].append(timed[name].time(x, y, steps))
     median = {name: statistics.median(s) for name, s in samples.items()}
     base = median["regular"]
     rows = {
@@ -173,6 +223,8 @@ def bench_model(
         "repeats": repeats,
         "steps_per_repeat": steps,
         "regimes": rows,
+        "passes_seconds": {kind: median[kind] for kind in PASSES},
+        "floors_measured": measured_floors({kind: median[kind] for kind in PASSES}),
         "whitening_over_sgt": median["saliencydecor"] / median["sgt"],
         "whitening_over_sgt_detached": median["saliencydecor_detached"] / median["sgt_detached"],
     }
@@ -192,6 +244,13 @@ def print_table(title: str, result: dict) -> None:
     print(
         f"saliencydecor / sgt: {result['whitening_over_sgt']:.3f} (attached), "
         f"{result['whitening_over_sgt_detached']:.3f} (detached)"
+    )
+    ms = {kind: seconds * 1e3 for kind, seconds in result["passes_seconds"].items()}
+    floors = result["floors_measured"]
+    print(
+        f"bare passes: F {ms['forward']:.2f} ms, F+B {ms['forward_backward']:.2f}, "
+        f"F+Bx {ms['forward_input_grad']:.2f}, F+B' {ms['forward_backward_input_grad']:.2f}; "
+        f"floors from them: sgt {floors['sgt']:.2f}, sgt_detached {floors['sgt_detached']:.2f}"
     )
 
 
