@@ -203,6 +203,7 @@ def bench_model(
         for name in names[r % len(names) :] + names[: r % len(names)]:
             samples[name].append(timed[name].time(x, y, steps))
     median = {name: statistics.median(s) for name, s in samples.items()}
+    passes = {kind: median[kind] for kind in PASSES}
     base = median["regular"]
     rows = {
         name: {
@@ -223,8 +224,8 @@ def bench_model(
         "repeats": repeats,
         "steps_per_repeat": steps,
         "regimes": rows,
-        "passes_seconds": {kind: median[kind] for kind in PASSES},
-        "floors_measured": measured_floors({kind: median[kind] for kind in PASSES}),
+        "passes_seconds": passes,
+        "floors_measured": measured_floors(passes),
         "whitening_over_sgt": median["saliencydecor"] / median["sgt"],
         "whitening_over_sgt_detached": median["saliencydecor_detached"] / median["sgt_detached"],
     }

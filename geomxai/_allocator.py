@@ -14,6 +14,7 @@ same from glibc at run time, with nothing to install.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import platform
@@ -34,7 +35,14 @@ TRIM_THRESHOLD = 1 << 30
 # do, since glibc caps it at 32 MiB and a ResNet-18 activation at batch 128 is 32 MiB already.
 _SETTINGS = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
-_state: dict[str, bool] = {}
+
+def is_malloc_tunable(name: str) -> bool:
+    """Whether ``name`` is one of glibc's ``MALLOC_*_`` environment variables."""
+    return name.startswith("MALLOC_") and name.endswith("_")
+
+
+def has_glibc() -> bool:
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
 def _user_chose_allocator() -> str | None:
@@ -43,14 +51,15 @@ def _user_chose_allocator() -> str | None:
         return f"{OPT_OUT}=default"
     if os.environ.get("LD_PRELOAD"):
         return "an allocator may be preloaded (LD_PRELOAD is set)"
-    tunables = [k for k in os.environ if k.startswith("MALLOC_") and k.endswith("_")]
-    if tunables or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+    glibc_tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if any(map(is_malloc_tunable, os.environ)) or "glibc.malloc" in glibc_tunables:
         return "glibc malloc tunables are set in the environment"
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not has_glibc():
         return "not Linux with glibc"
     return None
 
 
+@functools.cache
 def tune_cpu_allocator() -> bool:
     """Make glibc keep freed memory for reuse; process-wide, once per process.
 
@@ -71,17 +80,12 @@ def tune_cpu_allocator() -> bool:
     bool
         True if the allocator is tuned (by this call or an earlier one), else False.
     """
-    if "tuned" in _state:
-        return _state["tuned"]
     reason = _user_chose_allocator()
-    tuned = False
     if reason is None:
         mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-        tuned = mallopt is not None and all(mallopt(p, v) == 1 for p, v in _SETTINGS)
-        reason = "mallopt refused the settings" if not tuned else None
-    if tuned:
-        log.debug("glibc malloc keeps freed memory for reuse (mmap off, trim at 1 GiB)")
-    else:
-        log.debug("CPU allocator left as it is: %s", reason)
-    _state["tuned"] = tuned
-    return tuned
+        if mallopt is not None and all(mallopt(p, v) == 1 for p, v in _SETTINGS):
+            log.debug("glibc malloc keeps freed memory for reuse (mmap off, trim at 1 GiB)")
+            return True
+        reason = "mallopt refused the settings"
+    log.debug("CPU allocator left as it is: %s", reason)
+    return False

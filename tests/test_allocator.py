@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 
@@ -12,9 +11,7 @@ import pytest
 from geomxai import _allocator
 from geomxai._allocator import tune_cpu_allocator
 
-glibc_only = pytest.mark.skipif(
-    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="needs glibc"
-)
+glibc_only = pytest.mark.skipif(not _allocator.has_glibc(), reason="needs glibc")
 
 # Eight 12 MiB buffers filled and freed ten times over; minor page faults per MiB filled.
 _FAULTS = """
@@ -35,7 +32,7 @@ print((faults() - before) / (10 * 96))
 def _chosen_elsewhere(name: str) -> bool:
     """An environment variable that makes :func:`tune_cpu_allocator` stand aside."""
     return name in ("LD_PRELOAD", "GLIBC_TUNABLES", _allocator.OPT_OUT) or (
-        name.startswith("MALLOC_") and name.endswith("_")
+        _allocator.is_malloc_tunable(name)
     )
 
 
@@ -68,11 +65,12 @@ def test_tuned_allocator_stops_page_faults_on_reuse():
 @pytest.fixture
 def fresh_state(monkeypatch):
     """A process that has not tuned yet, with none of the opt-out variables set."""
-    monkeypatch.setattr(_allocator, "_state", {})
+    tune_cpu_allocator.cache_clear()
     for name in list(os.environ):
         if _chosen_elsewhere(name):
             monkeypatch.delenv(name)
-    return monkeypatch
+    yield monkeypatch
+    tune_cpu_allocator.cache_clear()  # a faked answer must not outlive its test
 
 
 @pytest.mark.parametrize(
