@@ -30,7 +30,13 @@ from geomxai.train._masking import (
     saliency_scores,
 )
 from geomxai.train._rundir import checkpoint_path, list_checkpoints, read_metrics
-from geomxai.train._step import TERMS, TrainForward, frozen_running_stats, train_step
+from geomxai.train._step import (
+    TERMS,
+    TrainForward,
+    eval_input_gradient,
+    frozen_running_stats,
+    train_step,
+)
 
 __all__ = [
     "REGIMES",
@@ -51,6 +57,7 @@ __all__ = [
     "convert_sync_whitening",
     "decorrelation_term",
     "derive_seed",
+    "eval_input_gradient",
     "fill_values",
     "frozen_running_stats",
     "kl_consistency",

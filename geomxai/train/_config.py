@@ -20,6 +20,7 @@ PLACEMENTS = ("auto", "path", "aux")
 DECOR_KINDS = ("offdiag", "covariance", "whitened")
 MASK_BY = ("abs", "signed")
 FILLS = ("uniform", "mean", "zero")
+MASK_GRADIENT_MODES = ("eval", "train")
 
 
 class ConfigError(ValueError):
@@ -72,6 +73,7 @@ class TrainConfig:
     mask_by: str = "abs"
     mask_fill: str = "uniform"
     detach_clean: bool = False
+    mask_gradient_mode: str = "eval"
     # speed
     amp: bool = False
     channels_last: bool = False
@@ -92,6 +94,7 @@ class TrainConfig:
         _choice("decor_kind", self.decor_kind, DECOR_KINDS)
         _choice("mask_by", self.mask_by, MASK_BY)
         _choice("mask_fill", self.mask_fill, FILLS)
+        _choice("mask_gradient_mode", self.mask_gradient_mode, MASK_GRADIENT_MODES)
         _choice("whitening_method", self.whitening_method, ("zca", "newton_schulz"))
         if not 0.0 < self.mask_ratio < 1.0:
             raise ConfigError(f"mask_ratio must lie in (0, 1); got mask_ratio={self.mask_ratio}")

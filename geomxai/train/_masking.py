@@ -97,8 +97,8 @@ def fill_values(
     ----------
     x : Tensor (n, c, h, w)
     fill : {"uniform", "mean", "zero"}
-        ``"uniform"``: independent draws from U[min, max] of each image's range (over all its
-        channels and pixels), the reference's random mask; ``"mean"``: each image's per-channel
+        ``"uniform"``: independent draws from U[min, max] of each channel's range in each image
+        (over its pixels), the reference's random mask; ``"mean"``: each image's per-channel
         mean (the reference's mean mask); ``"zero"``: zeros.
     generator : torch.Generator, optional
         On ``x``'s device; makes the uniform draws reproducible.
@@ -114,9 +114,12 @@ def fill_values(
         return torch.zeros_like(x)
     if fill == "mean":
         return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
-    flat = x.reshape(x.shape[0], -1)
-    lo = flat.amin(dim=1).view(-1, 1, 1, 1)
-    hi = flat.amax(dim=1).view(-1, 1, 1, 1)
+    # Each channel's own range, as the reference draws its random mask: a colour image's
+    # channels span different ranges once normalised, and one range for all of them would put
+    # fill values outside a channel's range.
+    flat = x.reshape(x.shape[0], x.shape[1], -1)
+    lo = flat.amin(dim=2).view(x.shape[0], x.shape[1], 1, 1)
+    hi = flat.amax(dim=2).view(x.shape[0], x.shape[1], 1, 1)
     u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return lo + (hi - lo) * u
 

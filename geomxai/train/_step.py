@@ -3,15 +3,18 @@
 Cost in units of one forward pass (a backward is about two: activation and weight gradients):
 
 - ``regular``/``dbn``: forward + backward = 3.
-- ``sgt``/``saliencydecor`` with ``detach_clean=False`` (the default, as in the reference): clean
-  forward (1), input gradient of CE by ``autograd.grad`` with the graph kept (1: activation
-  gradients only), masked forward (1), one backward of the total loss through both graphs (4):
-  7, i.e. 7/3 of a regular step.
-- with ``detach_clean=True``: clean forward (1), *one* backward of CE that yields both the weight
-  gradients and the input gradient (2), masked forward (1) and backward of the auxiliary terms (2):
-  6, i.e. 2x a regular step. Because the clean graph then carries only CE, the input gradient
-  that picks the mask is exactly that of CE, and the decorrelation term is computed on the
-  features of the masked forward (see docs/training.md).
+- ``sgt``/``saliencydecor`` take the masking gradient ``dCE/dx`` in the model's eval mode by default
+  (``mask_gradient_mode="eval"``, as the saliency-guided training reference does): an eval forward
+  and its input gradient (2), then, with ``detach_clean=False`` (the default, as the reference),
+  the clean forward (1), the masked forward (1) and one backward of the total loss through both
+  graphs (4): 8, i.e. 8/3 of a regular step.
+- ``mask_gradient_mode="train"`` takes ``dCE/dx`` from the training-mode clean forward instead,
+  saving the eval forward: with ``detach_clean=False`` by ``autograd.grad`` with the graph kept
+  (7, i.e. 7/3); with ``detach_clean=True`` *one* backward of CE yields both the weight gradients
+  and the input gradient (clean forward 1, backward 2, masked forward 1, backward of the auxiliary
+  terms 2: 6, i.e. 2x a regular step).
+- With ``detach_clean=True`` the clean graph carries CE only, and the decorrelation term is computed
+  on the features of the masked forward (see docs/training.md).
 """
 
 from __future__ import annotations
@@ -103,6 +106,45 @@ def _decor(features: torch.Tensor, model: FeatureModel, config: TrainConfig) -> 
     )
 
 
+def eval_input_gradient(
+    model: FeatureModel, x: torch.Tensor, y: torch.Tensor, *, amp: bool = False
+) -> torch.Tensor:
+    """``dCE/dx`` with the model in eval mode: the saliency the model shows at test time.
+
+    This is the masking gradient of the saliency-guided training reference (Ismail et al. 2021
+    switch the model to ``eval()`` to compute it). In eval mode BatchNorm and whitening use their
+    running statistics, so each image's gradient depends on that image alone; in training mode
+    the batch statistics couple the images of a batch, and on a ``saliencydecor`` model the two
+    masks overlap with a Jaccard index of only about 0.3 (docs/training.md). Only the input
+    gradient is computed (no weight gradients), and the model's mode is restored on any exit.
+
+    Parameters
+    ----------
+    model : FeatureModel
+        The unwrapped model (never its DDP wrapper: this pass must not take part in the
+        gradient all-reduce).
+    x : Tensor (n, c, h, w)
+    y : Tensor (n,)
+    amp : bool
+        bf16 autocast for the body on CUDA, as in :class:`TrainForward`.
+
+    Returns
+    -------
+    Tensor (n, c, h, w)
+        Detached.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            logits, _, _ = TrainForward(model, amp=amp)(x)
+            (grad,) = torch.autograd.grad(classification_loss(logits, y), x)
+    finally:
+        model.train(was_training)
+    return grad
+
+
 def train_step(
     net: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     model: FeatureModel,
@@ -157,12 +199,26 @@ def train_step(
             decor = _decor(features, model, config)
             total = ce + config.decor_weight * decor
         total.backward(inputs=params)
-    elif not config.detach_clean:
-        x = x.detach().requires_grad_(True)
-        logits, features, _ = net(x)
-        ce = classification_loss(logits, y)
-        # The graph is kept: the total loss below backpropagates through it once more.
-        (grad_x,) = torch.autograd.grad(ce, x, retain_graph=True)
+    else:
+        x = x.detach()
+        grad_from_clean = config.mask_gradient_mode == "train"
+        if not grad_from_clean:
+            grad_x = eval_input_gradient(model, x, y, amp=config.amp)
+        else:
+            x = x.requires_grad_(True)
+        # A detached step backpropagates CE alone first; in a multi-process run that backward
+        # must accumulate locally, not all-reduce.
+        with no_sync() if config.detach_clean else contextlib.nullcontext():
+            logits, features, _ = net(x)
+            ce = classification_loss(logits, y)
+            if config.detach_clean:
+                # One backward gives the weight gradients of CE (and dCE/dx for the mask).
+                ce.backward(inputs=[x, *params] if grad_from_clean else params)
+                if grad_from_clean:
+                    grad_x = x.grad
+            elif grad_from_clean:
+                # The graph is kept: the total loss below backpropagates through it once more.
+                (grad_x,) = torch.autograd.grad(ce, x, retain_graph=True)
         x_masked = mask_low_saliency(
             x.detach(),
             grad_x,
@@ -172,37 +228,24 @@ def train_step(
             generator=generator,
         )
         with frozen_running_stats(model):
-            masked_logits, _, _ = net(x_masked)
-        kl = kl_consistency(logits, masked_logits, detach_clean=False)
-        total = ce + config.kl_weight * kl
-        if config.uses_decorrelation:
-            decor = _decor(features, model, config)
-            total = total + config.decor_weight * decor
-        total.backward(inputs=params)
-    else:
-        x = x.detach().requires_grad_(True)
-        with no_sync():
-            logits, features, _ = net(x)
-            ce = classification_loss(logits, y)
-            # One backward gives the weight gradients of CE and dCE/dx for the mask.
-            ce.backward(inputs=[x, *params])
-        x_masked = mask_low_saliency(
-            x.detach(),
-            x.grad,
-            ratio=config.mask_ratio,
-            by=config.mask_by,
-            fill=config.mask_fill,
-            generator=generator,
-        )
-        with frozen_running_stats(model):
             masked_logits, masked_features, _ = net(x_masked)
-        kl = kl_consistency(logits.detach(), masked_logits, detach_clean=True)
+        clean = logits.detach() if config.detach_clean else logits
+        kl = kl_consistency(clean, masked_logits, detach_clean=config.detach_clean)
+        # A detached clean graph carries CE only, so the decorrelation term goes on the masked
+        # forward's features (docs/training.md); attached, it is on the clean features.
         aux = config.kl_weight * kl
         if config.uses_decorrelation:
-            decor = _decor(masked_features, model, config)
-            aux = aux + config.decor_weight * decor
-        aux.backward(inputs=params)
-        total = ce.detach() + aux.detach()
+            decor = _decor(masked_features if config.detach_clean else features, model, config)
+        if config.detach_clean:
+            if config.uses_decorrelation:
+                aux = aux + config.decor_weight * decor
+            aux.backward(inputs=params)
+            total = ce.detach() + aux.detach()
+        else:
+            total = ce + aux
+            if config.uses_decorrelation:
+                total = total + config.decor_weight * decor
+            total.backward(inputs=params)
     with torch.no_grad():
         correct = (logits.detach().argmax(dim=1) == y).sum().float()
         terms = [ce, kl, decor, total, correct]

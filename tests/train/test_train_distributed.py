@@ -25,6 +25,11 @@ WORLD = 2
 RUNS = {
     "dbn": {"regime": "dbn"},
     "sd": {"regime": "saliencydecor", "mask_fill": "zero"},
+    "sd_train_grad": {
+        "regime": "saliencydecor",
+        "mask_fill": "zero",
+        "mask_gradient_mode": "train",
+    },
     "sd_detached": {"regime": "saliencydecor", "mask_fill": "zero", "detach_clean": True},
 }
 

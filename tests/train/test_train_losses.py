@@ -53,14 +53,28 @@ def _step(model, config, x, y, seed=5):
     return dict(zip(["ce", "kl", "decor", "total", "correct"], terms.tolist(), strict=True))
 
 
+def _eval_gradient(model, x, y):
+    """dCE/dx of a copy of the model in eval mode (running statistics)."""
+    frozen = copy.deepcopy(model).eval()
+    x = x.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(F.cross_entropy(frozen(x), y), x)
+    return gx
+
+
 def _reference(model, config, x, y, seed=5):
     """The objective written out directly from design.md, one term at a time."""
+    # The eval-mode masking gradient sees the running statistics as they were before this
+    # batch's training-mode forward updates them (as the reference computes it first).
+    eval_gx = _eval_gradient(model, x, y)
     x = x.clone().requires_grad_(True)
     logits, feats, _ = model.forward_all(x)
     ce = F.cross_entropy(logits, y)
     terms = {"ce": ce, "kl": torch.zeros(()), "decor": torch.zeros(())}
     if config.uses_masking:
-        (gx,) = torch.autograd.grad(ce, x, retain_graph=True)
+        if config.mask_gradient_mode == "train":
+            (gx,) = torch.autograd.grad(ce, x, retain_graph=True)
+        else:
+            gx = eval_gx
         xm = mask_low_saliency(
             x.detach(),
             gx,
@@ -86,19 +100,25 @@ def _reference(model, config, x, y, seed=5):
 
 
 @pytest.mark.parametrize(
-    ("regime", "detach"),
+    ("regime", "detach", "mode"),
     [
-        ("regular", False),
-        ("dbn", False),
-        ("sgt", False),
-        ("sgt", True),
-        ("saliencydecor", False),
-        ("saliencydecor", True),
+        ("regular", False, "eval"),
+        ("dbn", False, "eval"),
+        ("sgt", False, "eval"),
+        ("sgt", True, "eval"),
+        ("sgt", False, "train"),
+        ("sgt", True, "train"),
+        ("saliencydecor", False, "eval"),
+        ("saliencydecor", True, "eval"),
+        ("saliencydecor", False, "train"),
+        ("saliencydecor", True, "train"),
     ],
 )
-def test_step_matches_the_written_out_objective(regime, detach):
+def test_step_matches_the_written_out_objective(regime, detach, mode):
     # A large decor_weight makes a wrong decorrelation gradient visible in the comparison.
-    config = _config(regime, detach_clean=detach, decor_weight=0.5, kl_weight=2.0)
+    config = _config(
+        regime, detach_clean=detach, decor_weight=0.5, kl_weight=2.0, mask_gradient_mode=mode
+    )
     model = _model(config)
     ref_model = copy.deepcopy(model)
     x, y = _batch()
@@ -223,8 +243,10 @@ def test_train_forward_is_forward_all_in_float32():
         torch.testing.assert_close(u, v)
 
 
-def test_masking_gradient_is_that_of_the_cross_entropy_only(monkeypatch):
-    """The input gradient handed to the mask is dCE/dx of the clean batch, in both modes."""
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_masking_gradient_is_that_of_the_cross_entropy_only(monkeypatch, mode):
+    """The input gradient handed to the mask is dCE/dx of the clean batch, attached or detached,
+    in the model's eval mode (the default, as the reference) or its training mode."""
     import geomxai.train._step as step_module
 
     seen = []
@@ -237,10 +259,39 @@ def test_masking_gradient_is_that_of_the_cross_entropy_only(monkeypatch):
     monkeypatch.setattr(step_module, "mask_low_saliency", spy)
     x, y = _batch()
     for detach in (False, True):
-        config = _config("saliencydecor", detach_clean=detach, decor_weight=1.0)
+        config = _config(
+            "saliencydecor", detach_clean=detach, decor_weight=1.0, mask_gradient_mode=mode
+        )
         model = _model(config)
+        # Running statistics away from their initial identity, so eval and train mode differ.
+        with torch.no_grad():
+            model.forward_all(x * 3 + 1)
         ref = copy.deepcopy(model)
         _step(model, config, x, y)
-        xr = x.clone().requires_grad_(True)
-        (gx,) = torch.autograd.grad(F.cross_entropy(ref(xr), y), xr)
+        assert model.training
+        if mode == "eval":
+            gx = _eval_gradient(ref, x, y)
+        else:
+            xr = x.clone().requires_grad_(True)
+            (gx,) = torch.autograd.grad(F.cross_entropy(ref(xr), y), xr)
         torch.testing.assert_close(seen[-1], gx)
+        other = _eval_gradient(ref, x, y) if mode == "train" else None
+        if other is not None:
+            assert not torch.allclose(seen[-1], other)
+
+
+def test_eval_mode_masking_gradient_does_not_couple_the_batch():
+    """In eval mode an image's masking gradient is its own: the same with or without the rest
+    of the batch (in training mode the batch whitening couples them)."""
+    from geomxai.train import eval_input_gradient
+
+    config = _config("saliencydecor")
+    model = _model(config)
+    x, y = _batch()
+    with torch.no_grad():
+        model.forward_all(x)
+    whole = eval_input_gradient(model, x, y)
+    half = eval_input_gradient(model, x[:12], y[:12])
+    # CE is a batch mean: half the batch doubles each image's gradient, and changes nothing else.
+    torch.testing.assert_close(whole[:12] * 2, half)
+    assert model.training
