@@ -39,14 +39,12 @@ from _common import (
 
 from geomxai.data import make_blocks
 from geomxai.report import build_report
-from geomxai.study import AnalysisOptions, make_probe, save_results
-from geomxai.study._study import stamp  # not re-exported by geomxai.study
-from geomxai.train import TrainConfig
+from geomxai.study import AnalysisOptions, make_probe, save_results, stamp
+from geomxai.train import REGIMES, TrainConfig
 
 log = logging.getLogger("analyses.blocks_localisation")
 
 ROOT = Path(__file__).resolve().parents[1]
-REGIMES = ["regular", "sgt", "dbn", "saliencydecor"]
 LOCALISATION = (
     ("mask_auroc", "mask AUROC", "0.5"),
     ("mass_inside", "saliency mass inside", None),

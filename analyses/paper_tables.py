@@ -43,14 +43,19 @@ from _common import (
 )
 
 from geomxai.report import build_report
-from geomxai.study import AnalysisOptions, link_geometry_fidelity, make_probe, save_results
-from geomxai.study._study import stamp  # not re-exported by geomxai.study
-from geomxai.train import TrainConfig
+from geomxai.study import (
+    AnalysisOptions,
+    link_geometry_fidelity,
+    make_probe,
+    save_results,
+    stamp,
+)
+from geomxai.train import REGIMES, TrainConfig
 
 log = logging.getLogger("analyses.paper_tables")
 
 ROOT = Path(__file__).resolve().parents[1]
-MAIN = ["regular", "sgt", "dbn", "saliencydecor"]
+MAIN = list(REGIMES)  # Table I compares all four regimes
 RATIOS = [0.25, 0.5, 0.75]  # Table IV(a), decorrelation weight fixed at 0.01
 WEIGHTS = [0.001, 0.01, 0.1]  # Table IV(b), mask ratio fixed at 0.25
 DEFAULT_RATIO, DEFAULT_WEIGHT = 0.25, 0.01

@@ -3,12 +3,56 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 
 from geomxai._allocator import tune_cpu_allocator
+from geomxai._util import check_nonempty_path, check_writable
 
 log = logging.getLogger("geomxai")
+
+_NOT_YOURS = (
+    "choose a location you can write (out_dir=, --out, --runs/--reports, --cache DIR, or "
+    "--no-cache for analyze) or change its permissions"
+)
+_FIXES = {
+    errno.EACCES: _NOT_YOURS,
+    errno.EPERM: _NOT_YOURS,
+    errno.EROFS: (
+        "choose a location on a writable file system (out_dir=, --out, --runs/--reports, "
+        "--cache DIR, or --no-cache for analyze)"
+    ),
+    errno.ENOSPC: (
+        "free space on that disk or choose another, then run again; every file is written "
+        "whole or not at all, so what was there before is as it was (a run resumes with "
+        "--set resume=true)"
+    ),
+    errno.EDQUOT: "free space within your quota or choose another disk, then run again",
+    errno.EISDIR: "a folder stands where a file must go: give a file path or move the folder",
+    errno.ENOTDIR: "a file stands where a folder must be: choose another path or move the file",
+    errno.ENAMETOOLONG: "choose a shorter path",
+    errno.EEXIST: "something already stands at that path: choose another path or move it",
+    errno.ENOENT: "check the path",
+}
+
+
+def os_error_message(err: OSError) -> str:
+    """One line for a person: the path, what the system said, and what to do.
+
+    Examples
+    --------
+    >>> os_error_message(OSError(errno.EROFS, "Read-only file system", "/mnt/ro/run"))
+    "'/mnt/ro/run': read-only file system; choose a location on a writable file system ..."
+    """
+    if err.errno is None or not err.strerror:  # our own messages already say what to do
+        return str(err)
+    where = f"{err.filename!r}" if err.filename is not None else "a file"
+    if err.filename2 is not None:
+        where += f" -> {err.filename2!r}"
+    fix = _FIXES.get(err.errno, "run with -v for the details")
+    reason = err.strerror[:1].lower() + err.strerror[1:]
+    return f"{where}: {reason}; {fix}"
 
 
 def _config_with_overrides(path, overrides):
@@ -27,7 +71,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from geomxai.study import run_study
+    from geomxai.pipeline import run_study
 
     index = run_study(
         args.profile,
@@ -43,11 +87,22 @@ def cmd_study(args) -> int:
 def cmd_analyze(args) -> int:
     import json
 
-    from geomxai.study import analyze_model, analyze_runs, save_results
-    from geomxai.study._study import linked
+    from geomxai.study import analyze_model, analyze_runs, linked, save_results
 
     # ValueError, not SystemExit: main() turns it into one error line and exit status 2.
+    out = check_nonempty_path(args.out, "--out")
+    # Before the analysis, which may take hours, not after it.
+    check_writable(out)
     options = {"probe_size": args.probe_size, "layers": args.layers}
+    for flag, value in (("saliency_method", args.saliency_method), ("batch_size", args.batch_size)):
+        if value is not None:
+            options[flag] = value
+    model_only = {
+        "--num-classes": args.num_classes,
+        "--image-size": args.image_size,
+        "--normalize": args.normalize,
+        "--no-labels": args.no_labels or None,
+    }
     if args.model:
         if args.run_dirs:
             raise ValueError(
@@ -58,7 +113,23 @@ def cmd_analyze(args) -> int:
             raise ValueError(
                 "geomxai analyze --model needs --data (a dataset name or imagefolder:PATH)"
             )
-        results = analyze_model(args.model, args.data, weights=args.weights, **options)
+        if args.cache is not None or args.no_cache:
+            raise ValueError("--cache and --no-cache go with RUN_DIR arguments; --model has none")
+        from geomxai.study import AnalysisOptions
+
+        results = analyze_model(
+            args.model,
+            args.data,
+            weights=args.weights,
+            options=AnalysisOptions(
+                **{**options, "layers": tuple(args.layers) if args.layers else None}
+            ),
+            num_classes=args.num_classes,
+            labels=not args.no_labels,
+            device=args.device,
+            image_size=args.image_size,
+            normalize=args.normalize,
+        )
     else:
         if not args.run_dirs:
             raise ValueError("geomxai analyze needs RUN_DIR arguments or --model/--data")
@@ -66,22 +137,41 @@ def cmd_analyze(args) -> int:
             raise ValueError(
                 "--weights and --data go with --model; run directories carry their own"
             )
+        given = [flag for flag, value in model_only.items() if value is not None]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} go(es) with --model; a run directory's checkpoints carry "
+                "their own head and data"
+            )
+        if args.device is not None:
+            options["device"] = args.device
+        cache = False if args.no_cache else True if args.cache is None else args.cache
+        if cache is not False and cache is not True:
+            cache = check_nonempty_path(cache, "--cache")
         results = analyze_runs(
-            args.run_dirs, workers=args.workers, scheduler=args.scheduler, **options
+            args.run_dirs, workers=args.workers, scheduler=args.scheduler, cache=cache, **options
         )
         results = linked(results, runs=json.dumps([str(d) for d in args.run_dirs]))
-    out = save_results(results, args.out)
+    out = save_results(results, out)
     print(f"results: {out}")
     return 0
 
 
 def cmd_report(args) -> int:
-    import xarray as xr
-
+    from geomxai import schema
     from geomxai.report import build_report
+    from geomxai.study._study import open_results_file
 
-    with xr.open_dataset(args.results) as ds:
-        index = build_report(ds.load(), args.out)
+    out = check_nonempty_path(args.out, "--out")
+    check_writable(out, folder=True)
+    with open_results_file(args.results) as ds:
+        results = ds.load()
+    if not any(name in schema.VARIABLES for name in results.data_vars):
+        raise ValueError(
+            f"{args.results!r} is a netCDF file but holds none of geomxai's result variables; "
+            "give a results file written by `geomxai analyze` or `geomxai study`"
+        )
+    index = build_report(results, out)
     print(f"report: {index}")
     return 0
 
@@ -90,7 +180,7 @@ def cmd_layers(args) -> int:
     import torch
 
     from geomxai.collect import format_layers
-    from geomxai.study._sources import resolve_model
+    from geomxai.study import resolve_model
 
     c, h, w = args.input_shape
     model = resolve_model(
@@ -101,12 +191,19 @@ def cmd_layers(args) -> int:
     return 0
 
 
+def _version() -> str:
+    from geomxai import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geomxai",
         description="Representation geometry and gradient-saliency quality.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"geomxai {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("study", help="train every regime, analyse every checkpoint, write a report")
@@ -131,7 +228,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-size", type=int, default=512, help="probe images (default 512)")
     p.add_argument("--workers", type=int, default=1, help="dask workers (1 = serial)")
     p.add_argument("--scheduler", help="address of a running dask scheduler")
+    p.add_argument("--device", help="where the passes run: cpu, cuda, cuda:1 (default: cpu)")
+    p.add_argument(
+        "--saliency-method",
+        help="saliency method of every saliency metric: gradient, abs_gradient (default), "
+        "input_x_gradient, smoothgrad, integrated_gradients",
+    )
+    p.add_argument("--batch-size", type=int, help="samples per forward/backward pass (256)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        help="--model: image side (imagefolder:/caltech101 load at it; default 64, or a timm "
+        "model's own input size)",
+    )
+    p.add_argument(
+        "--normalize",
+        choices=("none", "imagenet"),
+        help="--model: normalise images with the ImageNet mean and std, or not at all (default: "
+        "a timm model's own data config, nothing for others)",
+    )
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        help="--model: rebuild the head at random with N outputs (a 1000-class head on an "
+        "N-class folder)",
+    )
+    p.add_argument(
+        "--no-labels",
+        action="store_true",
+        help="--model: geometry only (no accuracy, saliency or fidelity); for unlabelled data "
+        "or a head that does not fit the classes",
+    )
     p.add_argument("--out", default="results.nc", help="netCDF file to write")
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="cache each checkpoint's results in DIR (default: RUN_DIR/analysis, or no cache "
+        "with a warning where the run directory is not writable)",
+    )
+    cache.add_argument("--no-cache", action="store_true", help="neither read nor write a cache")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("report", help="build the HTML report of a results file")
@@ -160,7 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     tune_cpu_allocator()
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except OSError as err:
+        # A read-only location, a full disk, a missing file: the path and the fix, one line.
+        if args.verbose:
+            raise
+        log.error("%s", os_error_message(err))
+        return 2
+    except (ValueError, RuntimeError) as err:
         # Errors that name their fix are shown as they are, without a traceback.
         if args.verbose:
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -16,6 +17,51 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 tune_cpu_allocator()  # as the geomxai command does: CPU training tests stop page-faulting
 
 
+DEFAULT_SEED = 0
+EXTENDED_SEEDS = tuple(range(10))
+SEEDS_ENV = "GEOMXAI_TEST_SEEDS"
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--extended",
+        action="store_true",
+        default=False,
+        help=f"run tests that take `global_random_seed` for seeds {EXTENDED_SEEDS[0]}-"
+        f"{EXTENDED_SEEDS[-1]} (marked `extended`); {SEEDS_ENV}=3, =0-19 or =1,5 picks them",
+    )
+
+
+def _parse_seeds(text: str) -> list[int]:
+    seeds: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        low, dash, high = part.partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise pytest.UsageError(
+                f"{SEEDS_ENV} must be seeds like 3, 0-19 or 1,5,7; got {SEEDS_ENV}={text!r}"
+            )
+        seeds.extend(range(int(low), int(high) + 1) if dash else [int(low)])
+    return seeds
+
+
+def pytest_generate_tests(metafunc):
+    """``global_random_seed``: the default seed only, or a sweep with ``--extended``."""
+    if "global_random_seed" not in metafunc.fixturenames:
+        return
+    env = os.environ.get(SEEDS_ENV, "").strip()
+    if env:
+        seeds = _parse_seeds(env)
+    elif metafunc.config.getoption("--extended"):
+        seeds = list(EXTENDED_SEEDS)
+    else:
+        seeds = [DEFAULT_SEED]
+    params = [
+        pytest.param(s, id=f"seed{s}", marks=() if s == DEFAULT_SEED else pytest.mark.extended)
+        for s in seeds
+    ]
+    metafunc.parametrize("global_random_seed", params, indirect=True)
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
@@ -27,9 +73,25 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def seed() -> int:
-    """The default seed; the `extended` marker sweeps more."""
-    torch.manual_seed(0)
-    return 0
+    """The default seed, 0, with torch's global generator seeded by it.
+
+    For tests whose claim must hold whatever the seed, take ``global_random_seed`` instead.
+    """
+    torch.manual_seed(DEFAULT_SEED)
+    return DEFAULT_SEED
+
+
+@pytest.fixture
+def global_random_seed(request) -> int:
+    """A seed a test's claim must hold for, with torch's global generator seeded by it.
+
+    The default seed (0) in a plain run; with ``pytest --extended`` each test that takes it runs
+    for seeds 0 to 9, and ``GEOMXAI_TEST_SEEDS`` (``3``, ``0-19``, ``1,5,7``) picks the seeds.
+    Every seed but the default carries the ``extended`` marker (``-m "not extended"`` leaves
+    them out), the way scikit-learn's ``global_random_seed`` works.
+    """
+    torch.manual_seed(request.param)
+    return request.param
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from geomxai.collect._collect import (
 from geomxai.collect._collector import FeatureCollector
 from geomxai.collect._inspect import available_layers, format_layers, layer_shapes
 from geomxai.collect._layers import UnknownLayerError, unwrap_model
-from geomxai.collect._moments import FeatureMoments
 from geomxai.collect._reduce import REDUCTIONS
+from geomxai.moments import FeatureMoments
 
 __all__ = [
     "REDUCTIONS",

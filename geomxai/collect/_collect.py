@@ -16,11 +16,12 @@ import xarray as xr
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler
 
+from geomxai._model_state import evaluating, module_dtype, placed_on
+from geomxai._util import atomic_path
 from geomxai.collect._collector import FeatureCollector
 from geomxai.collect._layers import LayerSelector, _is_wrapped, unwrap_model
-from geomxai.collect._moments import FeatureMoments
 from geomxai.collect._reduce import Reduction
-from geomxai.collect._state import evaluating, placed_on
+from geomxai.moments import FeatureMoments
 
 DataSource = DataLoader | Dataset | torch.Tensor | np.ndarray | tuple
 """What ``data`` accepts: a DataLoader, a Dataset of ``x`` or ``(x, y, ...)`` items, an (n, ...)
@@ -173,8 +174,9 @@ class _MomentsSink:
 class _NetCDFSink:
     """Appends each batch to an HDF5-backed netCDF-4 file along an unlimited ``sample`` dim.
 
-    Written under a temporary name and renamed at the end, so a failed run never leaves a
-    truncated file under the final name.
+    ``path`` is the temporary file of :func:`geomxai._util.atomic_path`, which renames it into
+    place once :meth:`finish` has closed it, so a failed run never leaves a truncated file under
+    the final name.
     """
 
     # Chunks of about 1 MiB: large enough for fast appends, small enough that reading a few
@@ -183,7 +185,6 @@ class _NetCDFSink:
 
     def __init__(self, path: Path, batch_size: int) -> None:
         self.path = path
-        self.tmp = path.with_name(path.name + ".partial")
         self.batch_size = batch_size
         self.file = None
         self.n = 0
@@ -194,7 +195,7 @@ class _NetCDFSink:
         except ImportError as err:  # pragma: no cover - h5netcdf is a dependency
             raise ImportError("writing netCDF needs h5netcdf (pip install h5netcdf)") from err
         try:
-            self.file = h5netcdf.File(self.tmp, "w")
+            self.file = h5netcdf.File(self.path, "w")
         except (ImportError, ValueError) as err:
             raise ImportError(
                 "writing netCDF needs h5netcdf with its h5py backend (pip install h5py); "
@@ -235,15 +236,101 @@ class _NetCDFSink:
     def finish(self) -> None:
         self.file.close()
         self.file = None
-        os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
+        # Close only: atomic_path removes the temporary file.
         if self.file is not None:
             try:
                 self.file.close()
             finally:
                 self.file = None
-        self.tmp.unlink(missing_ok=True)
+
+
+# -- the model's input -------------------------------------------------------------------------
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _model_input(x: torch.Tensor, device: torch.device, dtype: torch.dtype | None):
+    """``x`` on the model's device; floating data in the model's floating parameter dtype.
+
+    float16, bfloat16 or float64 data into a float32 model would crash in its first conv or
+    linear layer; casting is what every caller means. Integer and boolean data are passed as
+    they are: token ids for an embedding, or images a model converts itself; a model that
+    cannot take them fails, and :func:`_input_error` explains why.
+    """
+    if x.is_floating_point() and dtype is not None and x.dtype != dtype:
+        return x.to(device, dtype, non_blocking=True)
+    return x.to(device, non_blocking=True)
+
+
+def _first_layer(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The first conv or linear layer in registration order: where the input most likely goes."""
+    for name, module in model.named_modules():
+        if isinstance(module, (*_CONVS, nn.Linear)):
+            return name, module
+    return None
+
+
+def _expected_input(model: nn.Module, x: torch.Tensor) -> str | None:
+    """What the model's first layer takes, when ``x`` (the batch as given) disagrees with it.
+
+    Only a hint for an error that already happened: registration order is usually, not always,
+    the order of the forward pass, so nothing is refused on this guess alone.
+    """
+    first = _first_layer(model)
+    if first is None:
+        return None
+    name, layer = first
+    shape = tuple(x.shape)
+    if isinstance(layer, _CONVS):
+        spatial = {3: "L", 4: "H, W", 5: "D, H, W"}[layer.weight.ndim]
+        want = f"(n, {layer.in_channels}, {spatial})"
+        if x.ndim == layer.weight.ndim and shape[1] == layer.in_channels:
+            return None
+        fix = ""
+        if x.ndim == layer.weight.ndim - 1 and layer.in_channels == 1:
+            fix = " (add the channel dim: x[:, None])"
+        elif x.ndim == layer.weight.ndim and shape[-1] == layer.in_channels:
+            fix = " (channels last? move them: x.movedim(-1, 1))"
+        return (
+            f"its first layer {name!r} ({type(layer).__name__}, in_channels="
+            f"{layer.in_channels}) takes {want}{fix}"
+        )
+    width = layer.in_features
+    per_sample = int(np.prod(shape[1:])) if x.ndim >= 2 else 1
+    if x.ndim >= 2 and shape[-1] == width:
+        return None
+    if x.ndim >= 2 and per_sample == width:
+        return None  # a flatten before the linear layer would fit; not the cause
+    return (
+        f"its first layer {name!r} (Linear) takes (n, {width}) features; the data has "
+        f"{per_sample} value(s) per sample"
+    )
+
+
+def _input_error(model: nn.Module, x: torch.Tensor, err: BaseException) -> ValueError | None:
+    """A ValueError naming what the model expects, for a first forward pass that failed.
+
+    None when the failure is not explained by the input's dtype or shape (the model's own error
+    is then re-raised as it was).
+    """
+    name = type(model).__name__
+    said = (
+        f" The model raised: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    )
+    if not x.is_floating_point() and not x.is_complex():
+        return ValueError(
+            f"data holds integer values (dtype {x.dtype}), which {name} cannot take; convert "
+            "images to floating point and scale them as the model was trained (e.g. "
+            "x.float() / 255, then the training normalisation)." + said
+        )
+    expected = _expected_input(model, x)
+    if expected is None:
+        return None
+    return ValueError(
+        f"data gave inputs of shape {tuple(x.shape)} (samples first), which {name} cannot take: "
+        f"{expected}." + said
+    )
 
 
 # -- the loop ----------------------------------------------------------------------------------
@@ -264,7 +351,7 @@ def _layout(
     sample_index: str,
 ) -> _Layout:
     missing = [name for name in fc.layers if name not in features]
-    required = [name for name in missing if name in fc._literal]
+    required = [name for name in missing if name in fc.required_layers]
     if required or not features:
         raise ValueError(
             f"layer(s) {', '.join(map(repr, required or missing))} did not run in the forward "
@@ -339,6 +426,7 @@ def _run(
             "mapping of them; got None (whole outputs are what FeatureCollector(reduce=None) keeps)"
         )
     inner = unwrap_model(model)
+    dtype = module_dtype(inner)
     collector = FeatureCollector(model, layers, reduce=reduce)
     source = _batches(data, batch_size)
     layout: _Layout | None = None
@@ -362,7 +450,18 @@ def _run(
                 if labels is not None and labels.shape != (n,):
                     # Only one label per sample is a coordinate; masks and multi-labels are not.
                     labels = None
-                inner(x.to(target, non_blocking=True))
+                if layout is None:
+                    # The first batch: a failure the input's dtype or shape explains gets a
+                    # message naming what the model takes, instead of torch's from deep inside.
+                    try:
+                        inner(_model_input(x, target, dtype))
+                    except (RuntimeError, ValueError, TypeError) as err:
+                        explained = _input_error(inner, x, err)
+                        if explained is None:
+                            raise
+                        raise explained from err
+                else:
+                    inner(_model_input(x, target, dtype))
                 features = fc.pop()
                 if layout is None:
                     layout = _layout(
@@ -449,7 +548,12 @@ def collect_features(
     data : DataLoader, Dataset, Tensor (n, ...), ndarray (n, ...) or tuple (x, y)
         A DataLoader is iterated as it is (its own batch size); a Dataset's items are ``x`` or
         ``(x, y, ...)``; a tensor, array or ``(x, y)`` pair is cut into batches of ``batch_size``.
-        ``y`` becomes the ``label`` coordinate when it holds one value per sample.
+        ``y`` becomes the ``label`` coordinate when it holds one value per sample. Floating
+        ``x`` of any dtype is cast to the model's floating parameter dtype (float16, bfloat16
+        or float64 data into a float32 model would crash in its first layer); integer ``x`` is
+        passed as it is (token ids, or images the model converts itself). Any shape the model
+        takes is accepted; when the first forward pass fails on the input's dtype or shape, a
+        ValueError names what the model's first conv or linear layer takes.
     layers : str, list of str, or callable
         Dotted ``named_modules()`` names, globs (``"layer4.*"``) or a predicate
         ``(name, module) -> bool``. An unknown name raises :class:`UnknownLayerError`.
@@ -493,7 +597,9 @@ def collect_features(
     UnknownLayerError
         A layer name or glob that matches no module; the message lists the closest names.
     ValueError
-        Empty data, a selected layer that never runs, bad arguments.
+        Empty data, a selected layer that never runs, bad arguments; integer images or
+        inputs of a shape the model cannot take (the message says what it takes, e.g.
+        (n, 1, H, W), and how to convert: ``x.float() / 255``, ``x[:, None]``).
 
     Warns
     -----
@@ -597,8 +703,8 @@ def collect_features_to_netcdf(
     """Like :func:`collect_features`, but append each batch to a netCDF file instead of memory.
 
     The file is netCDF-4 (HDF5, written with h5netcdf, which needs h5py) with an unlimited
-    ``sample`` dimension; it is written as ``<path>.partial`` and renamed when complete, so a
-    failed run leaves no file under ``path`` (an existing file there is replaced only on
+    ``sample`` dimension; it is written under a unique temporary name beside ``path`` and
+    renamed when complete, so a failed run leaves no file under ``path`` (an existing file there is replaced only on
     success). ``xr.open_dataset(path)`` gives the Dataset :func:`collect_features` would return,
     values, dims, coordinates and attrs alike; open it with ``chunks={}`` to read lazily with dask.
 
@@ -611,20 +717,23 @@ def collect_features_to_netcdf(
     if not path.parent.is_dir():
         raise ValueError(f"path must be in an existing directory; got {str(path)!r}")
     rows = data.batch_size or batch_size if isinstance(data, DataLoader) else batch_size
-    sink = _NetCDFSink(path, rows)
-    _run(
-        model,
-        data,
-        layers,
-        sink,
-        reduce=reduce,
-        max_samples=max_samples,
-        device=device,
-        batch_size=batch_size,
-    )
-    try:
-        sink.finish()
-    except BaseException:
-        sink.abort()
-        raise
-    return path
+
+    def write(tmp: Path) -> None:
+        sink = _NetCDFSink(tmp, rows)
+        _run(
+            model,
+            data,
+            layers,
+            sink,
+            reduce=reduce,
+            max_samples=max_samples,
+            device=device,
+            batch_size=batch_size,
+        )
+        try:
+            sink.finish()
+        except BaseException:
+            sink.abort()
+            raise
+
+    return atomic_path(path, write)

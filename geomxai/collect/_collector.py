@@ -178,6 +178,15 @@ class FeatureCollector:
         """Whether the hooks are registered (inside the ``with`` block)."""
         return bool(self._handles)
 
+    @property
+    def required_layers(self) -> frozenset[str]:
+        """The layers named one by one, which must run in a forward pass.
+
+        Modules a glob or a callable swept in may not run (a branch the forward skips); those
+        only warn when they have no output, while a required one missing is an error.
+        """
+        return self._literal
+
     # -- hooks -------------------------------------------------------------------------------
     def _start_pass(self, module: nn.Module, args: tuple) -> None:
         self.clear()

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from geomxai._model_state import evaluating, placed_on
 from geomxai.collect._collector import FeatureCollector, record_name
 from geomxai.collect._layers import _module_names, unwrap_model
 from geomxai.collect._reduce import apply_reduction, auto_reduction
-from geomxai.collect._state import evaluating, placed_on
 
 
 @dataclass

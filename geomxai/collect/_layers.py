@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from collections.abc import Callable, Iterable
 
 from torch import nn
+
+from geomxai._util import close_matches
 
 LayerSelector = str | Iterable[str] | Callable[[str, nn.Module], bool]
 """What a ``layers`` argument accepts: a dotted name, a glob, a list of either, or a predicate."""
@@ -57,12 +58,12 @@ def _module_names(module: nn.Module) -> list[str]:
 
 
 def _closest(query: str, names: list[str], n: int = 5) -> list[str]:
-    close = difflib.get_close_matches(query, names, n=n, cutoff=0.5)
+    close = close_matches(query, names, n=n, cutoff=0.5)
     if close:
         return close
     # Nothing similar overall: a dotted query often shares its leading part with real names.
     head = query.split(".")[0]
-    return difflib.get_close_matches(head, names, n=n, cutoff=0.5)
+    return close_matches(head, names, n=n, cutoff=0.5)
 
 
 def _unknown(

@@ -1,7 +1,7 @@
-"""Turn the containers the dynamics metrics accept into finite float64 numpy arrays.
+"""The dynamics metrics' own argument checks: counts, eigenvector matrices, eigenvalue vectors.
 
-numpy arrays, torch tensors (any device, any float dtype, with or without grad) and
-``xr.DataArray`` objects are accepted everywhere. Everything is done in float64: overlaps of
+Containers are converted by the shared normaliser, :mod:`geomxai._features` (numpy arrays, torch
+tensors on any device and of any float dtype, ``xr.DataArray``), always to float64: overlaps of
 nearly-degenerate eigenvectors and cosines of nearly-parallel maps are differences of numbers
 close to 1, which float32 resolves only to about 1e-7.
 """
@@ -11,39 +11,9 @@ from __future__ import annotations
 import operator
 
 import numpy as np
-import torch
 import xarray as xr
 
-
-def as_float64(x, *, name: str) -> np.ndarray:
-    """A float64 numpy view or copy of ``x``; the caller's object is never modified."""
-    if isinstance(x, xr.DataArray):
-        x = x.values
-    if isinstance(x, torch.Tensor):
-        # .to(float64) before .numpy(): numpy has no bfloat16, and grad-carrying tensors refuse.
-        return x.detach().to("cpu", torch.float64).numpy()
-    array = np.asarray(x)
-    if array.dtype == object or not (
-        np.issubdtype(array.dtype, np.floating)
-        or np.issubdtype(array.dtype, np.integer)
-        or np.issubdtype(array.dtype, np.bool_)
-    ):
-        raise TypeError(
-            f"{name} must hold real numbers (numpy array, torch tensor or DataArray); "
-            f"got dtype {array.dtype}"
-        )
-    return array.astype(np.float64, copy=False)
-
-
-def check_finite(array: np.ndarray, *, name: str) -> None:
-    """Raise a ValueError that counts the NaN/inf entries of ``array``, if there are any."""
-    finite = np.isfinite(array)
-    if not finite.all():
-        bad = int(array.size - np.count_nonzero(finite))
-        raise ValueError(
-            f"{name} contains {bad} NaN or infinite value(s) out of {array.size}; expected finite "
-            "values (a diverged checkpoint or an unfilled buffer upstream?)"
-        )
+from geomxai._features import as_float64, check_finite
 
 
 def check_positive_int(value, *, name: str) -> int:

@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 FEATURE_LAYER = "body"
 """Dotted name of the feature layer (the representation the paper whitens) in every geomxai model."""
+
+
+@dataclass(frozen=True)
+class ModelTraits:
+    """What kind of model a builder makes, declared by the model and known before it is built.
+
+    The trainer reads these instead of guessing from a model's name.
+
+    Attributes
+    ----------
+    is_sequence_model : bool
+        The body works on a token sequence (a ViT: patch embedding, then transformer blocks)
+        rather than on image maps, so image memory formats (``channels_last``) do not apply.
+    whiten_in_path : bool
+        Default placement of a whitening layer that a regularising regime adds: True, in the
+        path to the head, so input gradients pass through the whitened space (CNNs, paper
+        Eq. 3); False, feeding only the auxiliary loss, logits from the raw features (the
+        paper's ViT).
+    """
+
+    is_sequence_model: bool = False
+    whiten_in_path: bool = True
 
 
 class FeatureModel(nn.Module):
@@ -30,12 +54,20 @@ class FeatureModel(nn.Module):
         Number of logits.
     whiten_in_path : bool
         Whether logits are computed from the whitened features.
+    is_sequence_model : bool
+        Whether ``body`` works on a token sequence (see :class:`ModelTraits`).
     """
 
     feature_layer = FEATURE_LAYER
 
     def __init__(
-        self, body: nn.Module, *, feature_dim: int, num_classes: int, whiten_in_path: bool = True
+        self,
+        body: nn.Module,
+        *,
+        feature_dim: int,
+        num_classes: int,
+        whiten_in_path: bool = True,
+        is_sequence_model: bool = False,
     ):
         super().__init__()
         self.body = body
@@ -44,6 +76,7 @@ class FeatureModel(nn.Module):
         self.feature_dim = feature_dim
         self.num_classes = num_classes
         self.whiten_in_path = whiten_in_path
+        self.is_sequence_model = is_sequence_model
 
     def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits, raw features and whitened features of one forward pass.

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 
-from geomxai.models._base import FeatureModel
+from geomxai._util import close_matches
+from geomxai.models._base import FeatureModel, ModelTraits
 from geomxai.models._cnn import cnn2
 from geomxai.models._resnet import resnet18, resnet50
-from geomxai.models._vit import vit_micro, vit_tiny
+from geomxai.models._vit import VIT_TRAITS, vit_micro, vit_tiny
 
 MODELS: dict[str, Callable[..., FeatureModel]] = {
     "cnn2": cnn2,
@@ -17,6 +17,23 @@ MODELS: dict[str, Callable[..., FeatureModel]] = {
     "vit_tiny": vit_tiny,
     "vit_micro": vit_micro,
 }
+
+MODEL_TRAITS: dict[str, ModelTraits] = {"vit_tiny": VIT_TRAITS, "vit_micro": VIT_TRAITS}
+"""Registered models whose :class:`ModelTraits` differ from the defaults (a CNN's)."""
+
+
+def model_traits(name: str) -> ModelTraits:
+    """What the registered model ``name`` is, without building it.
+
+    A name without an entry in :data:`MODEL_TRAITS` has the defaults; :func:`build_model` is the
+    one that refuses an unknown name.
+
+    Examples
+    --------
+    >>> model_traits("vit_micro").is_sequence_model, model_traits("cnn2").is_sequence_model
+    (True, False)
+    """
+    return MODEL_TRAITS.get(name, ModelTraits())
 
 
 def build_model(
@@ -30,7 +47,7 @@ def build_model(
     512
     """
     if name not in MODELS:
-        close = difflib.get_close_matches(name, MODELS, n=3)
+        close = close_matches(name, MODELS)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}{hint}")
     return MODELS[name](

@@ -6,7 +6,10 @@ import torch
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
-from geomxai.models._base import FeatureModel
+from geomxai.models._base import FeatureModel, ModelTraits
+
+VIT_TRAITS = ModelTraits(is_sequence_model=True, whiten_in_path=False)
+"""A ViT is a sequence model, and its whitening feeds only the auxiliary loss by default."""
 
 
 class ViTBody(nn.Module):
@@ -64,7 +67,8 @@ def vit_tiny(
         ViTBody(vit, in_channels),
         feature_dim=hidden_dim,
         num_classes=num_classes,
-        whiten_in_path=False,
+        whiten_in_path=VIT_TRAITS.whiten_in_path,
+        is_sequence_model=VIT_TRAITS.is_sequence_model,
     )
 
 

@@ -1,18 +1,24 @@
-"""Figures of the geometry <-> fidelity link: one scatter per metric pair, a heatmap of all pairs."""
+"""Figures of the geometry <-> fidelity link: one scatter per metric pair, a heatmap of all pairs.
+
+Axis and tick labels are the variables' labels in :mod:`geomxai.schema` (an undeclared variable
+is labelled by its name); every label from the data is drawn as it is written, never as
+mathtext (:func:`geomxai.report._style.plain`).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import xarray as xr
 
-from geomxai.report._style import new_figure, regime_colour
+from geomxai import schema
+from geomxai.report._style import new_figure, plain, regime_colour
 
 LINK_VARIABLES = ("spearman", "spearman_low", "spearman_high")
 
 
 def _label(name: str, layer: str | None) -> str:
-    text = name.replace("_", " ")
-    return f"{text} ({layer})" if layer else text
+    text = schema.label(name)
+    return plain(f"{text} ({layer})" if layer else text)
 
 
 def _pair_link(ds: xr.Dataset, link, geometry: str, fidelity: str, layer) -> xr.Dataset:
@@ -93,7 +99,7 @@ def plot_geometry_fidelity(
             s=18,
             alpha=0.8,
             color=regime_colour(regime or ""),
-            label=regime or "results",
+            label=plain(regime or "results"),
         )
 
     def layer_of(name: str) -> str | None:
@@ -148,8 +154,8 @@ def plot_link(link: xr.Dataset, ax=None):
         np.ma.masked_invalid(rho.values), cmap="RdBu_r", vmin=-1.0, vmax=1.0, aspect="auto"
     )
     ax.grid(False)
-    ax.set_xticks(range(len(fid)), [f.replace("_", " ") for f in fid], rotation=30, ha="right")
-    ax.set_yticks(range(len(geo)), [g.replace("_", " ") for g in geo])
+    ax.set_xticks(range(len(fid)), [plain(schema.label(f)) for f in fid], rotation=30, ha="right")
+    ax.set_yticks(range(len(geo)), [plain(schema.label(g)) for g in geo])
     for i in range(len(geo)):
         for j in range(len(fid)):
             r = rho.values[i, j]

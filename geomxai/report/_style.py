@@ -38,8 +38,26 @@ def new_figure(width: float = 6.0, height: float = 4.0, **kwargs):
     return plt.subplots(figsize=(width, height), **kwargs)
 
 
+def plain(text) -> str:
+    r"""``text`` as matplotlib draws it letter for letter: every ``$`` escaped.
+
+    A name from the data (a regime, a checkpoint, a layer, a saliency method) such as
+    ``$\foo$.pt`` or ``a_$x^2$`` would otherwise be read as mathtext, which fails on an unknown
+    command or typesets the rest. Every label the report draws from data goes through this.
+
+    Examples
+    --------
+    >>> plain("a_$x^2$")
+    'a_\\$x^2\\$'
+    """
+    return str(text).replace("$", r"\$")
+
+
 def save(fig, path) -> str:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    """Lay out, write as PNG (the format is explicit: a path need not say it) and close."""
+    try:
+        fig.tight_layout()
+        fig.savefig(path, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return str(path)

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from geomxai import schema
+from geomxai._util import atomic_path, check_nonempty_path, check_writable, remove_stale_temps
 from geomxai.data import dataset_tensors, load_dataset
 from geomxai.models import FEATURE_LAYER
-from geomxai.train._checkpoint import load_checkpoint
+from geomxai.rundir import list_checkpoints, read_run
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 3
+CACHE_VERSION = 6  # 4: NaN reasons on the variables, schema attrs, entanglement's layer
+# 5: probe_size, n_units and probe_features (the run's similarity), probe minimums (issue 16)
+# 6: the faithfulness_probability block (deletion and insertion curves), saliency_kwargs
 
 
 @dataclass(frozen=True)
@@ -35,8 +45,31 @@ class AnalysisOptions:
         Layers whose geometry is measured; ``None`` = the model's feature layer.
     fractions : int
         Number of masked fractions, evenly spaced in [0, 1].
-    saliency_method : str
-        Method of :func:`geomxai.attribution.saliency` used for every saliency metric.
+    saliency_method : str, captum.attr.Attribution, callable or factory
+        Method of :func:`geomxai.attribution.saliency` used for every saliency metric, one of:
+
+        - a name (``"abs_gradient"``, ``"integrated_gradients"``, ...);
+        - a callable ``(model, x, target) -> attributions`` (three positional parameters);
+        - a **factory** ``model -> Attribution``: a Captum class that takes the model alone
+          (``IntegratedGradients``, ``DeepLift``, ...) or a callable of one positional
+          parameter (``lambda model: LayerGradCam(model, model.body[-1])``), called once per
+          model measured;
+        - a Captum ``Attribution`` instance, bound to one model: it fits :func:`measure` and
+          :func:`~geomxai.study.analyze_model` on that model only. Every checkpoint of a run is
+          a new model, so :func:`analyze_run` refuses an instance: give a factory.
+
+        With ``workers > 1`` it must pickle (a module-level function or class). The results'
+        ``saliency_method`` attr is :func:`geomxai.attribution.method_name` of the method used
+        (for a factory, of the instance it built); the cache key holds that name and, for a
+        callable or factory, its ``__module__`` and ``__qualname__`` (give two different
+        callables different names).
+    saliency_kwargs : mapping or None
+        Extra keyword arguments of the saliency method: for a name, those
+        :func:`~geomxai.attribution.saliency` takes for it (``n_samples``, ``noise_level``,
+        ``n_steps``, ``baseline``); for a Captum instance, a factory or a callable, its
+        ``attribute_kwargs`` (``{"sliding_window_shapes": (1, 3, 3)}`` for ``Occlusion``).
+        Stored as a tuple of ``(name, value)`` pairs sorted by name, so the options stay
+        frozen; part of the cache key (tensors by their shape, dtype and a digest).
     fill : str
         Fill of the masking curves.
     top_k : int
@@ -52,13 +85,14 @@ class AnalysisOptions:
     probe_size: int = 512
     layers: tuple[str, ...] | None = None
     fractions: int = 11
-    saliency_method: str = "abs_gradient"
+    saliency_method: object = "abs_gradient"
     fill: str = "uniform"
     top_k: int = 16
     n_examples: int = 8
     seed: int = 0
     batch_size: int = 256
     entanglement: bool = True
+    saliency_kwargs: tuple[tuple[str, object], ...] | None = None
 
     def __post_init__(self):
         if self.probe_size < 2:
@@ -67,17 +101,197 @@ class AnalysisOptions:
             raise ValueError(f"fractions must be at least 2; got fractions={self.fractions}")
         if self.layers is not None and not isinstance(self.layers, tuple):
             object.__setattr__(self, "layers", tuple(self.layers))
+        _check_saliency_method(self.saliency_method)
+        kwargs = _check_saliency_kwargs(self.saliency_kwargs, self.saliency_method)
+        object.__setattr__(self, "saliency_kwargs", kwargs)
+
+    def as_dict(self) -> dict:
+        """The fields by name, values as they are (``dataclasses.asdict`` would deep-copy a
+        Captum instance and the model it holds)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def key(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        """The options as JSON (the cache key): the saliency method by its readable name, plus
+        where a callable or factory is defined (``saliency_callable``); ``saliency_kwargs`` as
+        an object, tensors and arrays in it by shape, dtype and digest."""
+        from geomxai.attribution import method_name
+
+        fields_ = {**self.as_dict(), "saliency_method": method_name(self.saliency_method)}
+        fields_["saliency_kwargs"] = (
+            None if self.saliency_kwargs is None else dict(self.saliency_kwargs)
+        )
+        origin = _callable_origin(self.saliency_method)
+        if origin is not None:
+            fields_["saliency_callable"] = origin
+        return json.dumps(fields_, sort_keys=True, default=_key_value)
+
+
+def _check_saliency_method(method) -> None:
+    """A method name :func:`geomxai.attribution.saliency` knows, a Captum instance or a callable."""
+    from geomxai.attribution._saliency import METHODS
+
+    if isinstance(method, str):
+        if method not in METHODS:
+            from geomxai._util import did_you_mean
+
+            raise ValueError(
+                f"saliency_method must be one of {METHODS}, a Captum Attribution instance or a "
+                f"callable (model, x, target) -> attributions; got saliency_method={method!r}"
+                f"{did_you_mean(method, METHODS)}"
+            )
+        return
+    if isinstance(method, type) or isinstance(method, torch.nn.Module) or not callable(method):
+        from captum.attr import Attribution
+
+        if isinstance(method, Attribution) or is_attribution_factory(method):
+            return
+        raise TypeError(
+            "saliency_method must be a method name, a Captum Attribution instance (built on the "
+            "model: IntegratedGradients(model)) or a callable (model, x, target) -> "
+            f"attributions; got {method!r}"
+        )
+
+
+_NAMED_KWARGS = ("n_samples", "noise_level", "n_steps", "baseline")
+"""Keyword arguments of :func:`geomxai.attribution.saliency` that ``saliency_kwargs`` may set
+for a named method."""
+
+
+def _check_saliency_kwargs(kwargs, method) -> tuple[tuple[str, object], ...] | None:
+    """``saliency_kwargs`` as sorted ``(name, value)`` pairs, checked against the method."""
+    if kwargs is None:
+        return None
+    if isinstance(kwargs, tuple) and all(isinstance(kv, tuple) and len(kv) == 2 for kv in kwargs):
+        kwargs = dict(kwargs)
+    if not isinstance(kwargs, Mapping):
+        raise TypeError(
+            f"saliency_kwargs must be a mapping of keyword arguments; got {type(kwargs).__name__}"
+        )
+    bad = [k for k in kwargs if not isinstance(k, str)]
+    if bad:
+        raise TypeError(f"saliency_kwargs must have string keys; got {bad}")
+    if isinstance(method, str):
+        unknown = sorted(set(kwargs) - set(_NAMED_KWARGS))
+        if unknown:
+            raise ValueError(
+                f"saliency_kwargs for the named method {method!r} must be among "
+                f"{_NAMED_KWARGS}; got {unknown} (a Captum instance, a factory or a callable "
+                "takes its own attribute keyword arguments)"
+            )
+    return tuple(sorted(kwargs.items()))
+
+
+def is_attribution_factory(method) -> bool:
+    """Whether ``saliency_method`` is a factory ``model -> Attribution``: a Captum
+    ``Attribution`` class, or a callable of exactly one required positional parameter (a
+    callable ``(model, x, target)`` has three).
+
+    Examples
+    --------
+    >>> from captum.attr import IntegratedGradients
+    >>> is_attribution_factory(IntegratedGradients), is_attribution_factory(lambda m: m)
+    (True, True)
+    >>> is_attribution_factory(lambda model, x, target: x), is_attribution_factory("gradient")
+    (False, False)
+    """
+    from captum.attr import Attribution
+
+    if isinstance(method, type):
+        return issubclass(method, Attribution)
+    if isinstance(method, (str, Attribution, torch.nn.Module)) or not callable(method):
+        return False
+    try:
+        params = list(inspect.signature(method).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature: not ours to guess
+        return False
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p for p in params if p.kind in positional and p.default is p.empty]
+    return len(required) == 1
+
+
+def _saliency_arguments(method, saliency_kwargs) -> dict:
+    """``saliency_kwargs`` as :func:`geomxai.attribution.saliency` takes them for ``method``."""
+    if not saliency_kwargs:
+        return {}
+    if isinstance(method, str):
+        return dict(saliency_kwargs)
+    return {"attribute_kwargs": dict(saliency_kwargs)}
+
+
+def _bound_method(method, model: torch.nn.Module):
+    """The saliency method to use on ``model``: a factory's instance for it, else ``method``."""
+    if not is_attribution_factory(method):
+        return method
+    from captum.attr import Attribution
+
+    try:
+        built = method(model)
+    except TypeError as err:
+        if isinstance(method, type):
+            raise TypeError(
+                f"saliency_method {method.__name__} needs more than the model to be built "
+                f"({err}); give a factory, e.g. lambda model: {method.__name__}(model, ...)"
+            ) from err
+        raise
+    if not isinstance(built, Attribution):
+        raise TypeError(
+            "saliency_method is a factory model -> Attribution (one positional parameter), "
+            f"but it returned {type(built).__name__}; return a Captum Attribution built on the "
+            "model, or take (model, x, target) and return attributions"
+        )
+    return built
+
+
+def _callable_origin(method) -> str | dict | None:
+    """Where a callable or factory method is defined, for the cache key; None for a name or a
+    Captum instance (whose name says what it is)."""
+    from captum.attr import Attribution
+
+    if isinstance(method, (str, Attribution)):
+        return None
+    if isinstance(method, functools.partial):
+        return {
+            "func": _callable_origin(method.func),
+            "args": list(method.args),
+            "keywords": dict(method.keywords),
+        }
+    owner = method if hasattr(method, "__qualname__") else type(method)
+    return f"{getattr(owner, '__module__', '?')}.{owner.__qualname__}"
+
+
+def _key_value(value):
+    """JSON for what ``json`` cannot write in the cache key: arrays and tensors by shape,
+    dtype and content digest (their repr would be cut short), anything else by its type."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        data = np.ascontiguousarray(value)
+        return {
+            "shape": list(data.shape),
+            "dtype": str(data.dtype),
+            "sha256": hashlib.sha256(data.tobytes()).hexdigest()[:16],
+        }
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    origin = _callable_origin(value) if callable(value) else None
+    return origin if origin is not None else f"<{type(value).__qualname__}>"
 
 
 @dataclass
 class Probe:
-    """The fixed probe set: images, labels and (for ``blocks``) ground-truth masks."""
+    """The fixed probe set: inputs, labels and (for ``blocks``) ground-truth masks.
+
+    ``images`` are the model's inputs: image batches (n, c, h, w), sequences (n, c, t) or
+    tabular rows (n, d). ``labels=None`` is an unlabelled probe: :func:`measure` then measures
+    the geometry only (accuracy, saliency and fidelity are NaN and say why).
+    """
 
     images: torch.Tensor
-    labels: torch.Tensor
+    labels: torch.Tensor | None
     masks: torch.Tensor | None = None
     dataset: str = ""
     extra: dict = field(default_factory=dict)
@@ -122,22 +336,59 @@ def _scalar(value) -> float:
     return value
 
 
-def measure(model: torch.nn.Module, probe: Probe, options: AnalysisOptions) -> xr.Dataset:
-    """Every geometry and attribution metric of one model on the probe set.
+# ---- measure: one xr.Dataset per analysis block (geomxai.schema names the blocks and their
+# variables), merged. A NaN's reason is written in one way only: on the variable, as
+# attrs["nan_reason"], where it travels with the values through every merge.
 
-    Returns a Dataset without ``epoch``, ``regime`` or ``seed`` dims; :func:`analyze_run` adds them.
-    Variables that cannot be computed are NaN and the reason is stored in the Dataset's attrs
-    under ``nan_reason_<variable>``.
+_FIRST_EPOCH = "no previous checkpoint at the first epoch"
+# The start of geomxai.geometry.effective_rank's warning about too few samples.
+_RANK_WARNING = r"effective_rank (of|on) "
+_LAYER_SCALARS = tuple(n for n in schema.names("geometry") if schema.variable(n).dims == ("layer",))
+# Result variable -> key of geomxai.geometry.correlation_summary.
+_SUMMARY_KEYS = {
+    "mean_abs_corr": "mean_abs_offdiag",
+    "corr_offdiag_fro": "offdiag_fro",
+    "spectrum_alpha": "alpha",
+    "spectrum_r2": "alpha_r2",
+    "spectrum_alpha_req": "alpha_req",
+    "spectrum_alpha_req_r2": "alpha_req_r2",
+    "n_dead": "n_dead",
+}
+
+
+def _with_reason(da: xr.DataArray, reason: str | None) -> xr.DataArray:
+    """``da`` with ``attrs["nan_reason"] = reason`` when it holds a NaN and a reason is known."""
+    if reason and bool(np.isnan(np.asarray(da.values, dtype=float)).any()):
+        da.attrs["nan_reason"] = reason
+    return da
+
+
+def _feature_layer(model: torch.nn.Module, options: AnalysisOptions) -> str:
+    """The model's own feature layer (``model.feature_layer``, else geomxai's ``body``).
+
+    Geometry measures it when no layers are named, and entanglement always does; a model without
+    it needs ``layers`` (and then has NaN entanglement).
     """
-    from geomxai.attribution import (
-        gini,
-        gradient_entanglement,
-        masking_auc,
-        masking_curve,
-        saliency,
-        topq_contrast,
-    )
-    from geomxai.collect import collect_features
+    layer = getattr(model, "feature_layer", None) or FEATURE_LAYER
+    if options.layers is None and layer not in dict(model.named_modules()):
+        top = [name for name, _ in model.named_children()][:10]
+        raise ValueError(
+            f"{type(model).__name__} has no feature layer named {layer!r} (geomxai's models "
+            "have one); name the layers to measure with layers=[...] (--layers on the command "
+            f"line). Top-level modules: {', '.join(top) or '(none)'}"
+        )
+    return layer
+
+
+class _LayerGeometry(NamedTuple):
+    scalars: dict[str, float]
+    spectrum: np.ndarray  # live-unit correlation eigenvalues; empty when undefined
+    eigvals: np.ndarray  # (k,)
+    eigvecs: np.ndarray  # (d, k)
+    reason: str | None  # why the correlation summaries are NaN, if they are
+
+
+def _layer_geometry(h: xr.DataArray, top_k: int) -> _LayerGeometry:
     from geomxai.dynamics import top_eigvecs
     from geomxai.geometry import (
         correlation_spectrum,
@@ -146,106 +397,137 @@ def measure(model: torch.nn.Module, probe: Probe, options: AnalysisOptions) -> x
         participation_ratio,
     )
 
-    model = model.eval()
-    default = getattr(model, "feature_layer", None) or FEATURE_LAYER
-    if options.layers is None and default not in dict(model.named_modules()):
-        top = [name for name, _ in model.named_children()][:10]
-        raise ValueError(
-            f"{type(model).__name__} has no feature layer named {default!r} (geomxai's models "
-            "have one); name the layers to measure with layers=[...] (--layers on the command "
-            f"line). Top-level modules: {', '.join(top) or '(none)'}"
-        )
-    layers = list(options.layers or (default,))
-    x, y = probe.images, probe.labels
-    ds = xr.Dataset()
-    reasons: dict[str, str] = {}
+    with warnings.catch_warnings():
+        # The study says what a small probe cannot measure itself (geomxai.study._probe), once
+        # per analysis and with NaN where it applies; the pure function's own warning would
+        # repeat it per layer and checkpoint.
+        warnings.filterwarnings("ignore", message=_RANK_WARNING)
+        scalars = {
+            "effective_rank": _scalar(effective_rank(h)),
+            "participation_ratio": _scalar(participation_ratio(h)),
+            "n_units": float(h.shape[1]),
+        }
+    reason = None
+    try:
+        summary = correlation_summary(h)
+        spectrum = np.asarray(correlation_spectrum(h).values, dtype=float)
+        scalars.update({name: float(summary[key]) for name, key in _SUMMARY_KEYS.items()})
+    except ValueError as err:  # fewer than 2 live units
+        scalars.update(dict.fromkeys(_SUMMARY_KEYS, math.nan))
+        spectrum, reason = np.array([]), str(err)
+    vals, vecs = top_eigvecs(h, min(top_k, h.shape[1]))
+    return _LayerGeometry(scalars, spectrum, np.asarray(vals), np.asarray(vecs), reason)
 
-    # ---- geometry, per layer
-    feats = collect_features(model, x, layers, batch_size=options.batch_size)
+
+def _pad_stack(arrays: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """Arrays stacked along a new first axis, each NaN-padded at the end to ``shape``."""
+    return np.stack(
+        [
+            np.pad(
+                a, [(0, s - n) for s, n in zip(shape, a.shape, strict=True)], constant_values=np.nan
+            )
+            for a in arrays
+        ]
+    )
+
+
+def _geometry_block(model, probe: Probe, layers: list[str], options: AnalysisOptions) -> xr.Dataset:
+    """Geometry of each layer: the scalars over ``layer``, the spectra and top eigenpairs padded."""
+    from geomxai.collect import collect_features
+
+    feats = collect_features(model, probe.images, layers, batch_size=options.batch_size)
     layer_names = [v for v in feats.data_vars if v in layers] or list(feats.data_vars)
-    geo: dict[str, list[float]] = {
-        k: []
-        for k in (
-            "effective_rank",
-            "participation_ratio",
-            "mean_abs_corr",
-            "corr_offdiag_fro",
-            "spectrum_alpha",
-            "spectrum_r2",
-            "n_dead",
+    rows = [_layer_geometry(feats[name], options.top_k) for name in layer_names]
+    failed = [(name, row.reason) for name, row in zip(layer_names, rows, strict=True) if row.reason]
+    reason = None
+    if failed:
+        reason = (
+            failed[0][1]
+            if len(layer_names) == 1
+            else "; ".join(f"layer {n!r}: {r}" for n, r in failed)
         )
-    }
-    spectra, eigvals, eigvecs = [], [], []
-    for name in layer_names:
-        h = feats[name]
-        geo["effective_rank"].append(_scalar(effective_rank(h)))
-        geo["participation_ratio"].append(_scalar(participation_ratio(h)))
-        try:
-            summary = correlation_summary(h)
-            spectrum = correlation_spectrum(h)
-            geo["mean_abs_corr"].append(summary["mean_abs_offdiag"])
-            geo["corr_offdiag_fro"].append(summary["offdiag_fro"])
-            geo["spectrum_alpha"].append(summary["alpha"])
-            geo["spectrum_r2"].append(summary["alpha_r2"])
-            geo["n_dead"].append(float(summary["n_dead"]))
-            spectra.append(np.asarray(spectrum.values, dtype=float))
-        except ValueError as err:  # fewer than 2 live units
-            for k in ("mean_abs_corr", "corr_offdiag_fro", "spectrum_alpha", "spectrum_r2"):
-                geo[k].append(math.nan)
-                reasons[k] = str(err)
-            geo["n_dead"].append(math.nan)
-            spectra.append(np.array([]))
-        k = min(options.top_k, h.shape[1])
-        vals, vecs = top_eigvecs(h, k)
-        eigvals.append(np.asarray(vals))
-        eigvecs.append(np.asarray(vecs))
-    for k, values in geo.items():
-        ds[k] = xr.DataArray(np.asarray(values, dtype=float), dims="layer")
+    ds = xr.Dataset()
+    for name in _LAYER_SCALARS:
+        values = xr.DataArray(np.asarray([row.scalars[name] for row in rows], float), dims="layer")
+        ds[name] = _with_reason(values, reason if name in _SUMMARY_KEYS else None)
     # Spectra are padded to the layer's width, not the live-unit count, so checkpoints whose
     # number of dead units differs still line up along ``component`` (NaN past the live ones).
     width = max(int(feats[name].shape[1]) for name in layer_names)
+    kmax = max(row.eigvecs.shape[1] for row in rows)
+    dmax = max(row.eigvecs.shape[0] for row in rows)
+    padding = "padding past a layer's width or its top_k axes"
     ds["corr_spectrum"] = xr.DataArray(
-        np.stack([np.pad(s, (0, width - s.size), constant_values=np.nan) for s in spectra]),
+        _pad_stack([row.spectrum for row in rows], (width,)),
         dims=("layer", "component"),
+        attrs={"nan_reason": "components past the number of live units"},
     )
-    ds["corr_spectrum"].attrs["nan_reason"] = "components past the number of live units"
-    kmax = max(v.shape[1] for v in eigvecs)
-    dmax = max(v.shape[0] for v in eigvecs)
+    if reason:
+        ds["corr_spectrum"].attrs["nan_reason"] += f"; the whole spectrum where {reason}"
     ds["top_eigvals"] = xr.DataArray(
-        np.stack([np.pad(v, (0, kmax - v.size), constant_values=np.nan) for v in eigvals]),
+        _pad_stack([row.eigvals for row in rows], (kmax,)),
         dims=("layer", "axis"),
+        attrs={"nan_reason": padding},
     )
     ds["top_eigvecs"] = xr.DataArray(
-        np.stack(
-            [
-                np.pad(v, ((0, dmax - v.shape[0]), (0, kmax - v.shape[1])), constant_values=np.nan)
-                for v in eigvecs
-            ]
-        ),
+        _pad_stack([row.eigvecs for row in rows], (dmax, kmax)),
         dims=("layer", "unit", "axis"),
+        attrs={"nan_reason": padding},
     )
-    for name in ("top_eigvals", "top_eigvecs"):
-        ds[name].attrs["nan_reason"] = "padding past a layer's width or its top_k axes"
-    ds = ds.assign_coords(
+    # Kept for the similarity of checkpoints (analyze_run drops them once it is computed).
+    ds["probe_features"] = xr.DataArray(
+        _pad_stack(
+            [np.asarray(feats[name].values, dtype=np.float32) for name in layer_names],
+            (len(probe.images), dmax),
+        ),
+        dims=("layer", "sample", "unit"),
+        attrs={"nan_reason": "padding past a layer's width"},
+    )
+    ds["probe_size"] = xr.DataArray(len(probe.images))
+    return ds.assign_coords(
         layer=layer_names,
         component=np.arange(1, width + 1),
         axis=np.arange(1, kmax + 1),
         unit=np.arange(dmax),
     )
 
-    # ---- accuracy on the probe
-    with torch.no_grad():
-        logits = torch.cat([model(xb) for xb in x.split(options.batch_size)])
-    ds["probe_acc"] = float((logits.argmax(1) == y).float().mean())
 
-    # ---- saliency and its quality
-    sal = saliency(model, x, y, method=options.saliency_method)
+def _accuracy_block(model, probe: Probe, options: AnalysisOptions) -> xr.Dataset:
+    from geomxai._model_state import module_device, module_dtype
+
+    device = module_device(model, fallback=probe.images.device)
+    dtype = module_dtype(model, fallback=probe.images.dtype)
+    with torch.no_grad():
+        logits = torch.cat(
+            [model(xb.to(device, dtype)).cpu() for xb in probe.images.split(options.batch_size)]
+        )
+    return xr.Dataset({"probe_acc": float((logits.argmax(1) == probe.labels).float().mean())})
+
+
+def _unmeasured(blocks: tuple[str, ...], reason: str, options: AnalysisOptions) -> xr.Dataset:
+    """NaN for the scalar and per-fraction variables of ``blocks``, each saying ``reason``."""
     fractions = np.linspace(0.0, 1.0, options.fractions)
+    ds = xr.Dataset()
+    for block in blocks:
+        for name in schema.names(block):
+            dims = schema.variable(name).dims
+            if not schema.variable(name).per_checkpoint or not set(dims) <= {"fraction"}:
+                continue
+            shape = tuple(fractions.size for _ in dims)
+            ds[name] = xr.DataArray(np.full(shape, np.nan), dims=dims, attrs={"nan_reason": reason})
+    return ds.assign_coords(fraction=fractions) if "fraction" in ds.dims else ds
+
+
+def _masking_block(model, probe: Probe, sal: torch.Tensor, options: AnalysisOptions) -> xr.Dataset:
+    """MoRF, LeRF and random-order masking curves of the saliency maps, their areas, the gap."""
+    from geomxai.attribution import masking_auc, masking_curve
+
+    fractions = np.linspace(0.0, 1.0, options.fractions)
+    ds = xr.Dataset(coords={"fraction": fractions})
     for order in ("morf", "lerf", "random"):
         curve = masking_curve(
             model,
-            x,
-            y,
+            probe.images,
+            probe.labels,
             sal,
             fractions=fractions,
             order=order,
@@ -253,40 +535,247 @@ def measure(model: torch.nn.Module, probe: Probe, options: AnalysisOptions) -> x
             batch_size=options.batch_size,
             seed=options.seed,
         )
-        ds[f"{order}_curve"] = xr.DataArray(np.asarray(curve.values, float), dims="fraction")
-        ds[f"{order}_auc"] = masking_auc(curve)
-        ds[f"{order}_auc_paper"] = masking_auc(curve, scale="paper")
+        ds[f"{order}_curve"] = ("fraction", np.asarray(curve.values, float))
+        ds[f"{order}_auc"] = float(masking_auc(curve))
+        ds[f"{order}_auc_paper"] = float(masking_auc(curve, scale="paper"))
     ds["fidelity_gap"] = ds["lerf_auc"] - ds["morf_auc"]
-    ds = ds.assign_coords(fraction=fractions)
-    ds["topq_contrast"] = _scalar(np.nanmean(np.asarray(topq_contrast(sal))))
-    ds["gini"] = _scalar(np.nanmean(np.asarray(gini(sal))))
-    if probe.masks is not None:
-        from geomxai.attribution import mask_auroc, mass_inside, pointing_game
-
-        ds["mask_auroc"] = _scalar(np.nanmean(np.asarray(mask_auroc(sal, probe.masks))))
-        ds["mass_inside"] = _scalar(np.nanmean(np.asarray(mass_inside(sal, probe.masks))))
-        ds["pointing_game"] = _scalar(np.nanmean(np.asarray(pointing_game(sal, probe.masks))))
-    if options.entanglement and FEATURE_LAYER in dict(model.named_modules()):
-        ds["entanglement"] = _scalar(gradient_entanglement(model, x, y, layer=FEATURE_LAYER))
-    else:
-        ds["entanglement"] = math.nan
-        reasons["entanglement"] = "the model has no feature layer named 'body'"
-    n_ex = min(options.n_examples, len(y))
-    ds["saliency_maps"] = xr.DataArray(
-        sal[:n_ex].detach().cpu().numpy().astype(np.float32), dims=("example", "height", "width")
-    )
-    # All probe maps, for stability between consecutive checkpoints.
-    ds["probe_saliency"] = xr.DataArray(
-        sal.detach().cpu().numpy().astype(np.float32), dims=("sample", "height", "width")
-    )
-    ds.attrs.update({f"nan_reason_{k}": v for k, v in reasons.items()})
     return ds
 
 
-def analyze_checkpoint(
-    path, probe: Probe, options: AnalysisOptions, *, cache_dir=None
+def _faithfulness_block(
+    model, probe: Probe, sal: torch.Tensor, options: AnalysisOptions
 ) -> xr.Dataset:
-    """:func:`measure` on one checkpoint file, cached under ``cache_dir`` by content and options."""
+    """RISE's deletion and insertion curves of the target's softmax probability: the probe
+    means over ``fraction``, the mean areas, and each sample's area (over ``sample``)."""
+    from geomxai.attribution import deletion_curve, insertion_curve
+
+    fractions = np.linspace(0.0, 1.0, options.fractions)
+    ds = xr.Dataset(coords={"fraction": fractions})
+    why = "the target's probability is not finite for any probe sample"
+    for mode, curve_of in (("deletion", deletion_curve), ("insertion", insertion_curve)):
+        # The fills are RISE's (zero for deletion; a blur, or the mean, to insert into), not
+        # options.fill: these curves follow the reference they are compared with.
+        curves = curve_of(
+            model,
+            probe.images,
+            probe.labels,
+            sal,
+            fractions=fractions,
+            batch_size=options.batch_size,
+            seed=options.seed,
+        )
+        probability = np.asarray(curves["probability"].values, dtype=float)
+        mean_curve = (
+            np.nanmean(probability, axis=0)
+            if np.isfinite(probability).any(axis=0).all()
+            else np.full(fractions.size, np.nan)
+        )
+        ds[f"{mode}_curve"] = _with_reason(xr.DataArray(mean_curve, dims="fraction"), why)
+        per_sample = np.asarray(curves["auc"].values, dtype=float)
+        ds[f"{mode}_auc"] = _sample_mean(per_sample, f"{mode}_auc", why)
+        ds[f"{mode}_auc_per_sample"] = _with_reason(xr.DataArray(per_sample, dims="sample"), why)
+    return ds
+
+
+def _sample_mean(per_sample, name: str, why: str) -> xr.DataArray:
+    """The mean over probe samples of a per-sample metric (NaN samples skipped)."""
+    values = np.asarray(per_sample, dtype=float)
+    mean = _scalar(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+    return _with_reason(xr.DataArray(mean), f"{name} is NaN for every probe sample ({why})")
+
+
+def _saliency_block(sal: torch.Tensor) -> xr.Dataset:
+    """Saliency quality without ground truth: top-q contrast and Gini, averaged over the probe."""
+    from geomxai.attribution import gini, topq_contrast
+
+    return xr.Dataset(
+        {
+            "topq_contrast": _sample_mean(topq_contrast(sal), "topq_contrast", "all-zero maps"),
+            "gini": _sample_mean(gini(sal), "gini", "all-zero maps"),
+        }
+    )
+
+
+def _localisation_block(sal: torch.Tensor, masks: torch.Tensor | None) -> xr.Dataset:
+    """Saliency against ground-truth masks; empty for data without masks."""
+    if masks is None:
+        return xr.Dataset()
+    from geomxai.attribution import mask_auroc, mass_inside, pointing_game
+
+    why = "all-zero maps, or masks that are all foreground or all background"
+    return xr.Dataset(
+        {
+            "mask_auroc": _sample_mean(mask_auroc(sal, masks), "mask_auroc", why),
+            "mass_inside": _sample_mean(mass_inside(sal, masks), "mass_inside", why),
+            "pointing_game": _sample_mean(pointing_game(sal, masks), "pointing_game", why),
+        }
+    )
+
+
+def _entanglement_block(model, probe: Probe, layer: str, options: AnalysisOptions) -> xr.Dataset:
+    """Gradient entanglement at the model's own feature layer (the layer geometry defaults to)."""
+    if not options.entanglement:
+        value, reason = math.nan, "the analysis ran with entanglement=False"
+    elif layer not in dict(model.named_modules()):
+        value, reason = math.nan, f"the model has no feature layer named {layer!r}"
+    else:
+        from geomxai.attribution import gradient_entanglement
+
+        value = _scalar(gradient_entanglement(model, probe.images, probe.labels, layer=layer))
+        reason = f"no probe sample has two or more non-zero gradients at {layer!r}"
+    return xr.Dataset({"entanglement": _with_reason(xr.DataArray(value), reason)})
+
+
+def _examples_block(sal: torch.Tensor, options: AnalysisOptions) -> xr.Dataset:
+    """A few saliency maps for figures, and every probe map for the stability metric.
+
+    Per-step (n, t) and per-feature (n, d) maps are stored as one row, (n, 1, t) or (n, 1, d),
+    so every input kind shares the schema's ``(height, width)`` dims.
+    """
+    maps = sal.detach().cpu().numpy().astype(np.float32)
+    if maps.ndim == 2:
+        maps = maps[:, None, :]
+    n_ex = min(options.n_examples, len(maps))
+    return xr.Dataset(
+        {
+            "saliency_maps": (("example", "height", "width"), maps[:n_ex].copy()),
+            "probe_saliency": (("sample", "height", "width"), maps),
+        }
+    )
+
+
+def measure(
+    model: torch.nn.Module, probe: Probe, options: AnalysisOptions, *, device=None
+) -> xr.Dataset:
+    """Every geometry and attribution metric of one model on the probe set.
+
+    One block per analysis (:data:`geomxai.schema.BLOCKS`): geometry of each layer, accuracy,
+    masking fidelity, probabilistic faithfulness (RISE's deletion and insertion curves of the
+    target's softmax probability, :func:`geomxai.attribution.deletion_curve` and
+    :func:`~geomxai.attribution.insertion_curve`, on the same saliency maps and fractions as
+    the masking curves; means over the probe, and each sample's area over ``sample``),
+    saliency quality, localisation (probes with ground-truth masks only), entanglement at the
+    model's feature layer, example maps; their Datasets are merged.
+
+    The model runs in eval mode and gets every submodule's own train/eval flag back afterwards
+    (:func:`geomxai._model_state.evaluating`); with ``device`` it runs there and is moved back.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps ``probe.images`` to logits (n, k).
+    probe : Probe
+        Image batches (n, c, h, w), sequences (n, c, t) or tabular rows (n, d). With
+        ``probe.labels=None`` only the geometry is measured: accuracy, masking, saliency
+        quality and entanglement are NaN saying so, and no saliency maps are kept.
+    options : AnalysisOptions
+    device : str or torch.device, optional
+        Where the passes run; default the model's own device.
+
+    Returns
+    -------
+    xr.Dataset
+        The variables of :mod:`geomxai.schema` with those blocks, without ``epoch``, ``regime`` or
+        ``seed`` dims (:func:`analyze_run` adds them), annotated by
+        :func:`geomxai.schema.annotate`. A variable that cannot be computed is NaN and says why
+        in its ``attrs["nan_reason"]``; so is every variable whose minimum probe size
+        (:func:`geomxai.schema.min_samples`) the probe is below, with a
+        :class:`~geomxai.study.ProbeSizeWarning` (also for a layer with more units than half the
+        probe). ``probe_size`` is the number of probe samples used, ``n_units`` each layer's
+        width, ``probe_features`` each layer's features (for :func:`analyze_run`'s similarity;
+        the run drops them). ``attrs["saliency_method"]`` names the saliency method every
+        saliency metric used (:func:`geomxai.attribution.method_name`; for a factory, of the
+        instance it built for ``model``).
+    """
+    from geomxai._model_state import evaluating, placed_on
+    from geomxai.attribution import method_name, saliency
+    from geomxai.study._probe import apply_minimums, warn_probe
+
+    layer = _feature_layer(model, options)
+    n = len(probe.images)
+    labelled = probe.labels is not None
+    method = options.saliency_method
+    with evaluating(model), placed_on(model, device):
+        # The blocks run in this order (saliency after the geometry and accuracy passes), as
+        # before the split, so a method that draws random numbers sees the same generator state.
+        parts = [_geometry_block(model, probe, list(options.layers or (layer,)), options)]
+        if not labelled:
+            why = (
+                "the probe has no labels (labels=False, or unlabelled data): only the geometry "
+                "is measured; accuracy, saliency and fidelity need a class per sample"
+            )
+            blocks = ("accuracy", "masking", "faithfulness_probability", "saliency", "entanglement")
+            parts.append(_unmeasured(blocks, why, options))
+        else:
+            if n < schema.MIN_ACCURACY_SAMPLES:
+                # NaN below their minimum whatever they give (apply_minimums): not computed.
+                parts.append(_unmeasured(("accuracy", "masking"), "", options))
+            else:
+                parts.append(_accuracy_block(model, probe, options))
+            method = _bound_method(method, model)
+            sal = saliency(
+                model,
+                probe.images,
+                probe.labels,
+                method=method,
+                batch_size=options.batch_size,
+                **_saliency_arguments(method, options.saliency_kwargs),
+            )
+            if n >= schema.MIN_ACCURACY_SAMPLES:
+                parts.append(_masking_block(model, probe, sal, options))
+            parts += [
+                _faithfulness_block(model, probe, sal, options),
+                _saliency_block(sal),
+                _localisation_block(sal, probe.masks),
+                _entanglement_block(model, probe, layer, options),
+                _examples_block(sal, options),
+            ]
+    ds = xr.merge(parts, compat="no_conflicts", join="outer", combine_attrs="drop_conflicts")
+    unmeasured = () if labelled else set(parts[1].data_vars)
+    ds = apply_minimums(ds, n, skip=unmeasured)
+    widths = dict(zip(map(str, ds["layer"].values), ds["n_units"].values.astype(int), strict=True))
+    warn_probe(n, widths, labelled=labelled)
+    ds.attrs = {"saliency_method": method_name(method)}
+    return schema.annotate(ds)
+
+
+def _read_cache(cache: Path) -> xr.Dataset | None:
+    """A cache entry, or None when there is none or it cannot be read (then it is recomputed
+    and replaced: a cache is never the reason an analysis fails)."""
+    if not cache.is_file():
+        return None
+    try:
+        with xr.open_dataset(cache, engine="h5netcdf") as cached:
+            return cached.load()
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        log.warning("the analysis cache entry %s cannot be read (%s); recomputing it", cache, err)
+        return None
+
+
+def _write_cache(cache: Path, ds: xr.Dataset) -> None:
+    # A unique temporary name, renamed into place: parallel workers and concurrent
+    # `geomxai analyze` processes may cache the same checkpoint at once, and each rename
+    # leaves a whole entry (the same numbers, whichever lands last).
+    try:
+        atomic_path(cache, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
+    except OSError as err:
+        log.warning(
+            "cannot write the analysis cache entry %s (%s); the result is used without being "
+            "cached",
+            cache,
+            err,
+        )
+
+
+def analyze_checkpoint(
+    path, probe: Probe, options: AnalysisOptions, *, cache_dir=None, device=None
+) -> xr.Dataset:
+    """:func:`measure` on one checkpoint file, cached under ``cache_dir`` by content and options.
+
+    An entry that cannot be read is recomputed; one that cannot be written (a full disk, a
+    read-only folder) is skipped with a warning. ``cache_dir=None``: no cache. ``device``: where
+    the passes run (not part of the cache key: the numbers are the same up to rounding).
+    """
     path = Path(path)
     cache = None
     if cache_dir is not None:
@@ -294,92 +783,148 @@ def analyze_checkpoint(
             f"{_file_digest(path)}|{options.key()}|{_probe_digest(probe)}|v{CACHE_VERSION}".encode()
         ).hexdigest()[:24]
         cache = Path(cache_dir) / f"{path.stem}-{key}.nc"
-        if cache.is_file():
-            with xr.open_dataset(cache) as cached:
-                return cached.load()
+        cached = _read_cache(cache)
+        if cached is not None:
+            return cached
+    # Through the package root, at call time: the checkpoint format (and the model specs it
+    # rebuilds) belongs to geomxai.train, which `import geomxai.study` must not load.
+    from geomxai import load_checkpoint
+
     model, config = load_checkpoint(path)
-    ds = measure(model, probe, options)
+    # measure's own signature when no device is asked for (wrappers of it need not take one).
+    extra = {} if device is None else {"device": device}
+    ds = measure(model, probe, options, **extra)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        ds.to_netcdf(tmp, engine="h5netcdf")
-        tmp.replace(cache)
+        _write_cache(cache, ds)
     return ds
 
 
-def _merge_reasons(tagged: list[tuple[str, dict]]) -> dict[str, str]:
-    """The ``nan_reason_*`` attrs of several parts, one entry per variable.
-
-    ``tagged`` pairs a label (``"epoch 3"``, ``"sgt-s0"``) with a part's attrs. One message shared
-    by every part that has it is kept as it is; differing messages are each prefixed by their label.
-    """
-    found: dict[str, list[tuple[str, str]]] = {}
-    for label, attrs in tagged:
-        for key, message in attrs.items():
-            if key.startswith("nan_reason_"):
-                found.setdefault(key, []).append((label, str(message)))
-    merged = {}
-    for key, entries in found.items():
-        messages = list(dict.fromkeys(m for _, m in entries))
-        merged[key] = (
-            messages[0] if len(messages) == 1 else "; ".join(f"{lb}: {m}" for lb, m in entries)
+def _cache_folder(run_dir: Path, cache) -> Path | None:
+    """Where :func:`analyze_run` caches, after checking it can; stale temporary files of killed
+    writers there are removed (only ``.<entry>.nc.<owner>.tmp`` names, never other files)."""
+    if cache is None or cache is False:
+        return None
+    explicit = cache is not True
+    if explicit and not isinstance(cache, (str, os.PathLike)):
+        raise TypeError(f"cache must be True, False or a folder path; got {type(cache).__name__}")
+    folder = check_nonempty_path(cache, "cache") if explicit else run_dir / "analysis"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        check_writable(folder, folder=True)
+    except OSError as err:
+        if explicit:
+            raise
+        log.warning(
+            "the run directory %s is not writable (%s); analysing without a cache. Keep one "
+            "elsewhere with cache=DIR (geomxai analyze --cache DIR), or pass cache=False "
+            "(--no-cache) to say so",
+            run_dir,
+            err.strerror or err,
         )
-    return merged
+        return None
+    remove_stale_temps(folder, lambda name: name.endswith(".nc"))
+    return folder
 
 
-def _epoch_of(path: Path) -> int:
-    return int(path.stem.split("_")[-1])
+def _merge_reasons(merged: xr.Dataset, tagged: list[tuple[str, xr.Dataset]]) -> None:
+    """Each variable's ``attrs["nan_reason"]`` in ``merged``, from the parts it was merged from.
+
+    ``tagged`` pairs a label (``"epoch 3"``, ``"sgt-s0"``) with a part. One message shared by
+    every part that has it is kept as it is; differing messages (which concat and
+    combine_by_coords drop as conflicts) are each kept, prefixed by their part's label.
+    """
+    for name in merged.data_vars:
+        entries = [
+            (label, str(part[name].attrs["nan_reason"]))
+            for label, part in tagged
+            if name in part.data_vars and "nan_reason" in part[name].attrs
+        ]
+        if entries:
+            messages = list(dict.fromkeys(m for _, m in entries))
+            merged[name].attrs["nan_reason"] = (
+                messages[0] if len(messages) == 1 else "; ".join(f"{lb}: {m}" for lb, m in entries)
+            )
 
 
 def checkpoints_of(run_dir) -> list[Path]:
-    """The per-epoch checkpoints of a run directory, in epoch order."""
-    run_dir = Path(run_dir)
-    paths = sorted((run_dir / "checkpoints").glob("epoch_*.pt"), key=_epoch_of)
-    if not paths:
-        raise FileNotFoundError(
-            f"no checkpoints under {str(run_dir / 'checkpoints')!r}; is {str(run_dir)!r} a run "
-            "directory written by `geomxai train`?"
-        )
-    return paths
+    """The per-epoch checkpoints of a run directory, in epoch order.
+
+    :func:`geomxai.rundir.list_checkpoints` as a list; raises ``FileNotFoundError`` naming the
+    directory when it holds none.
+    """
+    return list(list_checkpoints(run_dir, missing_ok=False).values())
 
 
-def read_metrics(run_dir) -> dict[int, dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return {}
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {int(m["epoch"]): m for m in lines}
+_SWAP_VARIABLES = tuple(
+    n
+    for n in schema.names("dynamics")
+    if schema.variable(n).dims == ("layer",) and not n.startswith(("cka_", "procrustes_"))
+)
+
+
+def _eigenpairs(ds: xr.Dataset, layer: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(eigvals, eigvecs)`` of one layer at every epoch, its NaN padding cut off.
+
+    A layer narrower than the widest one is padded with NaN rows (units) and, below ``top_k``
+    units, NaN columns (axes); its units are the rows with a finite entry, its axes the columns
+    finite on those rows, the same at every epoch of one run.
+    """
+    vecs = ds["top_eigvecs"].isel(layer=layer).transpose("epoch", "unit", "axis").values
+    vals = ds["top_eigvals"].isel(layer=layer).transpose("epoch", "axis").values
+    units = np.isfinite(vecs).any(axis=2).all(axis=0)
+    axes = np.isfinite(vecs[:, units]).all(axis=(0, 1)) & np.isfinite(vals).all(axis=0)
+    return [(vals[t, axes], vecs[t][np.ix_(units, axes)]) for t in range(vecs.shape[0])]
+
+
+def _stability_over_epochs(probe_saliency: xr.DataArray) -> xr.DataArray:
+    """Mean cosine similarity of each epoch's probe maps with the previous epoch's."""
+    from geomxai.dynamics import saliency_stability
+
+    maps = probe_saliency.transpose("epoch", ...).values
+    stability = np.full(maps.shape[0], np.nan)
+    for t in range(1, maps.shape[0]):
+        per_sample = np.asarray(saliency_stability(maps[t - 1], maps[t]), dtype=float)
+        if np.isfinite(per_sample).any():
+            stability[t] = float(np.nanmean(per_sample))
+    reason = _FIRST_EPOCH
+    undefined = [int(e) for e in probe_saliency["epoch"].values[1:][np.isnan(stability[1:])]]
+    if undefined:
+        reason += f"; at epoch(s) {undefined} every probe map is all zero at one of the two"
+    return xr.DataArray(stability, dims="epoch", attrs={"nan_reason": reason})
 
 
 def add_dynamics(ds: xr.Dataset) -> xr.Dataset:
-    """Axis swaps and saliency stability of each epoch against the previous one (NaN at the first)."""
-    from geomxai.dynamics import axis_swaps, saliency_stability
+    """Axis swaps and saliency stability of each epoch against the previous one (NaN at the first),
+    and the representation similarity to the previous and the final epoch.
 
-    names = ("swap_rate", "matched_overlap", "subspace_overlap", "degenerate_swap_rate")
-    out = {n: np.full((ds.sizes["epoch"], ds.sizes["layer"]), np.nan) for n in names}
-    stability = np.full(ds.sizes["epoch"], np.nan)
-    for t in range(1, ds.sizes["epoch"]):
+    The swaps of each layer are :func:`geomxai.dynamics.axis_swap_sequence` of its top
+    eigenpairs over the epochs; step ``s`` of the sequence is epoch ``s + 1`` here. The
+    similarity (``cka_*``, ``procrustes_*``) is :func:`geomxai.study._similarity.add_similarity`
+    of ``probe_features``, when ``ds`` holds them. With ``probe_size`` in ``ds``, the variables
+    whose minimum probe size it is below are NaN saying so.
+    """
+    from geomxai.dynamics import axis_swap_sequence
+    from geomxai.study._probe import apply_minimums
+    from geomxai.study._similarity import add_similarity
+
+    n_probe = None
+    if "probe_size" in ds:
+        n_probe = int(np.nanmin(np.asarray(ds["probe_size"].values, dtype=float)))
+    swaps = {n: np.full((ds.sizes["epoch"], ds.sizes["layer"]), np.nan) for n in _SWAP_VARIABLES}
+    # Below the geometry minimum the eigenvectors describe the probe; they are NaN below.
+    if ds.sizes["epoch"] >= 2 and (n_probe is None or n_probe >= schema.MIN_GEOMETRY_SAMPLES):
         for j in range(ds.sizes["layer"]):
-            a = ds["top_eigvecs"].isel(epoch=t - 1, layer=j)
-            b = ds["top_eigvecs"].isel(epoch=t, layer=j)
-            keep_units = np.isfinite(a.values).all(1)
-            keep_axes = np.isfinite(a.values).all(0) & np.isfinite(b.values).all(0)
-            va = a.values[keep_units][:, keep_axes]
-            vb = b.values[keep_units][:, keep_axes]
-            la = ds["top_eigvals"].isel(epoch=t - 1, layer=j).values[keep_axes]
-            lb = ds["top_eigvals"].isel(epoch=t, layer=j).values[keep_axes]
-            result = axis_swaps(va, vb, eigvals_a=la, eigvals_b=lb)
-            for n in names:
-                out[n][t, j] = float(result[n])
-        sa = ds["probe_saliency"].isel(epoch=t - 1).values
-        sb = ds["probe_saliency"].isel(epoch=t).values
-        stability[t] = float(np.nanmean(np.asarray(saliency_stability(sa, sb))))
-    for n in names:
-        ds[n] = xr.DataArray(out[n], dims=("epoch", "layer"))
-        ds[n].attrs["nan_reason"] = "no previous checkpoint at the first epoch"
-    ds["saliency_stability"] = xr.DataArray(stability, dims="epoch")
-    ds["saliency_stability"].attrs["nan_reason"] = "no previous checkpoint at the first epoch"
-    return ds
+            sequence = axis_swap_sequence(_eigenpairs(ds, j))
+            for n in _SWAP_VARIABLES:
+                swaps[n][1:, j] = sequence[n].values
+    for n in _SWAP_VARIABLES:
+        ds[n] = xr.DataArray(swaps[n], dims=("epoch", "layer"), attrs={"nan_reason": _FIRST_EPOCH})
+    if "probe_saliency" in ds:
+        ds["saliency_stability"] = _stability_over_epochs(ds["probe_saliency"])
+    ds = add_similarity(ds)
+    if n_probe is not None:
+        ds = apply_minimums(ds, n_probe)
+    return schema.annotate(ds)
 
 
 def analyze_run(
@@ -390,6 +935,9 @@ def analyze_run(
     workers: int = 1,
     scheduler: str | None = None,
     progress: bool = True,
+    cache=True,
+    device=None,
+    epochs=None,
     **option_overrides,
 ) -> xr.Dataset:
     """Every checkpoint of one run, measured on a fixed probe set, as one Dataset over ``epoch``.
@@ -399,47 +947,87 @@ def analyze_run(
     run_dir : path-like
         A run directory written by :func:`geomxai.train.train`.
     options : AnalysisOptions, optional
-        What to measure; keyword overrides (``probe_size=...``) are applied on top.
+        What to measure; keyword overrides (``probe_size=...``) are applied on top. A Captum
+        instance as ``saliency_method`` is refused with a ValueError (it is bound to one model
+        and each checkpoint is a new one): give a factory ``model -> Attribution``.
     probe : Probe, optional
         Defaults to the first ``probe_size`` test images of the run's dataset.
     workers, scheduler
         ``workers > 1`` or a scheduler address analyses checkpoints in parallel through dask.
+    cache : bool or path-like
+        Where each checkpoint's result is cached, keyed by the checkpoint's contents, the
+        options and the probe: True (default) ``run_dir/analysis/``, falling back to no cache
+        with a warning when the run directory is not writable (a read-only mount, another
+        user's run); a folder path, which must be writable (one folder may serve many runs);
+        False: no cache.
+    device : str or torch.device, optional
+        Where each checkpoint's passes run (serial analysis only; dask workers use their own
+        device); default the CPU the checkpoint is loaded on.
+    epochs : iterable of int, optional
+        Analyse only these checkpointed epochs (default: every checkpoint). The dynamics then
+        compare consecutive *analysed* checkpoints; include the last two epochs for a final
+        swap rate and saliency stability between adjacent checkpoints. An epoch the run has no
+        checkpoint for raises ``ValueError`` naming the ones it has.
 
     Returns
     -------
     xr.Dataset
         Dims ``epoch``, ``layer``, ``fraction``, ``component``, ... with ``test_acc`` and the
         training losses from ``metrics.jsonl``; the run's config as JSON in ``attrs["config"]``.
-        Results of checkpoints already analysed with the same options are read from
-        ``run_dir/analysis/`` instead of recomputed.
+        Results of checkpoints already analysed with the same options are read from the cache
+        instead of recomputed. The dynamics compare consecutive checkpoints: axis swaps,
+        saliency stability, and the linear CKA and Procrustes distance of each layer's probe
+        features to the previous and the final checkpoint (``cka_previous``, ``cka_final``,
+        ``procrustes_previous``, ``procrustes_final``); the probe features themselves are not
+        kept. ``probe_size`` is the number of probe samples; a probe below a metric's minimum
+        (:func:`geomxai.schema.min_samples`) leaves it NaN saying so, with one
+        :class:`~geomxai.study.ProbeSizeWarning` per message for the run.
     """
     run_dir = Path(run_dir)
     options = options or AnalysisOptions()
     if option_overrides:
-        options = AnalysisOptions(
-            **{**asdict(options), **{k: v for k, v in option_overrides.items() if v is not None}}
-        )
-    paths = checkpoints_of(run_dir)
-    config = json.loads((run_dir / "config.json").read_text())
+        options = replace(options, **{k: v for k, v in option_overrides.items() if v is not None})
+    _check_per_checkpoint_method(options.saliency_method)
+    run = read_run(run_dir)
+    config = run.config
+    if epochs is None:
+        epochs = run.epochs
+    else:
+        epochs = sorted({int(e) for e in epochs})
+        missing = [e for e in epochs if e not in run.checkpoints]
+        if missing or not epochs:
+            raise ValueError(
+                f"epochs must be checkpointed epochs of {str(run_dir)!r}; got {missing or epochs} "
+                f"(it has {run.epochs})"
+            )
+    paths = [run.checkpoints[e] for e in epochs]
     if probe is None:
         probe = make_probe(config["dataset"], options.probe_size)
-    cache_dir = run_dir / "analysis"
-    if workers > 1 or scheduler:
-        from geomxai.study._parallel import map_checkpoints
-
-        parts = map_checkpoints(
-            paths, probe, options, cache_dir, workers=workers, scheduler=scheduler
+    cache_dir = _cache_folder(run_dir, cache)
+    if device is not None and (workers > 1 or scheduler):
+        raise ValueError(
+            "device goes with the serial analysis (workers=1, no scheduler); dask workers run "
+            f"on their own devices; got device={str(device)!r} and workers={workers}"
         )
-    else:
-        parts = [
-            analyze_checkpoint(p, probe, options, cache_dir=cache_dir)
-            for p in tqdm(paths, desc=f"analyse {run_dir.name}", disable=not progress, unit="ckpt")
-        ]
-    epochs = [_epoch_of(p) for p in paths]
-    # Each checkpoint's NaN reasons are kept: concat alone would keep only the first one's attrs.
-    reasons = _merge_reasons(
-        [(f"epoch {e}", part.attrs) for e, part in zip(epochs, parts, strict=True)]
-    )
+    from geomxai.study._probe import ProbeSizeWarning, warn_probe, widths_of
+
+    with warnings.catch_warnings():
+        # Said once for the run below, not once per checkpoint (or never, for cached ones).
+        warnings.simplefilter("ignore", ProbeSizeWarning)
+        if workers > 1 or scheduler:
+            from geomxai.study._parallel import map_checkpoints
+
+            parts = map_checkpoints(
+                paths, probe, options, cache_dir, workers=workers, scheduler=scheduler
+            )
+        else:
+            extra = {} if device is None else {"device": device}
+            parts = [
+                analyze_checkpoint(p, probe, options, cache_dir=cache_dir, **extra)
+                for p in tqdm(
+                    paths, desc=f"analyse {run_dir.name}", disable=not progress, unit="ckpt"
+                )
+            ]
     ds = xr.concat(
         parts,
         dim="epoch",
@@ -450,9 +1038,14 @@ def analyze_run(
     )
     ds.attrs = {}
     ds = ds.assign_coords(epoch=epochs)
-    ds = add_dynamics(ds)
-    metrics = read_metrics(run_dir)
-    for key in ("test_acc", "train_acc", "loss_ce", "loss_kl", "loss_decor", "loss_total"):
+    # Each checkpoint's NaN reasons are kept: concat drops the ones that differ between epochs.
+    _merge_reasons(ds, [(f"epoch {e}", part) for e, part in zip(epochs, parts, strict=True)])
+    ds = add_dynamics(ds).drop_vars("probe_features", errors="ignore")
+    if "probe_size" in ds:
+        n_probe = int(np.nanmin(np.asarray(ds["probe_size"].values, dtype=float)))
+        warn_probe(n_probe, widths_of(ds), labelled=probe.labels is not None)
+    metrics = run.metrics
+    for key in schema.names("training"):
         ds[key] = xr.DataArray([_scalar(metrics.get(e, {}).get(key)) for e in epochs], dims="epoch")
         missing = [e for e in epochs if not math.isfinite(_scalar(metrics.get(e, {}).get(key)))]
         if missing:
@@ -463,7 +1056,6 @@ def analyze_run(
         ds["test_acc"].attrs["nan_reason"] = (
             "epoch 0 is the initial model; its test accuracy is probe_acc"
         )
-    ds.attrs.update(reasons)
     ds.attrs.update(
         {
             "config": json.dumps(config, sort_keys=True),
@@ -471,10 +1063,38 @@ def analyze_run(
             "seed": int(config.get("seed", 0)),
             "dataset": config.get("dataset", ""),
             "analysis": options.key(),
+            # The method each checkpoint used (a factory's instance by its own name).
+            "saliency_method": parts[0].attrs.get("saliency_method")
+            or json.loads(options.key())["saliency_method"],
             "run_dir": str(run_dir),
         }
     )
-    return ds
+    return schema.annotate(ds)
+
+
+_NOT_IN_RESULTS = (
+    "probe_saliency",
+    "top_eigvecs",
+    "deletion_auc_per_sample",
+    "insertion_auc_per_sample",
+)
+"""Per-checkpoint variables a run keeps in memory that a study's results leave out: every probe
+map, the eigenvectors (the dynamics were computed from them) and the per-sample areas."""
+
+
+def _check_per_checkpoint_method(method) -> None:
+    """Refuse a Captum instance where every checkpoint is a new model, naming the factory fix."""
+    from captum.attr import Attribution
+
+    if isinstance(method, Attribution):
+        from geomxai.attribution import method_name
+
+        name = type(method).__name__
+        raise ValueError(
+            f"saliency_method is a Captum {method_name(method)} instance, bound to one model, "
+            "but every checkpoint of a run is a new model; give a factory model -> Attribution "
+            f"instead: saliency_method={name} (the class) or lambda model: {name}(model, ...)"
+        )
 
 
 def analyze_runs(run_dirs, **kwargs) -> xr.Dataset:
@@ -495,7 +1115,7 @@ def analyze_runs(run_dirs, **kwargs) -> xr.Dataset:
     tagged = []
     for ds in runs:
         attrs = dict(ds.attrs)
-        ds = ds.drop_vars(["probe_saliency", "top_eigvecs"], errors="ignore")
+        ds = ds.drop_vars(_NOT_IN_RESULTS, errors="ignore")
         ds = ds.expand_dims(regime=[attrs["regime"]], seed=[attrs["seed"]])
         ds.attrs = {}
         tagged.append((attrs, ds))
@@ -507,16 +1127,7 @@ def analyze_runs(run_dirs, **kwargs) -> xr.Dataset:
         [ds for _, ds in tagged], join="outer", combine_attrs="drop_conflicts"
     )
     labels = [f"{a['regime']}-s{a['seed']}" for a, _ in tagged]
-    merged.attrs.update(_merge_reasons(list(zip(labels, (a for a, _ in tagged), strict=True))))
-    for name in merged.data_vars:
-        # A variable's reason that differs between runs was dropped as a conflict: keep them all.
-        per_run = [
-            (label, {"nan_reason_": ds[name].attrs["nan_reason"]})
-            for label, (_, ds) in zip(labels, tagged, strict=True)
-            if name in ds and "nan_reason" in ds[name].attrs
-        ]
-        if per_run:
-            merged[name].attrs["nan_reason"] = _merge_reasons(per_run)["nan_reason_"]
+    _merge_reasons(merged, [(label, ds) for label, (_, ds) in zip(labels, tagged, strict=True)])
     if len({ds.sizes["epoch"] for _, ds in tagged}) > 1:
         merged.attrs["nan_reason_epochs"] = (
             "runs have different numbers of checkpoints; a run's values are NaN at epochs it "
@@ -527,4 +1138,5 @@ def analyze_runs(run_dirs, **kwargs) -> xr.Dataset:
     )
     merged.attrs["dataset"] = tagged[0][0]["dataset"]
     merged.attrs["analysis"] = tagged[0][0]["analysis"]
+    merged.attrs["saliency_method"] = tagged[0][0]["saliency_method"]
     return merged

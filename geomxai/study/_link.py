@@ -1,41 +1,37 @@
-"""Geometry <-> fidelity: Spearman correlations over every (regime, seed, epoch), bootstrapped."""
+"""Geometry <-> fidelity: Spearman correlations over every (regime, seed, epoch), bootstrapped.
+
+The metrics linked by default, the labels of the link's own variables and which way each
+fidelity metric is better come from :mod:`geomxai.schema`. The function is four blocks: pick the metrics (:func:`_names`), take
+one value per point of each (:func:`_points`), correlate every pair (:func:`_correlate`, with
+:class:`_Bootstrap` sharing resamples between pairs), and label the result
+(:func:`_link_dataset`).
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 import xarray as xr
 from scipy import stats
 
-GEOMETRY_METRICS = (
-    "effective_rank",
-    "participation_ratio",
-    "mean_abs_corr",
-    "corr_offdiag_fro",
-    "spectrum_alpha",
-    "entanglement",
-    "swap_rate",
-)
+from geomxai import schema
+from geomxai._util import close_matches
+
+GEOMETRY_METRICS = schema.geometry_metrics()
 """Geometry metrics linked by default (those present in the results)."""
 
-FIDELITY_METRICS = (
-    "morf_auc",
-    "lerf_auc",
-    "fidelity_gap",
-    "topq_contrast",
-    "gini",
-    "saliency_stability",
-    "mask_auroc",
-    "mass_inside",
-    "pointing_game",
-)
+FIDELITY_METRICS = schema.fidelity_metrics()
 """Saliency-quality metrics linked by default (those present in the results)."""
 
 POINT_DIMS = ("regime", "seed", "epoch")
 """A point of the link: one checkpoint of one run."""
 
 MIN_POINTS = 3
+
+_STATISTICS = ("spearman", "spearman_low", "spearman_high", "p_value")
 
 
 def _names(ds: xr.Dataset, requested, defaults: tuple[str, ...], kind: str) -> list[str]:
@@ -52,17 +48,30 @@ def _names(ds: xr.Dataset, requested, defaults: tuple[str, ...], kind: str) -> l
         raise ValueError(f"{kind} must name at least one variable; got an empty list")
     missing = [n for n in names if n not in ds.data_vars]
     if missing:
-        import difflib
-
-        hints = {
-            n: difflib.get_close_matches(n, list(map(str, ds.data_vars)), n=3) for n in missing
-        }
+        hints = {n: close_matches(n, ds.data_vars) for n in missing}
         hint = "; ".join(f"{n!r}: closest {', '.join(c)}" for n, c in hints.items() if c)
         raise ValueError(
             f"{kind} names variables that are not in the results: {', '.join(map(repr, missing))}"
             + (f" ({hint})" if hint else "")
         )
     return names
+
+
+def _check_arguments(ds, n_boot, ci, layer, min_epoch) -> None:
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"ds must be an xarray Dataset of results; got {type(ds).__name__}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer; got n_boot={n_boot!r}")
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci must lie in (0, 1); got ci={ci}")
+    if layer is not None:
+        if "layer" not in ds.coords:
+            raise ValueError(f"layer={layer!r} given but the results have no 'layer' coordinate")
+        known = [str(v) for v in ds["layer"].values]
+        if layer not in known:
+            raise ValueError(f"layer {layer!r} is not in the results; layers: {', '.join(known)}")
+    if min_epoch and "epoch" not in ds.dims:
+        raise ValueError(f"min_epoch={min_epoch} given but the results have no 'epoch' dim")
 
 
 def _points(ds: xr.Dataset, name: str, layer, point_dims: list[str]) -> np.ndarray:
@@ -91,6 +100,121 @@ def _row_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (a * b).sum(axis=1) / den, np.nan)
 
 
+@dataclass
+class _Bootstrap:
+    """Resamples of the points and their ranks, drawn once and shared by every pair.
+
+    Resamples depend only on which points are kept, and their ranks on one metric and those
+    points, so they are drawn per set of points and ranked per (metric, set of points).
+    """
+
+    values: dict[str, np.ndarray]
+    n_boot: int
+    seed: int
+    _draws: dict[bytes, np.ndarray] = field(default_factory=dict)
+    _ranks: dict[tuple[str, bytes], np.ndarray] = field(default_factory=dict)
+
+    def ranks(self, name: str, keep: np.ndarray) -> np.ndarray:
+        key = keep.tobytes()
+        if (name, key) not in self._ranks:
+            if key not in self._draws:
+                n = int(keep.sum())
+                self._draws[key] = np.random.default_rng(self.seed).integers(
+                    0, n, size=(self.n_boot, n)
+                )
+            self._ranks[name, key] = stats.rankdata(
+                self.values[name][keep][self._draws[key]], axis=1
+            )
+        return self._ranks[name, key]
+
+    def correlations(self, g: str, f: str, keep: np.ndarray) -> np.ndarray:
+        """Spearman rho of every resample (Pearson of the ranks); constant resamples left out."""
+        boot = _row_pearson(self.ranks(g, keep), self.ranks(f, keep))
+        return boot[np.isfinite(boot)]
+
+
+def _pair(g: str, f: str, boot: _Bootstrap, ci: float) -> tuple[tuple[float, ...], int, str]:
+    """(rho, low, high, p) of one pair, its number of points, and why it is NaN ("" if it is not)."""
+    x, y = boot.values[g], boot.values[f]
+    keep = np.isfinite(x) & np.isfinite(y)
+    n = int(keep.sum())
+    nan = (np.nan,) * 4
+    if n < MIN_POINTS:
+        return (
+            nan,
+            n,
+            (
+                f"{n} point(s) with both {g} and {f} finite; a rank correlation needs at least "
+                f"{MIN_POINTS}"
+            ),
+        )
+    constant = [name for name, v in ((g, x), (f, y)) if np.ptp(v[keep]) == 0]
+    if constant:
+        return (
+            nan,
+            n,
+            (
+                f"{' and '.join(constant)} constant over the {n} points; a rank correlation is "
+                "undefined"
+            ),
+        )
+    result = stats.spearmanr(x[keep], y[keep])
+    rho, p = float(result.statistic), float(result.pvalue)
+    resampled = boot.correlations(g, f, keep)
+    if not resampled.size:
+        return (rho, np.nan, np.nan, p), n, "every bootstrap resample had a constant metric"
+    tail = 100.0 * (1.0 - ci) / 2.0
+    low, high = np.percentile(resampled, [tail, 100.0 - tail])
+    return (rho, float(low), float(high), p), n, ""
+
+
+def _correlate(values, geo_names, fid_names, *, n_boot, ci, seed):
+    """Every (geometry, fidelity) pair: statistics (4, G, F), points (G, F), NaN reasons."""
+    boot = _Bootstrap(values, n_boot, seed)
+    shape = (len(geo_names), len(fid_names))
+    statistics = np.full((len(_STATISTICS), *shape), np.nan)
+    n_points = np.zeros(shape, dtype=np.int64)
+    reasons: dict[str, str] = {}
+    for i, g in enumerate(geo_names):
+        for j, f in enumerate(fid_names):
+            statistics[:, i, j], n_points[i, j], reason = _pair(g, f, boot, ci)
+            if reason:
+                reasons[f"nan_reason_{g}_vs_{f}"] = reason
+    return statistics, n_points, reasons
+
+
+def _link_dataset(statistics, n_points, reasons, geo_names, fid_names, info) -> xr.Dataset:
+    """The link's variables, labelled from the schema, with the settings in attrs."""
+    dims = ("geometry", "fidelity")
+    out = xr.Dataset(
+        {
+            **{name: (dims, statistics[k]) for k, name in enumerate(_STATISTICS)},
+            "n_points": (dims, n_points),
+        },
+        coords={"geometry": geo_names, "fidelity": fid_names},
+    )
+    ci = info["ci"]
+    nan_note = (
+        f"NaN where fewer than {MIN_POINTS} points have both values finite or a metric is "
+        "constant over them; see the spearman attrs nan_reason_<geometry>_vs_<fidelity>"
+    )
+    for name in _STATISTICS:
+        out[name].attrs["nan_reason"] = nan_note
+    for name in ("spearman_low", "spearman_high"):
+        # The schema's label with the interval's coverage: "lower end of the 95% percentile ..."
+        label = schema.label(name).replace("percentile", f"{ci:.0%} percentile")
+        out[name].attrs["long_name"] = label
+    # Which way each fidelity metric is better, so the link read on its own (without the
+    # results it came from, whose variables carry their own `direction`) says how to read a sign.
+    directions = {f: schema.direction(f) for f in fid_names}
+    out["spearman"].attrs.update(info, fidelity_directions=json.dumps(directions))
+    out["spearman"].attrs.update(reasons)
+    out.attrs.update(info)
+    return schema.annotate(out)
+
+
+# Over 80 lines by its numpydoc docstring (parameters, notes, a doctested example) only; the body
+# is the four named blocks above, about 30 lines.
 def link_geometry_fidelity(
     ds: xr.Dataset,
     *,
@@ -115,7 +239,8 @@ def link_geometry_fidelity(
         dims are broadcast along it.
     geometry, fidelity : str or list of str, optional
         Variables to correlate. Default: those of :data:`GEOMETRY_METRICS` and
-        :data:`FIDELITY_METRICS` present in ``ds``.
+        :data:`FIDELITY_METRICS` (:func:`geomxai.schema.geometry_metrics` and
+        :func:`~geomxai.schema.fidelity_metrics`) present in ``ds``.
     layer : str, optional
         The layer at which variables with a ``layer`` dim are taken. Default: the first layer,
         which is the feature layer when the analysis ran with its default layers.
@@ -138,9 +263,12 @@ def link_geometry_fidelity(
         Dims ``(geometry, fidelity)``; variables ``spearman`` (rho over all points),
         ``spearman_low`` and ``spearman_high`` (percentile bootstrap interval; resamples whose
         ranks are constant are left out), ``p_value`` (:func:`scipy.stats.spearmanr`, two-sided)
-        and ``n_points`` (int). Where fewer than 3 points are finite or a metric is constant over
-        them, the statistics are NaN and ``spearman.attrs["nan_reason_<geometry>_vs_<fidelity>"]``
-        says which.
+        and ``n_points`` (int), with the schema's attrs (:func:`geomxai.schema.annotate`). Where
+        fewer than 3 points are finite or a metric is constant over them, the statistics are NaN
+        and ``spearman.attrs["nan_reason_<geometry>_vs_<fidelity>"]`` says which.
+        ``spearman.attrs["fidelity_directions"]`` (JSON, from :func:`geomxai.schema.direction`)
+        says which way each fidelity metric is better: with ``"lower"`` (MoRF AUC) a negative
+        rho means the geometry metric rises with more faithful saliency.
 
     Notes
     -----
@@ -161,85 +289,15 @@ def link_geometry_fidelity(
     >>> float(link["spearman"].sel(geometry="effective_rank", fidelity="morf_auc"))
     -1.0
     """
-    if not isinstance(ds, xr.Dataset):
-        raise TypeError(f"ds must be an xarray Dataset of results; got {type(ds).__name__}")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive integer; got n_boot={n_boot!r}")
-    if not 0.0 < ci < 1.0:
-        raise ValueError(f"ci must lie in (0, 1); got ci={ci}")
+    _check_arguments(ds, n_boot, ci, layer, min_epoch)
     geo_names = _names(ds, geometry, GEOMETRY_METRICS, "geometry")
     fid_names = _names(ds, fidelity, FIDELITY_METRICS, "fidelity")
-    if layer is not None:
-        if "layer" not in ds.coords:
-            raise ValueError(f"layer={layer!r} given but the results have no 'layer' coordinate")
-        known = [str(v) for v in ds["layer"].values]
-        if layer not in known:
-            raise ValueError(f"layer {layer!r} is not in the results; layers: {', '.join(known)}")
     if min_epoch:
-        if "epoch" not in ds.dims:
-            raise ValueError(f"min_epoch={min_epoch} given but the results have no 'epoch' dim")
         ds = ds.sel(epoch=ds["epoch"] >= min_epoch)
     point_dims = [d for d in POINT_DIMS if d in ds.dims]
     values = {n: _points(ds, n, layer, point_dims) for n in dict.fromkeys(geo_names + fid_names)}
-
-    shape = (len(geo_names), len(fid_names))
-    rho, low, high, p_value = (np.full(shape, np.nan) for _ in range(4))
-    n_points = np.zeros(shape, dtype=np.int64)
-    reasons: dict[str, str] = {}
-    tail = 100.0 * (1.0 - ci) / 2.0
-    # Resamples and their ranks depend only on which points are kept and on one metric, so they
-    # are drawn and ranked once per (set of points) and (metric, set of points), not per pair.
-    draws: dict[bytes, np.ndarray] = {}
-    ranks: dict[tuple[str, bytes], np.ndarray] = {}
-
-    def resampled_ranks(name: str, keep: np.ndarray, key: bytes) -> np.ndarray:
-        if (name, key) not in ranks:
-            if key not in draws:
-                rng = np.random.default_rng(seed)
-                draws[key] = rng.integers(0, int(keep.sum()), size=(n_boot, int(keep.sum())))
-            ranks[name, key] = stats.rankdata(values[name][keep][draws[key]], axis=1)
-        return ranks[name, key]
-
-    for i, g in enumerate(geo_names):
-        for j, f in enumerate(fid_names):
-            x, y = values[g], values[f]
-            keep = np.isfinite(x) & np.isfinite(y)
-            n = int(keep.sum())
-            n_points[i, j] = n
-            pair = f"nan_reason_{g}_vs_{f}"
-            if n < MIN_POINTS:
-                reasons[pair] = (
-                    f"{n} point(s) with both {g} and {f} finite; a rank correlation needs at "
-                    f"least {MIN_POINTS}"
-                )
-                continue
-            constant = [name for name, v in ((g, x), (f, y)) if np.ptp(v[keep]) == 0]
-            if constant:
-                reasons[pair] = (
-                    f"{' and '.join(constant)} constant over the {n} points; a rank correlation "
-                    "is undefined"
-                )
-                continue
-            result = stats.spearmanr(x[keep], y[keep])
-            rho[i, j], p_value[i, j] = float(result.statistic), float(result.pvalue)
-            key = keep.tobytes()
-            boot = _row_pearson(resampled_ranks(g, keep, key), resampled_ranks(f, keep, key))
-            boot = boot[np.isfinite(boot)]
-            if boot.size:
-                low[i, j], high[i, j] = np.percentile(boot, [tail, 100.0 - tail])
-            else:
-                reasons[pair] = "every bootstrap resample had a constant metric"
-
-    dims = ("geometry", "fidelity")
-    out = xr.Dataset(
-        {
-            "spearman": (dims, rho),
-            "spearman_low": (dims, low),
-            "spearman_high": (dims, high),
-            "p_value": (dims, p_value),
-            "n_points": (dims, n_points),
-        },
-        coords={"geometry": geo_names, "fidelity": fid_names},
+    statistics, n_points, reasons = _correlate(
+        values, geo_names, fid_names, n_boot=n_boot, ci=ci, seed=seed
     )
     info = {
         "n_boot": int(n_boot),
@@ -252,19 +310,7 @@ def link_geometry_fidelity(
         + ") with both values finite"
         + (f", epoch >= {min_epoch}" if min_epoch else ""),
     }
-    out["spearman"].attrs.update(info, long_name="Spearman rank correlation over checkpoints")
-    nan_note = (
-        f"NaN where fewer than {MIN_POINTS} points have both values finite or a metric is "
-        "constant over them; see the spearman attrs nan_reason_<geometry>_vs_<fidelity>"
-    )
-    for var in ("spearman", "spearman_low", "spearman_high", "p_value"):
-        out[var].attrs["nan_reason"] = nan_note
-    out["spearman_low"].attrs["long_name"] = f"lower end of the {ci:.0%} percentile bootstrap CI"
-    out["spearman_high"].attrs["long_name"] = f"upper end of the {ci:.0%} percentile bootstrap CI"
-    out["p_value"].attrs["long_name"] = "two-sided p-value of scipy.stats.spearmanr"
-    out["spearman"].attrs.update(reasons)
-    out.attrs.update(info)
-    return out
+    return _link_dataset(statistics, n_points, reasons, geo_names, fid_names, info)
 
 
 def _first_layer(ds: xr.Dataset) -> str:

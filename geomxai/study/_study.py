@@ -1,51 +1,24 @@
-"""The study: train every regime, analyse every checkpoint, write results and the report."""
+"""Results files and their provenance: stamp, link, save, open; and the analysis of any model.
+
+Training a study's runs and writing its report is :mod:`geomxai.pipeline`'s job, above this
+package: ``geomxai.study`` only reads run directories and writes results.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
 import platform
 import subprocess
-import sys
+import warnings
 from pathlib import Path
 
 import torch
 import xarray as xr
 
-from geomxai.data import DatasetNotFoundError, load_dataset
-from geomxai.models import MODELS
-from geomxai.study._analyze import AnalysisOptions, Probe, analyze_runs, make_probe, measure
+from geomxai._util import atomic_path, check_nonempty_path
+from geomxai.study._analyze import AnalysisOptions, measure
 from geomxai.study._link import link_geometry_fidelity
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-log = logging.getLogger(__name__)
-
-STUDY_DEFAULTS = {
-    "name": None,
-    "regimes": ["regular", "sgt", "dbn", "saliencydecor"],
-    "seeds": [0],
-    # None: a missing dataset stops the study. quick.toml sets "digits", so `make study` runs on
-    # any machine; a paper profile silently trained on 8x8 digits would mislead.
-    "fallback_dataset": None,
-}
-
-
-def find_profile(profile: str) -> Path:
-    """``configs/NAME.toml`` next to the working directory or the source tree, or a path."""
-    candidates = [Path(profile)]
-    if not profile.endswith(".toml"):
-        for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-            candidates.append(base / "configs" / f"{profile}.toml")
-    for path in candidates:
-        if path.is_file():
-            return path
-    looked = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(f"no study profile {profile!r}; looked at {looked}")
 
 
 def cpu_name() -> str:
@@ -82,7 +55,20 @@ def commit() -> str:
 
 
 def stamp(ds: xr.Dataset, **extra) -> xr.Dataset:
-    """Date, hardware and commit in a results Dataset's attrs."""
+    """Date, hardware and commit in a results Dataset's attrs.
+
+    Parameters
+    ----------
+    ds : xr.Dataset
+        Changed in place (its attrs) and returned.
+    **extra
+        More attrs; those that are None are left out.
+
+    Returns
+    -------
+    xr.Dataset
+        ``ds`` with ``created`` (UTC), ``hardware`` and ``commit`` (of the source tree) set.
+    """
     ds.attrs.update(
         {
             "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -106,115 +92,258 @@ def linked(results: xr.Dataset, **attrs) -> xr.Dataset:
 
 
 def save_results(ds: xr.Dataset, path) -> Path:
-    """Write results to netCDF (h5netcdf) atomically: a temporary file renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    ds.to_netcdf(tmp, engine="h5netcdf")
-    tmp.replace(path)
-    return path
+    """Write results to netCDF (h5netcdf) atomically: a temporary file renamed into place.
+
+    A crash or a full disk leaves the previous file (if any) as it was, never a truncated one;
+    temporary files that a killed writer of the same path left beside it are removed first.
+
+    Raises
+    ------
+    ValueError
+        ``path`` is empty or an existing folder.
+    OSError
+        The location cannot be written (read-only, no permission, disk full), naming ``path``.
+    """
+    path = check_nonempty_path(path, "the results path")
+    if path.is_dir():
+        raise ValueError(
+            f"the results path must be a file; {str(path)!r} is a folder (give a file path "
+            f"such as {str(path / 'results.nc')!r})"
+        )
+    return atomic_path(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
 
 
-def open_results(paths, *, parallel: bool = False) -> xr.Dataset:
-    """Open one or many results files lazily (dask-backed ``open_mfdataset``)."""
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    return xr.open_mfdataset(
-        [str(p) for p in paths], engine="h5netcdf", combine="by_coords", parallel=parallel
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_results_path(path: Path) -> None:
+    if path.is_dir():
+        inside = path / "results.nc"
+        raise ValueError(
+            f"{str(path)!r} is a folder, not a results file; give the results.nc that "
+            "`geomxai analyze --out` or `geomxai study` wrote"
+            + (f" (this folder holds {str(inside)!r})" if inside.is_file() else "")
+        )
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no results file at {str(path)!r}; write one with `geomxai analyze` "
+            "(or `geomxai study`)"
+        )
+
+
+def _unreadable(path: Path, err: Exception) -> ValueError:
+    """Why a results file did not open, from its first bytes."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if not head:
+        what = "it is empty"
+    elif head == _HDF5_SIGNATURE:
+        what = "it is an HDF5/netCDF-4 file that is truncated or damaged (a write cut short?)"
+    elif head[:3] == b"CDF":
+        what = "it is a netCDF-3 file; geomxai results are netCDF-4 (HDF5) files"
+    else:
+        what = "it is not a netCDF-4 (HDF5) file"
+    detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ValueError(
+        f"{str(path)!r} is not a readable results file: {what} ({detail}). Write it again "
+        "with `geomxai analyze` or `geomxai study`"
     )
 
 
+def open_results(paths, *, parallel: bool = False) -> xr.Dataset:
+    """Open one or many results files lazily (dask-backed ``open_mfdataset``).
+
+    Raises
+    ------
+    FileNotFoundError
+        A path holds no file (the message says how to write one).
+    ValueError
+        A path is a folder, or a file that is truncated or not a netCDF-4 results file; the
+        message names it.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [check_nonempty_path(p, "a results path") for p in paths]
+    for path in paths:
+        _check_results_path(path)
+    try:
+        return xr.open_mfdataset(
+            [str(p) for p in paths], engine="h5netcdf", combine="by_coords", parallel=parallel
+        )
+    except (OSError, ValueError) as err:
+        if isinstance(err, PermissionError):
+            raise
+        # Which file: open each on its own (only on this failure path).
+        for path in paths:
+            open_results_file(path).close()
+        raise
+
+
+def open_results_file(path) -> xr.Dataset:
+    """One results file, opened lazily with ``xr.open_dataset`` (h5netcdf), with the errors of
+    :func:`open_results`."""
+    path = check_nonempty_path(path, "a results path")
+    _check_results_path(path)
+    try:
+        return xr.open_dataset(path, engine="h5netcdf")
+    except (OSError, ValueError) as err:
+        if isinstance(err, PermissionError):
+            raise
+        raise _unreadable(path, err) from err
+
+
 def analyze_model(
-    model: str,
-    data: str,
+    model,
+    data,
     *,
     weights=None,
     layers=None,
     probe_size: int = 512,
     options: AnalysisOptions | None = None,
+    transform=None,
+    num_classes: int | None = None,
+    labels: bool = True,
+    device=None,
+    image_size: int | None = None,
+    normalize: str | None = None,
+    name: str | None = None,
 ) -> xr.Dataset:
-    """Analyse any model (a checkpoint, ``torchvision:ARCH``, or a geomxai name) on a dataset.
+    """Analyse any model on any data: what a researcher brings, in the layout of a study.
 
-    The result has the same layout as :func:`analyze_runs` with one regime (the model's name),
-    seed 0 and epoch 0, so reports and notebooks read it the same way. The dynamics (axis swaps,
-    saliency stability) compare consecutive checkpoints, so they are absent here.
+    Parameters
+    ----------
+    model : str or nn.Module
+        ``torchvision:NAME`` (any of ``torchvision.models.list_models()``), ``timm:NAME`` (any
+        of ``timm.list_models()``; its own data config gives the preprocessing), a geomxai
+        model name (``cnn2``, ...), a geomxai checkpoint path, or an ``nn.Module`` you hold
+        (analysed as it is; never changed: a rebuilt head or loaded weights go on a copy).
+        Spec models get random weights (``pretrained=False``: nothing is downloaded) unless
+        ``weights`` is given.
+    data : str, Dataset, DataLoader, (inputs, labels) or inputs
+        A dataset name (``geomxai.data.load_dataset``: ``digits``, ``imagefolder:PATH``,
+        ``breast-cancer``, ...; the probe is the first ``probe_size`` test samples), a
+        ``torch.utils.data.Dataset``, a ``DataLoader`` (the first ``probe_size`` samples it
+        yields), an ``(inputs, labels)`` pair of tensors or arrays, or inputs alone
+        (unlabelled). Inputs are image batches (n, c, h, w), sequences (n, c, t) or tabular
+        rows (n, d).
+    weights : path-like, optional
+        A ``.safetensors`` file or a state_dict file (read with ``weights_only=True``).
+    layers : str or list of str, optional
+        Layers whose geometry is measured (dotted names or globs); default the model's feature
+        layer (``feature_layer`` attribute, else ``body``), which models not made by geomxai
+        lack: name one (``geomxai layers MODEL`` lists them).
+    probe_size : int
+        Samples in the probe (fewer if the data has fewer).
+    options : AnalysisOptions, optional
+        Every analysis option; when given, ``layers`` and ``probe_size`` come from it.
+    transform : callable, optional
+        Applied to every input sample before the analysis (a resize, a normalisation such as
+        ``torchvision.transforms.Normalize(mean, std)``); replaces a timm model's own.
+    num_classes : int, optional
+        Rebuild the head at random with this many outputs when it has another size (the
+        weights of every other layer kept): the fix for a 1000-class head on a 2-class folder.
+    labels : bool
+        False analyses the geometry only (features, ranks, spectra, axes, similarity): the
+        accuracy, saliency and fidelity variables are NaN saying why. Unlabelled data
+        (inputs alone) is analysed the same way. A dataset read by name then also lends its
+        training split to the probe (no accuracy is measured, so nothing needs holding out).
+    device : str or torch.device, optional
+        Where the passes run; default the model's own device.
+    image_size : int, optional
+        Image side: datasets that resize on loading (``imagefolder:``, ``caltech101``) load at
+        it (default 64, or a timm model's own input size); other data are resized to it.
+    normalize : {None, "none", "imagenet"}
+        Without ``transform``: ``"imagenet"`` normalises with the ImageNet mean and std (for
+        ImageNet weights), ``"none"`` does nothing, ``None`` (default) applies a timm model's
+        own data config and nothing to other models.
+    name : str, optional
+        The ``regime`` label; default the spec string or the module's class name.
+
+    Returns
+    -------
+    xr.Dataset
+        The layout of :func:`analyze_runs` with one regime (the model), seed 0 and epoch 0, so
+        :func:`geomxai.report.build_report` and the notebooks read it as they read a study;
+        :func:`squeeze_results` drops those size-1 dims for scalar access. The dynamics compare
+        checkpoints, so they are absent. ``probe_size`` holds the samples used;
+        ``probe_images`` the first ``n_examples`` inputs (image data). ``attrs``: ``dataset``,
+        ``model``, ``weights`` (where they came from), ``labels`` ("yes"/"no"),
+        ``saliency_method``, ``created``, ``hardware``, ``commit``.
+
+    Raises
+    ------
+    ValueError
+        A head whose size does not fit the data's classes, before any work, naming the fix
+        (``num_classes=`` / ``--num-classes``, or ``labels=False`` / ``--no-labels``); an
+        unknown spec; a model without a feature layer and no ``layers``.
     """
-    from geomxai.study._sources import resolve_model
+    from geomxai.study._inputs import preprocessing, resolve_data, resolve_source
+    from geomxai.study._probe import ProbeSizeWarning, warn_probe, widths_of
 
-    bundle = load_dataset(data)
-    c, h, _ = bundle.input_shape
-    net = resolve_model(
-        model, weights=weights, num_classes=bundle.num_classes, in_channels=c, image_size=h
+    if not isinstance(labels, bool):
+        raise TypeError(f"labels must be True or False; got labels={labels!r}")
+    if num_classes is not None and (isinstance(num_classes, bool) or num_classes < 1):
+        raise ValueError(f"num_classes must be a positive int; got num_classes={num_classes!r}")
+    if options is None:
+        if isinstance(layers, str):
+            layers = (layers,)
+        options = AnalysisOptions(probe_size=probe_size, layers=tuple(layers) if layers else None)
+    steps, preferred = preprocessing(model, image_size, transform, normalize)
+    source_data = resolve_data(
+        data,
+        size=options.probe_size,
+        labels=labels,
+        transform=steps,
+        image_size=image_size,
+        preferred_size=preferred,
     )
-    options = options or AnalysisOptions(
-        probe_size=probe_size, layers=tuple(layers) if layers else None
+    source = resolve_source(
+        model, source_data, weights=weights, num_classes=num_classes, labels=labels
     )
-    probe = make_probe(data, options.probe_size)
-    ds = measure(net, probe, options).drop_vars(["probe_saliency", "top_eigvecs"], errors="ignore")
-    ds = ds.expand_dims(regime=[model], seed=[0], epoch=[0])
-    if weights:
-        source = str(weights)
-    elif model.startswith("torchvision:") or model in MODELS:
-        source = "random init"
-    else:
-        source = "the checkpoint's own"
-    return stamp(ds, dataset=data, model=model, weights=source)
-
-
-def run_study(
-    profile: str = "quick",
-    *,
-    overrides=None,
-    runs_root="runs",
-    reports_root="reports",
-    workers: int = 1,
-) -> Path:
-    """Train the profile's regimes and seeds, analyse every checkpoint, write the report.
-
-    Returns the path of the report's ``index.html``.
-    """
-    from geomxai.report import build_report
-    from geomxai.train import TrainConfig, parse_override, train
-
-    path = find_profile(profile)
-    with open(path, "rb") as fh:
-        raw = tomllib.load(fh)
-    study = {**STUDY_DEFAULTS, **raw.get("study", {})}
-    name = study["name"] or path.stem
-    analysis = AnalysisOptions(**raw.get("analysis", {}))
-    base = TrainConfig.from_toml(path, dict(parse_override(o) for o in overrides or []))
-    note = None
-    try:
-        load_dataset(base.dataset)
-    except DatasetNotFoundError as err:
-        fallback = study["fallback_dataset"]
-        if not fallback:
-            raise DatasetNotFoundError(
-                f"{err} (profile {path.name} sets no [study] fallback_dataset, so the study stops "
-                "rather than run on other data)"
-            ) from err
-        note = (
-            f"{base.dataset} is not installed here; this study ran on {fallback!r} instead. ({err})"
+    probe = source_data.probe
+    with warnings.catch_warnings():
+        # Said below, pointing at the caller's line rather than this one.
+        warnings.simplefilter("ignore", ProbeSizeWarning)
+        ds = measure(source.model, probe, options, device=device)
+    warn_probe(len(probe.images), widths_of(ds), labelled=probe.labels is not None)
+    ds = ds.drop_vars(["probe_saliency", "top_eigvecs", "probe_features"], errors="ignore")
+    label = name or source.name
+    ds = ds.expand_dims(regime=[label], seed=[0], epoch=[0])
+    if probe.images.ndim == 4 and "saliency_maps" in ds:
+        n_ex = int(ds.sizes.get("example", 0))
+        ds["probe_images"] = xr.DataArray(
+            probe.images[:n_ex].numpy(), dims=("example", "channel", "height", "width")
         )
-        log.warning("%s is not available; falling back to %s", base.dataset, fallback)
-        base = base.replace(dataset=fallback, train_subset=None, test_subset=None)
-    run_dirs = []
-    for regime in study["regimes"]:
-        for seed in study["seeds"]:
-            out = Path(runs_root) / name / f"{regime}-s{seed}"
-            config = base.replace(
-                regime=regime, seed=seed, out_dir=str(out), resume=(out / "checkpoints").is_dir()
-            )
-            log.info("training %s seed %d -> %s", regime, seed, out)
-            run_dirs.append(train(config))
-    probe: Probe = make_probe(base.dataset, analysis.probe_size)
-    results = analyze_runs(run_dirs, options=analysis, probe=probe, workers=workers)
-    results = linked(results, study=name, note=note, profile=str(path))
-    n_ex = int(results.sizes.get("example", 0))
-    results["probe_images"] = xr.DataArray(
-        probe.images[:n_ex].numpy(), dims=("example", "channel", "height", "width")
+    from geomxai import schema
+
+    ds = schema.annotate(ds)
+    return stamp(
+        ds,
+        dataset=source_data.name,
+        model=source.name,
+        weights=source.weights,
+        labels="yes" if probe.labels is not None else "no",
     )
-    results.attrs["analysis_options"] = analysis.key()  # already JSON
-    out_dir = Path(reports_root) / name
-    save_results(results, out_dir / "results.nc")
-    return build_report(results, out_dir)
+
+
+def squeeze_results(results: xr.Dataset) -> xr.Dataset:
+    """A results Dataset without its size-1 ``regime``, ``seed``, ``epoch`` and ``layer`` dims.
+
+    The accessor for one model's results (:func:`analyze_model`, or one checkpoint of one run):
+    each dropped dim stays as a scalar coordinate (so the regime and layer names are kept), and
+    ``float(squeeze_results(ds).effective_rank)`` is a number. Dims of size other than 1 are
+    kept as they are. The report needs the ``regime`` dim: give it the results unsqueezed.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> ds = xr.Dataset({"effective_rank": (("regime", "seed", "epoch", "layer"), [[[[3.5]]]])},
+    ...                 coords={"regime": ["resnet"], "layer": ["avgpool"]})
+    >>> one = squeeze_results(ds)
+    >>> float(one.effective_rank), str(one.layer.values)
+    (3.5, 'avgpool')
+    """
+    if not isinstance(results, xr.Dataset):
+        raise TypeError(f"results must be an xarray Dataset; got {type(results).__name__}")
+    dims = [d for d in ("regime", "seed", "epoch", "layer") if results.sizes.get(d) == 1]
+    return results.squeeze(dims)

@@ -2,9 +2,19 @@
 
 ``train(config)`` trains one run (``regular``, ``sgt``, ``dbn`` or ``saliencydecor``) and returns
 its run directory (``config.json``, ``checkpoints/epoch_NNNN.pt``, ``metrics.jsonl``); see
-``docs/training.md``.
+``docs/training.md``. The run-directory reader (``read_run``, ``list_checkpoints``,
+``read_metrics``, ...) is :mod:`geomxai.rundir`, re-exported here.
 """
 
+from geomxai._util import DirectoryLockedError
+from geomxai.rundir import (
+    Run,
+    checkpoint_path,
+    list_checkpoints,
+    read_config,
+    read_metrics,
+    read_run,
+)
 from geomxai.train._augment import random_flip_crop
 from geomxai.train._build import build_from_spec, model_spec
 from geomxai.train._checkpoint import (
@@ -29,7 +39,6 @@ from geomxai.train._masking import (
     num_masked,
     saliency_scores,
 )
-from geomxai.train._rundir import checkpoint_path, list_checkpoints, read_metrics
 from geomxai.train._step import (
     TERMS,
     TrainForward,
@@ -44,6 +53,8 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "CosineSchedule",
+    "DirectoryLockedError",
+    "Run",
     "SyncGroupWhitening",
     "TrainConfig",
     "TrainForward",
@@ -70,7 +81,9 @@ __all__ = [
     "parse_override",
     "random_flip_crop",
     "read_checkpoint",
+    "read_config",
     "read_metrics",
+    "read_run",
     "saliency_scores",
     "save_checkpoint",
     "train",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from geomxai.models import FeatureModel, build_model
+from geomxai.models import FeatureModel, build_model, model_traits
 from geomxai.train._config import ConfigError, TrainConfig
 
 
@@ -25,9 +25,12 @@ def model_spec(config: TrainConfig, *, in_channels: int, num_classes: int, image
         }
         placement = config.whitening_placement
         if placement == "auto":
-            # ViT: the paper whitens the CLS token for the auxiliary loss only. CNNs: in the path.
-            is_vit = config.model.startswith("vit")
-            placement = "aux" if is_vit and config.regime == "saliencydecor" else "path"
+            # The model's declared default (a ViT: the paper whitens the CLS token for the
+            # auxiliary loss only; CNNs: in the path). dbn has no auxiliary loss: in the path.
+            default_in_path = model_traits(config.model).whiten_in_path
+            placement = (
+                "aux" if not default_in_path and config.regime == "saliencydecor" else "path"
+            )
         if placement == "aux" and config.regime == "dbn":
             raise ConfigError(
                 "whitening_placement='aux' leaves a dbn run without any whitening effect; "

@@ -18,18 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from geomxai.whitening import GroupWhitening
-from geomxai.whitening._groups import (
-    STATS_DTYPE,
-    apply_blocks,
-    check_rows,
-    from_rows,
-    no_autocast,
-    split_chunks,
-    to_rows,
-    within_group_products,
-    work_dtype,
-)
+from geomxai.whitening import STATS_DTYPE, GroupWhitening, split_chunks, within_group_products
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +188,9 @@ class SyncGroupWhitening(GroupWhitening):
     eval mode, or without a process group, it is :class:`GroupWhitening` unchanged. The state
     dict is the same, so checkpoints load into a plain :class:`GroupWhitening`.
 
-    It reuses the parent's matrices (``_matrices``), running update (``_update_running``) and the
-    group helpers of :mod:`geomxai.whitening._groups`; only the statistics step differs.
+    Only the statistics step differs: it overrides :meth:`GroupWhitening.batch_moments`, and
+    the parent's forward does the rest (the whitening matrices, their application, the running
+    update, the affine map).
     """
 
     @classmethod
@@ -221,33 +211,25 @@ class SyncGroupWhitening(GroupWhitening):
         new.train(module.training)
         return new
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and _group_active()):
-            return super().forward(x)
-        rows = to_rows(x)
-        check_rows(rows, self.num_features)
-        layout = self.layout
-        with no_autocast(x.device):
-            x64 = rows.to(STATS_DTYPE)
-            # The global row count stays a device tensor: reading it on the host would cost a
-            # sync per step, and ranks may hold different numbers of rows. It is at least 2 here
-            # (every rank holds at least one row and there are at least two ranks).
-            m = torch.tensor(float(rows.shape[0]), dtype=STATS_DTYPE, device=x.device)
-            dist.all_reduce(m, op=dist.ReduceOp.SUM)
-            mean = all_reduce_sum(x64.sum(dim=0)) / m
-            # Centre with the *global* mean before the product, as batch_moments does locally:
-            # E[x x^T] - mean mean^T cancels catastrophically for features with a large mean.
-            centred = x64 - mean
-            products = all_reduce_sum(within_group_products(centred, layout))
-            covs = split_chunks(products / m, layout)
-            mats = self._matrices(covs)
-            y = apply_blocks(centred, mats, layout, work_dtype(x.dtype))
-        self._update_running(mean.detach(), [c.detach() for c in covs], m)
-        y = from_rows(y.to(x.dtype), x.shape)
-        if self.affine:
-            shape = (1, -1) + (1,) * (x.dim() - 2)
-            y = y * self.weight.view(shape).to(y.dtype) + self.bias.view(shape).to(y.dtype)
-        return y
+    def batch_moments(self, rows: torch.Tensor):
+        """:meth:`GroupWhitening.batch_moments` over the rows of every rank.
+
+        Without a process group of more than one rank, the parent's, unchanged.
+        """
+        if not _group_active():
+            return super().batch_moments(rows)
+        x64 = rows.to(STATS_DTYPE)
+        # The global row count stays a device tensor: reading it on the host would cost a sync
+        # per step, and ranks may hold different numbers of rows. It is at least 2 here (every
+        # rank holds at least one row and there are at least two ranks).
+        m = torch.tensor(float(rows.shape[0]), dtype=STATS_DTYPE, device=rows.device)
+        dist.all_reduce(m, op=dist.ReduceOp.SUM)
+        mean = all_reduce_sum(x64.sum(dim=0)) / m
+        # Centre with the *global* mean before the product, as the local step does:
+        # E[x x^T] - mean mean^T cancels catastrophically for features with a large mean.
+        centred = x64 - mean
+        products = all_reduce_sum(within_group_products(centred, self.layout))
+        return mean, centred, split_chunks(products / m, self.layout), m
 
 
 def convert_sync_whitening(module: nn.Module) -> nn.Module:

@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from geomxai.data import DatasetBundle, dataset_tensors, load_dataset
 from geomxai.models import FeatureModel
 from geomxai.train._augment import random_flip_crop
 from geomxai.train._build import build_from_spec, model_spec
-from geomxai.train._checkpoint import read_checkpoint, save_checkpoint
+from geomxai.train._checkpoint import RESUME_KEYS, check_payload, read_checkpoint, save_checkpoint
 from geomxai.train._config import ConfigError, TrainConfig
 from geomxai.train._distributed import (
     DistEnv,
@@ -35,9 +35,11 @@ from geomxai.train._rundir import (
     CONFIG_FILE,
     METRICS_FILE,
     append_metrics,
+    check_checkpoint_entries,
     check_resumable,
     checkpoint_path,
     list_checkpoints,
+    lock_run_dir,
     read_metrics,
     rewrite_metrics,
     write_text_atomic,
@@ -236,6 +238,7 @@ class Trainer:
         self.run_dir = Path(config.out_dir)
         self.model: FeatureModel | None = None
         self.env: DistEnv | None = None
+        self._lock = None
 
     # ------------------------------------------------------------------ entry point
     def fit(self) -> Path:
@@ -255,6 +258,11 @@ class Trainer:
                 start_epoch = self._prepare()
                 self._run(start_epoch)
         finally:
+            # The run directory's lock goes with the run, however it ends (the OS drops it
+            # too if the process is killed); a directory it created for a refused run goes too.
+            lock, self._lock = self._lock, None
+            if lock is not None:
+                lock.release()
             teardown_distributed(env)
         return self.run_dir
 
@@ -310,8 +318,10 @@ class Trainer:
         return model, spec
 
     def _check_run_dir(self, spec: dict) -> dict | None:
-        """Rank 0: refuse to overwrite a run; on resume, the last checkpoint (or None)."""
+        """Rank 0, holding the lock: refuse to overwrite a run; on resume, the last checkpoint
+        (or None)."""
         cfg, run_dir = self.config, self.run_dir
+        check_checkpoint_entries(run_dir)
         found = list_checkpoints(run_dir)
         if not cfg.resume:
             if found or (run_dir / METRICS_FILE).exists():
@@ -325,7 +335,7 @@ class Trainer:
                 log.info("no checkpoint in %s yet; starting the run from scratch", run_dir)
             return None
         last = max(found)
-        payload = read_checkpoint(found[last])
+        payload = check_payload(read_checkpoint(found[last]), found[last], RESUME_KEYS)
         check_resumable(payload["config"], cfg, run_dir)
         if payload["model_spec"] != spec:
             raise ConfigError(
@@ -336,34 +346,57 @@ class Trainer:
         return payload
 
     def _prepare(self) -> int:
-        cfg, env = self.config, self.env
-        bundle = self._load_data()
-        model, spec = self._build_model(bundle)
-        self.spec = spec
+        """Everything before epoch 1; returns the epoch the run has reached (0 when fresh).
 
+        The order is part of the contract. The model is built first, right after its seed is
+        set, so that a seed gives the same initial weights whatever else the run does. The
+        checks that need no run directory (data, model, batch size) come before its lock, so a
+        refused config leaves no directory behind. ``config.json`` and checkpoint 0 are written
+        last, once the model, optimiser and forward are built.
+        """
+        bundle = self._load_data()
+        model, self.spec = self._build_model(bundle)
+        self.train_split, self.test_split, self.steps_per_epoch = self._split_data(bundle)
+        payload = self._claim_run_dir()
+        self.model = self._place_model(model, payload)
+        start_epoch = self._make_optimizer(payload)
+        self.net, self.no_sync = self._wrap_forward(self.model)
+        self._initialise_run_dir(start_epoch, resumed=payload is not None)
+        return start_epoch
+
+    def _split_data(self, bundle: DatasetBundle) -> tuple[_Split, _Split, int]:
+        """The train and test splits, served on the device, and the steps per epoch."""
+        cfg, env = self.config, self.env
         if cfg.batch_size % env.world_size:
             raise ConfigError(
                 f"batch_size is the global batch and must divide among the {env.world_size} "
                 f"processes; got batch_size={cfg.batch_size}"
             )
-        self.train_split = _Split(
-            bundle.train, subset=cfg.train_subset, device=env.device, config=cfg
-        )
-        self.test_split = _Split(bundle.test, subset=cfg.test_subset, device=env.device, config=cfg)
-        self.steps_per_epoch = self.train_split.n // cfg.batch_size
-        if self.steps_per_epoch == 0:
+        train_split = _Split(bundle.train, subset=cfg.train_subset, device=env.device, config=cfg)
+        test_split = _Split(bundle.test, subset=cfg.test_subset, device=env.device, config=cfg)
+        steps_per_epoch = train_split.n // cfg.batch_size
+        if steps_per_epoch == 0:
             raise ConfigError(
                 f"batch_size must not exceed the number of training images; got "
-                f"batch_size={cfg.batch_size} for {self.train_split.n} images"
+                f"batch_size={cfg.batch_size} for {train_split.n} images"
                 + (f" (train_subset={cfg.train_subset})" if cfg.train_subset else "")
             )
+        return train_split, test_split, steps_per_epoch
 
-        # Rank 0 inspects the run directory; every rank gets its verdict, so that all of them
-        # raise together or all go on (one raising alone would leave the others hanging).
+    def _claim_run_dir(self) -> dict | None:
+        """Lock and inspect the run directory; the checkpoint to resume from, or None.
+
+        Rank 0 locks and inspects; every rank gets its verdict, so that all of them raise
+        together or all go on (one raising alone would leave the others hanging). The lock
+        comes first: what the directory holds is only known while no other writer can change
+        it. The lock is kept in ``self._lock`` until :meth:`fit` ends.
+        """
+        env = self.env
         verdict: dict[str, Any] = {"error": None, "payload": None}
         if env.is_main:
             try:
-                verdict["payload"] = self._check_run_dir(spec)
+                self._lock = lock_run_dir(self.run_dir)
+                verdict["payload"] = self._check_run_dir(self.spec)
             except Exception as err:  # forwarded, so that no rank waits for a rank that failed
                 if not env.distributed:
                     raise
@@ -371,16 +404,20 @@ class Trainer:
         verdict = broadcast_object(verdict)
         if verdict["error"] is not None:
             raise verdict["error"]
-        payload = verdict["payload"]
+        return verdict["payload"]
 
+    def _place_model(self, model: FeatureModel, payload: dict | None) -> FeatureModel:
+        """The model with the resumed weights (if any), on the device in its memory layout,
+        with whitening and BatchNorm statistics synchronised across processes."""
+        cfg, device = self.config, self.env.device
         if payload is not None:
             model.load_state_dict(payload["model"])
-        device = env.device
         model.to(device)
-        self.channels_last = cfg.channels_last and not spec["name"].startswith("vit")
+        # A sequence model (ViT) has no image maps for channels_last to lay out.
+        self.channels_last = cfg.channels_last and not model.is_sequence_model
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
-        if env.distributed:
+        if self.env.distributed:
             model = convert_sync_whitening(model)
             has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
             if device.type == "cuda":
@@ -388,23 +425,36 @@ class Trainer:
             elif has_bn:
                 # torch's SyncBatchNorm runs on accelerators only.
                 log.warning("BatchNorm statistics are per process on %s (no SyncBatchNorm)", device)
-        self.model = model
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        return model
+
+    def _make_optimizer(self, payload: dict | None) -> int:
+        """``self.params``, ``self.optimizer`` and ``self.schedule`` for ``self.model``, restored
+        from ``payload`` on resume; returns the epoch the run has reached (0 when fresh)."""
+        cfg = self.config
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(
             self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
         self.schedule = CosineSchedule(
             base_lr=cfg.lr, total_steps=cfg.epochs * self.steps_per_epoch
         )
-        start_epoch = 0
-        if payload is not None:
-            self.optimizer.load_state_dict(payload["optimizer"])
-            self.schedule.load_state_dict(payload["scheduler"])
-            start_epoch = int(payload["epoch"])
-            log.info("resuming %s from epoch %d", self.run_dir, start_epoch)
+        if payload is None:
+            return 0
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.schedule.load_state_dict(payload["scheduler"])
+        start_epoch = int(payload["epoch"])
+        log.info("resuming %s from epoch %d", self.run_dir, start_epoch)
+        return start_epoch
 
+    def _wrap_forward(
+        self, model: FeatureModel
+    ) -> tuple[nn.Module, Callable[[], contextlib.AbstractContextManager]]:
+        """The training forward (mixed precision, DDP, ``torch.compile`` as configured) and the
+        context that skips DDP's gradient sync (a null context without DDP)."""
+        cfg, env = self.config, self.env
+        device = env.device
         net: nn.Module = TrainForward(model, amp=cfg.amp)
-        self.no_sync = contextlib.nullcontext
+        no_sync = contextlib.nullcontext
         if env.distributed:
             ddp = nn.parallel.DistributedDataParallel(
                 net,
@@ -412,24 +462,26 @@ class Trainer:
                 # Whitening and BatchNorm statistics are synchronised, so buffers already agree.
                 broadcast_buffers=False,
             )
-            self.no_sync = ddp.no_sync
+            no_sync = ddp.no_sync
             net = ddp
         if cfg.compile:
             net = torch.compile(net)
-        self.net = net
         if cfg.amp and device.type != "cuda":
             log.warning("amp=true only takes effect on CUDA; training in float32 on %s", device)
+        return net, no_sync
 
-        if env.is_main:
+    def _initialise_run_dir(self, start_epoch: int, *, resumed: bool) -> None:
+        """Write ``config.json``; on resume, trim the metrics to the checkpoints; on a fresh
+        run, evaluate the initial weights (every rank) and save them as checkpoint 0."""
+        if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.run_dir / CONFIG_FILE, cfg.to_json() + "\n")
-            if payload is not None:
+            write_text_atomic(self.run_dir / CONFIG_FILE, self.config.to_json() + "\n")
+            if resumed:
                 self._reconcile_metrics(start_epoch)
-        if payload is None:
+        if not resumed:
             initial = {"epoch": 0, "test_acc": self.evaluate()}
-            if env.is_main:
+            if self.env.is_main:
                 self._save(0, initial)
-        return start_epoch
 
     def _reconcile_metrics(self, last_epoch: int) -> None:
         """Keep one metrics line per checkpointed epoch: drop lines of the lost epoch, and
@@ -486,12 +538,20 @@ class Trainer:
             )
         self.model.eval()
 
+    def _epoch_generators(self, epoch: int) -> tuple[torch.Generator, torch.Generator]:
+        """Seed this epoch's random streams on this rank: torch's global one (dropout and the
+        like) is reseeded; the masking and augmentation generators are returned, in that order."""
+        cfg, rank = self.config, self.env.rank
+        torch.manual_seed(derive_seed(cfg.seed, epoch, rank, _TORCH))
+        mask_gen = self._generator(derive_seed(cfg.seed, epoch, rank, _MASK))
+        aug_gen = self._generator(derive_seed(cfg.seed, epoch, rank, _AUGMENT))
+        return mask_gen, aug_gen
+
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        """One epoch of optimiser steps; returns its metrics line (see :meth:`_epoch_metrics`)."""
         cfg, env = self.config, self.env
         device = env.device
-        torch.manual_seed(derive_seed(cfg.seed, epoch, env.rank, _TORCH))  # dropout and the like
-        mask_gen = self._generator(derive_seed(cfg.seed, epoch, env.rank, _MASK))
-        aug_gen = self._generator(derive_seed(cfg.seed, epoch, env.rank, _AUGMENT))
+        mask_gen, aug_gen = self._epoch_generators(epoch)
         index_batches = self._epoch_index_batches(epoch)
         check_every = check_interval(device)
 
@@ -543,13 +603,28 @@ class Trainer:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds = time.perf_counter() - start
-        # A non-finite gradient in the epoch's last step leaves finite losses but broken weights;
-        # they must not reach a checkpoint either (one sync per epoch).
+        self._check_weights_finite(epoch)
+        return self._epoch_metrics(epoch, sums, lr=lr, start=start, train_seconds=train_seconds)
+
+    def _check_weights_finite(self, epoch: int) -> None:
+        """Raise if a weight is NaN or infinite at the end of ``epoch``.
+
+        A non-finite gradient in the epoch's last step leaves finite losses but broken weights;
+        they must not reach a checkpoint either (one sync per epoch).
+        """
         if not bool(torch.stack([p.detach().isfinite().all() for p in self.params]).all()):
             raise TrainingDivergedError(
                 f"training diverged: the weights became NaN or infinite in epoch {epoch} (a "
                 "non-finite gradient in its last step); the epoch was not saved" + self._last_good()
             )
+
+    def _epoch_metrics(
+        self, epoch: int, sums: torch.Tensor, *, lr: float, start: float, train_seconds: float
+    ) -> dict[str, Any]:
+        """The epoch's metrics line: mean loss terms and train accuracy over all ranks (from
+        this rank's ``sums``, shape ``(len(TERMS),)``, which is summed in place across ranks),
+        test accuracy, throughput, seconds since ``start`` (evaluation included), lr and steps."""
+        cfg, env = self.config, self.env
         all_reduce_(sums)
         n_steps = self.steps_per_epoch
         means = (sums[:-1] / (n_steps * env.world_size)).tolist()

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import torch
 
+from geomxai._fill import TRAINING_FILLS, image_fill
+
 MASK_BY = ("abs", "signed")
-FILLS = ("uniform", "mean", "zero")
+"""How pixels are ranked for masking (``TrainConfig.mask_by``); see :func:`saliency_scores`."""
 
 
 def num_masked(height: int, width: int, ratio: float) -> int:
@@ -91,7 +93,9 @@ def low_saliency_mask(grad: torch.Tensor, *, ratio: float, by: str = "abs") -> t
 def fill_values(
     x: torch.Tensor, *, fill: str = "uniform", generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Replacement values for every pixel of ``x``, per image.
+    """Replacement values for every pixel of ``x``, per image: :func:`geomxai._fill.image_fill`.
+
+    The masking fidelity curves (:func:`geomxai.attribution.masking_curve`) use the same fills.
 
     Parameters
     ----------
@@ -108,20 +112,9 @@ def fill_values(
     Tensor (n, c, h, w)
         Same dtype and device as ``x``.
     """
-    if fill not in FILLS:
-        raise ValueError(f"fill must be one of {', '.join(FILLS)}; got fill={fill!r}")
-    if fill == "zero":
-        return torch.zeros_like(x)
-    if fill == "mean":
-        return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
-    # Each channel's own range, as the reference draws its random mask: a colour image's
-    # channels span different ranges once normalised, and one range for all of them would put
-    # fill values outside a channel's range.
-    flat = x.reshape(x.shape[0], x.shape[1], -1)
-    lo = flat.amin(dim=2).view(x.shape[0], x.shape[1], 1, 1)
-    hi = flat.amax(dim=2).view(x.shape[0], x.shape[1], 1, 1)
-    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return lo + (hi - lo) * u
+    if fill not in TRAINING_FILLS:
+        raise ValueError(f"fill must be one of {', '.join(TRAINING_FILLS)}; got fill={fill!r}")
+    return image_fill(x, fill, generator=generator)
 
 
 @torch.no_grad()

@@ -1,44 +1,54 @@
-"""The run directory: ``config.json``, ``checkpoints/epoch_NNNN.pt`` and ``metrics.jsonl``."""
+"""The writing side of a run directory: its lock, metrics lines, atomic rewrites, resume checks.
+
+Reading (config, checkpoints, metrics) is :mod:`geomxai.rundir`, the one reader every consumer
+uses; the names it defines are re-exported here for the trainer.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from geomxai._util import (
+    DirectoryLock,
+    naming_errors,
+    remove_stale_temps,
+    write_atomic,
+    write_text_atomic,
+)
+from geomxai.rundir import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    LOCK_FILE,
+    METRICS_FILE,
+    checkpoint_path,
+    list_checkpoints,
+    read_metrics,
+)
 from geomxai.train._config import ConfigError, TrainConfig
 
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_DIR = "checkpoints"
-_CHECKPOINT_RE = re.compile(r"^epoch_(\d{4,})\.pt$")
+__all__ = [
+    "CHECKPOINT_DIR",
+    "CONFIG_FILE",
+    "METRICS_FILE",
+    "RESUMABLE_CHANGES",
+    "append_metrics",
+    "check_checkpoint_entries",
+    "check_resumable",
+    "checkpoint_path",
+    "config_differences",
+    "list_checkpoints",
+    "lock_run_dir",
+    "read_metrics",
+    "rewrite_metrics",
+    "write_atomic",
+    "write_text_atomic",
+]
 
 RESUMABLE_CHANGES = frozenset({"epochs", "resume", "progress", "out_dir"})
 """Fields a resumed run may change: how long to go on, display, and where the directory now is."""
-
-
-def checkpoint_path(run_dir: Path, epoch: int) -> Path:
-    """``run_dir/checkpoints/epoch_NNNN.pt``; epoch 0 holds the initial weights."""
-    return Path(run_dir) / CHECKPOINT_DIR / f"epoch_{epoch:04d}.pt"
-
-
-def list_checkpoints(run_dir: Path) -> dict[int, Path]:
-    """Epoch -> checkpoint path of every complete checkpoint in a run directory (sorted).
-
-    Temporary files of an interrupted write never match, so they are ignored.
-    """
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    found = {}
-    if folder.is_dir():
-        for path in folder.iterdir():
-            match = _CHECKPOINT_RE.match(path.name)
-            if match and path.is_file():
-                found[int(match.group(1))] = path
-    return dict(sorted(found.items()))
 
 
 def config_differences(saved: dict[str, Any], config: TrainConfig) -> list[str]:
@@ -68,54 +78,71 @@ def check_resumable(saved_config: dict[str, Any], config: TrainConfig, run_dir: 
         )
 
 
-def write_atomic(path: Path, write: Callable[[IO], object], *, binary: bool = False) -> Path:
-    """Write through ``write(fh)`` to a temporary file beside ``path``, fsync, then rename.
-
-    A crash leaves either the old file or the new one, never a half-written one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_atomic(path, lambda fh: fh.write(text))
-
-
 def append_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
-    """Append one JSON line to ``metrics.jsonl`` and flush it to disk."""
+    """Append one JSON line to ``metrics.jsonl`` and flush it to disk.
+
+    A crash (or a full disk) during the append can leave the line cut short; the reader skips
+    such a last line, and a resumed run rewrites the file from its checkpoints. Errors name
+    the file.
+    """
     path = Path(run_dir) / METRICS_FILE
-    with open(path, "a") as fh:
+    with naming_errors(path), open(path, "a") as fh:
         fh.write(json.dumps(metrics, sort_keys=True) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The metric lines of a run, skipping a trailing line cut short by a crash."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
 def rewrite_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
     write_text_atomic(Path(run_dir) / METRICS_FILE, text)
+
+
+def _is_checkpoint_name(name: str) -> bool:
+    return name.startswith("epoch_") and name.endswith(".pt")
+
+
+def lock_run_dir(run_dir) -> DirectoryLock:
+    """Take the run directory's exclusive lock (creating the directory), then remove what a
+    killed writer left: temporary files of checkpoints, ``config.json`` and ``metrics.jsonl``.
+
+    Under the lock no other process writes these, so every temporary file of those names goes,
+    whoever made it; nothing else in the directory is touched (``analysis/`` belongs to
+    ``geomxai analyze``). Release the lock with ``.release()``; a directory the lock created is
+    removed again if nothing was written into it.
+
+    Raises
+    ------
+    geomxai._util.DirectoryLockedError
+        Another live process trains this run; the message names it.
+    OSError
+        The directory cannot be created or written (read-only, no permission), naming it.
+    """
+    run_dir = Path(run_dir)
+    lock = DirectoryLock(
+        run_dir,
+        what="run directory",
+        hint="wait for it to finish, stop it, or choose another out_dir",
+        lock_name=LOCK_FILE,
+    )
+    lock.acquire()
+    remove_stale_temps(run_dir, {CONFIG_FILE, METRICS_FILE}, owned=True)
+    remove_stale_temps(run_dir / CHECKPOINT_DIR, _is_checkpoint_name, owned=True)
+    return lock
+
+
+def check_checkpoint_entries(run_dir) -> None:
+    """Refuse a run directory where something other than a file has a checkpoint's name.
+
+    The reader ignores a folder named ``epoch_0001.pt``; the trainer could not write that
+    epoch's checkpoint over it, so it says so before training.
+    """
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.iterdir()):
+        if _is_checkpoint_name(path.name) and not path.is_file():
+            raise ConfigError(
+                f"out_dir {str(run_dir)!r} cannot be trained into: {str(path)!r} is not a "
+                "checkpoint file but a folder or other entry of that name; move it out of "
+                f"{CHECKPOINT_DIR}/ or choose another out_dir"
+            )

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from geomxai._model_state import evaluating
 from geomxai.models import FeatureModel
 from geomxai.train._config import TrainConfig
 from geomxai.train._losses import classification_loss, decorrelation_term, kl_consistency
@@ -116,7 +117,7 @@ def eval_input_gradient(
     running statistics, so each image's gradient depends on that image alone; in training mode
     the batch statistics couple the images of a batch, and on a ``saliencydecor`` model the two
     masks overlap with a Jaccard index of only about 0.3 (docs/training.md). Only the input
-    gradient is computed (no weight gradients), and the model's mode is restored on any exit.
+    gradient is computed (no weight gradients), and every module's mode is restored on any exit.
 
     Parameters
     ----------
@@ -133,15 +134,11 @@ def eval_input_gradient(
     Tensor (n, c, h, w)
         Detached.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            logits, _, _ = TrainForward(model, amp=amp)(x)
-            (grad,) = torch.autograd.grad(classification_loss(logits, y), x)
-    finally:
-        model.train(was_training)
+    # Every submodule's own flag comes back (a part frozen in eval mode stays so).
+    with evaluating(model), torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        logits, _, _ = TrainForward(model, amp=amp)(x)
+        (grad,) = torch.autograd.grad(classification_loss(logits, y), x)
     return grad
 
 

@@ -5,8 +5,20 @@
 ``fold_into_linear`` folds its eval-time map into a following ``nn.Linear``;
 ``decorrelation_loss`` is the SaliencyDecor regulariser. The math and the numerical choices are in
 ``docs/whitening.md``.
+
+For layers that compute their statistics elsewhere (``geomxai.train.SyncGroupWhitening`` sums
+them over processes), :meth:`GroupWhitening.batch_moments` is the step to override, and the
+group helpers it needs are public: :class:`GroupLayout` (``GroupWhitening.layout``),
+:func:`within_group_products`, :func:`split_chunks` and ``STATS_DTYPE`` (float64, the dtype of
+every statistic).
 """
 
+from geomxai.whitening._groups import (
+    STATS_DTYPE,
+    GroupLayout,
+    split_chunks,
+    within_group_products,
+)
 from geomxai.whitening._layer import WHITENING_METHODS, GroupWhitening, fold_into_linear
 from geomxai.whitening._losses import DECORRELATION_KINDS, decorrelation_loss
 from geomxai.whitening._newton_schulz import newton_schulz_whiten
@@ -14,10 +26,14 @@ from geomxai.whitening._zca import zca_whiten
 
 __all__ = [
     "DECORRELATION_KINDS",
+    "STATS_DTYPE",
     "WHITENING_METHODS",
+    "GroupLayout",
     "GroupWhitening",
     "decorrelation_loss",
     "fold_into_linear",
     "newton_schulz_whiten",
+    "split_chunks",
+    "within_group_products",
     "zca_whiten",
 ]

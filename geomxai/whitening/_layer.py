@@ -18,9 +18,11 @@ from geomxai.whitening._groups import (
     check_rows,
     from_rows,
     no_autocast,
+    padded_moments,
+    refuse_nonfinite,
     resolve_groups,
+    split_chunks,
     to_rows,
-    whiten_batch,
     work_dtype,
 )
 from geomxai.whitening._newton_schulz import ns_inv_sqrt
@@ -44,6 +46,14 @@ class GroupWhitening(nn.Module):
     The running *covariance* is kept, not a running average of whitening matrices (as the DBN code
     does): the whitening of the averaged covariance is a true whitening of the population estimate,
     while an average of whitening matrices is not the whitening of anything.
+
+    Non-finite input: on the CPU every forward refuses NaN or inf in ``x`` with a ValueError that
+    counts them, before any statistic is touched. On an accelerator the forward does not test
+    ``x`` (reading the answer would be a host synchronisation in every training step); a
+    non-finite batch then gives a non-finite output and loss, which the trainer already stops
+    on, and a training batch whose statistics are not finite leaves ``running_mean``,
+    ``running_cov`` and ``num_batches_tracked`` exactly as they were (selected on the device,
+    no synchronisation). Either way one bad batch never poisons the running statistics.
 
     Parameters
     ----------
@@ -142,6 +152,48 @@ class GroupWhitening(nn.Module):
             + (f", iters={self.iters}" if self.method == "newton_schulz" else "")
         )
 
+    def batch_moments(
+        self, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], int | torch.Tensor]:
+        """The statistics a training-mode forward whitens with, from the batch's (m, d) rows.
+
+        The one step a subclass overrides to take them over more rows than it holds:
+        :class:`geomxai.train.SyncGroupWhitening` sums them over every process of a
+        data-parallel job. The forward applies the whitening of ``covs`` to ``centred`` and
+        updates the running statistics from ``mean``, ``covs`` and ``count``. Called with
+        autocast off; everything returned is float64 and, in ``centred`` and ``covs``,
+        differentiable with respect to ``rows``.
+
+        Parameters
+        ----------
+        rows : Tensor (m, d)
+            The input with every spatial position of a conv map as a row (channels as features).
+
+        Returns
+        -------
+        mean : Tensor (d,), float64
+        centred : Tensor (m, d), float64
+            ``rows - mean``.
+        covs : list of Tensor (count, size, size), float64
+            Within-group covariances with ``count`` in the denominator (biased), as the chunks of
+            the layout: the full groups, then the remainder group if any.
+        count : int or Tensor ()
+            Number of rows the statistics are over; a device tensor where reading it on the host
+            would cost a synchronisation.
+
+        Raises
+        ------
+        ValueError
+            Fewer than 2 rows: a batch covariance needs at least 2.
+        """
+        if rows.shape[0] < 2:
+            raise ValueError(
+                "GroupWhitening needs more than 1 value per feature in training mode "
+                f"(batch statistics); got input rows of shape {tuple(rows.shape)}"
+            )
+        mean, centred, cov = padded_moments(rows, self._layout)
+        return mean, centred, split_chunks(cov, self._layout), rows.shape[0]
+
     def _matrices(self, covs: list[torch.Tensor]) -> list[torch.Tensor]:
         if self.method == "zca":
             return zca_matrices(covs, eps=self.eps)
@@ -159,36 +211,47 @@ class GroupWhitening(nn.Module):
         return out
 
     @torch.no_grad()
-    def _update_running(self, mean: torch.Tensor, covs: list[torch.Tensor], m: int) -> None:
-        self.num_batches_tracked.add_(1)
+    def _update_running(
+        self, mean: torch.Tensor, covs: list[torch.Tensor], m: int | torch.Tensor
+    ) -> None:
+        # A batch whose statistics are not finite (NaN/inf input, which the forward tests only
+        # on the CPU, or an overflow) never reaches the running ones. The update is selected on
+        # the device with torch.where, so the guard costs no host synchronisation.
+        ok = torch.isfinite(mean).all()
+        for c in covs:
+            ok = ok & torch.isfinite(c).all()
+        self.num_batches_tracked.add_(ok.to(self.num_batches_tracked.dtype))
         if self.momentum is None:
-            w = 1.0 / float(self.num_batches_tracked.item())
+            w = 1.0 / float(self.num_batches_tracked.clamp_min(1).item())
         else:
             w = self.momentum
         unbiased = m / (m - 1)
-        self.running_mean.lerp_(mean.to(self.running_mean.dtype), w)
+
+        def update(target: torch.Tensor, batch: torch.Tensor) -> None:
+            blended = torch.lerp(target, batch.to(target.dtype), w)
+            target.copy_(torch.where(ok, blended, target))
+
+        update(self.running_mean, mean)
         lay = self._layout
         chunks = iter(covs)
         if lay.num_full:
-            target = self.running_cov[: lay.num_full]
-            target.lerp_((next(chunks) * unbiased).to(target.dtype), w)
+            update(self.running_cov[: lay.num_full], next(chunks) * unbiased)
         if lay.remainder:
             r = lay.remainder
-            target = self.running_cov[lay.num_full :, :r, :r]
-            target.lerp_((next(chunks) * unbiased).to(target.dtype), w)
+            update(self.running_cov[lay.num_full :, :r, :r], next(chunks) * unbiased)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Whiten ``x`` of shape (n, d) or (n, d, *spatial); returns the same shape and dtype."""
         rows = to_rows(x)
         check_rows(rows, self.num_features)
+        # The CPU refuses NaN/inf here; an accelerator does not look (see the class docstring).
+        refuse_nonfinite(rows, on_accelerator=False)
         if self.training:
-            if rows.shape[0] < 2:
-                raise ValueError(
-                    "GroupWhitening needs more than 1 value per feature in training mode "
-                    f"(batch statistics); got input of shape {tuple(x.shape)}"
-                )
-            y, mean, covs = whiten_batch(x, self._layout, self._matrices)
-            self._update_running(mean.detach(), [c.detach() for c in covs], rows.shape[0])
+            with no_autocast(x.device):
+                mean, centred, covs, count = self.batch_moments(rows)
+                mats = self._matrices(covs)
+                y = apply_blocks(centred, mats, self._layout, work_dtype(x.dtype))
+            self._update_running(mean.detach(), [c.detach() for c in covs], count)
         else:
             with no_autocast(x.device):
                 with torch.no_grad():
@@ -196,7 +259,7 @@ class GroupWhitening(nn.Module):
                 dtype = work_dtype(x.dtype)
                 centred = rows.to(dtype) - self.running_mean.to(dtype)
                 y = apply_blocks(centred, mats, self._layout, dtype)
-            y = from_rows(y.to(x.dtype), x.shape)
+        y = from_rows(y.to(x.dtype), x.shape)
         if self.affine:
             shape = (1, -1) + (1,) * (x.dim() - 2)
             y = y * self.weight.view(shape).to(y.dtype) + self.bias.view(shape).to(y.dtype)

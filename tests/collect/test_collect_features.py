@@ -17,11 +17,6 @@ from geomxai.collect import collect_features
 from geomxai.models import cnn2, vit_micro
 
 
-def assert_no_hooks(model: nn.Module) -> None:
-    for name, module in model.named_modules():
-        assert not module._forward_hooks and not module._forward_pre_hooks, name
-
-
 def close(a, b, **kw) -> None:
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5, **kw)
 
@@ -43,7 +38,6 @@ def test_cnn2_values(seed):
         close(ds["head"], model(x))
     assert ds["body.1"].dims == ("sample", "unit_body.1")
     assert ds["body.1"].dtype == np.float32
-    assert_no_hooks(model)
 
 
 def test_in_place_relu_after_the_layer_does_not_corrupt(seed):
@@ -186,7 +180,6 @@ def test_bad_reductions_raise(reduce, match):
     model = nn.Sequential(nn.Identity())
     with pytest.raises(ValueError, match=match):
         collect_features(model, MAP, "0", reduce=reduce)
-    assert_no_hooks(model)
 
 
 def test_sequence_first_output_is_refused():
@@ -262,11 +255,11 @@ def test_max_samples_stops_early(seed):
 
 
 @pytest.mark.parametrize("data", [torch.zeros(0, 4), TensorDataset(torch.zeros(0, 4))])
-def test_empty_data_raises(data):
+def test_empty_data_raises(data, hooks_left):
     model = nn.Sequential(nn.Linear(4, 3))
     with pytest.raises(ValueError, match="no samples"):
         collect_features(model, data, "0")
-    assert_no_hooks(model)
+    assert hooks_left(model) == 0
 
 
 @pytest.mark.parametrize(
@@ -369,7 +362,7 @@ def test_distributed_data_parallel_model(seed, tmp_path):
         close(ds["1"], net(x))
 
 
-def test_layer_that_never_runs(seed):
+def test_layer_that_never_runs(seed, hooks_left):
     model = vit_micro(image_size=8)
     x = torch.randn(2, 3, 8, 8)
     with pytest.raises(ValueError, match="'whiten' did not run"):
@@ -377,7 +370,7 @@ def test_layer_that_never_runs(seed):
     with pytest.warns(UserWarning, match="did not run.*out_proj"):
         ds = collect_features(model, x, "body.vit.encoder.layers.encoder_layer_0.self_attention*")
     assert list(ds.data_vars) == ["body.vit.encoder.layers.encoder_layer_0.self_attention"]
-    assert_no_hooks(model)
+    assert hooks_left(model) == 0
 
 
 def test_attrs_are_netcdf_safe(seed):
@@ -390,3 +383,112 @@ def test_attrs_are_netcdf_safe(seed):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         json.loads(ds.attrs["reduction"])
+
+
+# -- the input's dtype and shape -----------------------------------------------------------------
+class TestInputDtypeAndShape:
+    """Floating data is cast to the model's dtype; what a model cannot take is named, clearly."""
+
+    @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+    def test_floating_data_is_cast_to_the_model_dtype(self, dtype, seed):
+        model = cnn2(in_channels=1, image_size=8)
+        x = torch.randn(6, 1, 8, 8).to(dtype)
+        ds = collect_features(model, x, ["body.3", "body"])
+        expected = collect_features(model, x.float(), ["body.3", "body"])
+        assert ds["body"].dtype == np.float32
+        xr.testing.assert_identical(ds, expected)
+
+    def test_a_float64_model_takes_float32_data(self, seed):
+        model = nn.Sequential(nn.Linear(3, 2)).double()
+        x = torch.randn(4, 3)
+        ds = collect_features(model, x, "0")
+        assert ds["0"].dtype == np.float64
+        close(ds["0"], model(x.double()).detach())
+
+    def test_the_same_cast_for_moments_and_netcdf(self, seed, tmp_path):
+        from geomxai.collect import collect_features_to_netcdf, collect_moments
+
+        model = cnn2(in_channels=1, image_size=8)
+        x = torch.randn(6, 1, 8, 8, dtype=torch.float16)
+        moments = collect_moments(model, x, "body")["body"]
+        assert moments.count == 6
+        path = collect_features_to_netcdf(model, x, "body", tmp_path / "f.nc")
+        with xr.open_dataset(path) as ds:
+            close(ds["body"], collect_features(model, x.float(), "body")["body"])
+
+    @pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool])
+    def test_integer_images_are_refused_with_the_fix(self, dtype, hooks_left, seed):
+        model = cnn2(in_channels=1, image_size=8)
+        x = torch.randint(0, 2, (6, 1, 8, 8)).to(dtype)
+        with pytest.raises(ValueError, match=r"integer values .*x\.float\(\) / 255") as info:
+            collect_features(model, x, "body")
+        assert isinstance(info.value.__cause__, RuntimeError)  # torch's own error, chained
+        assert hooks_left(model) == 0
+
+    def test_models_that_take_integers_get_them(self, seed):
+        embed = nn.Sequential(nn.Embedding(10, 4), nn.Flatten())
+        ids = torch.randint(0, 10, (5, 3))
+        ds = collect_features(embed, ids, "1")
+        close(ds["1"], embed(ids).detach())
+
+        class Scales(nn.Module):  # a model that converts uint8 images itself
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(1, 2, 3)
+
+            def forward(self, x):
+                return self.conv(x.float() / 255)
+
+        model = Scales()
+        images = torch.randint(0, 256, (4, 1, 5, 5), dtype=torch.uint8)
+        close(
+            collect_features(model, images, "conv", reduce="flatten")["conv"],
+            model(images).flatten(1).detach(),
+        )
+
+    @pytest.mark.parametrize(
+        ("shape", "hint"),
+        [
+            ((6, 8, 8), r"takes \(n, 1, H, W\) \(add the channel dim: x\[:, None\]\)"),
+            ((1, 8, 8), r"takes \(n, 1, H, W\) \(add the channel dim"),  # torch: unbatched
+            ((6, 8, 8, 1), r"takes \(n, 1, H, W\) \(channels last\? move them"),
+            ((6, 3, 8, 8), r"'body\.0' \(Conv2d, in_channels=1\) takes \(n, 1, H, W\)"),
+        ],
+    )
+    def test_a_shape_the_first_conv_cannot_take_is_named(self, shape, hint, hooks_left, seed):
+        model = cnn2(in_channels=1, image_size=8)
+        with pytest.raises(ValueError, match=rf"shape {re_shape(shape)} .* cannot take: .*{hint}"):
+            collect_features(model, torch.randn(*shape), "body")
+        assert hooks_left(model) == 0
+
+    def test_sequences_and_tabular_data_pass_where_the_model_takes_them(self, seed):
+        seq = nn.Sequential(nn.Conv1d(3, 4, 3), nn.ReLU())
+        x = torch.randn(5, 3, 12)  # (n, c, t)
+        close(collect_features(seq, x, "1", reduce="mean")["1"], seq(x).mean(-1).detach())
+        with pytest.raises(ValueError, match=r"'0' \(Conv1d, in_channels=3\) takes \(n, 3, L\)"):
+            collect_features(seq, torch.randn(5, 12), "1")
+        mlp = nn.Sequential(nn.Linear(4, 3), nn.Tanh())
+        table = torch.randn(7, 4)  # (n, d)
+        close(collect_features(mlp, table, "1")["1"], mlp(table).detach())
+        with pytest.raises(ValueError, match=r"takes \(n, 4\) features; the data has 3 value"):
+            collect_features(mlp, torch.randn(7, 3), "1")
+
+    def test_a_flatten_before_the_first_linear_layer_is_no_mismatch(self, seed):
+        class Broken(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.flat, self.fc = nn.Flatten(), nn.Linear(16, 2)
+
+            def forward(self, x):
+                raise RuntimeError("a bug in the model, not the data")
+
+        # 1 x 4 x 4 values per sample fit the first layer after a flatten: the model's own
+        # error is not disguised as a shape problem.
+        with pytest.raises(RuntimeError, match="a bug in the model"):
+            collect_features(Broken(), torch.randn(3, 1, 4, 4), "fc")
+
+
+def re_shape(shape: tuple[int, ...]) -> str:
+    import re
+
+    return re.escape(str(tuple(shape)))

@@ -120,7 +120,6 @@ def test_layer_shapes_record_repeated_calls():
     assert shapes["fc"] == (2, 1000)
     # BasicBlock calls its one ReLU module twice.
     assert shapes["layer1.0.relu#1"] == (2, 64, 8, 8)
-    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in resnet.modules())
 
 
 def test_format_layers():

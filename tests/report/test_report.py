@@ -1,4 +1,7 @@
-"""The HTML report, built from a tiny real study: every figure present, tables, verdict, metadata."""
+"""The HTML report of synthetic results (conftest.py): every figure present, tables, verdict, metadata.
+
+The report of a real tiny study is test_report_end_to_end.py.
+"""
 
 from __future__ import annotations
 
@@ -8,35 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from synthetic_results import PNG_MAGIC, REGIMES, SEEDS, check_figures, check_tables, read_page
 
 from geomxai.report import build_report
-from geomxai.study import AnalysisOptions, analyze_runs, make_probe
-
-REGIMES = ("regular", "saliencydecor")
-SEEDS = (0, 1)
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def results(tmp_path_factory, train_tiny) -> xr.Dataset:
-    root = tmp_path_factory.mktemp("runs")
-    runs = [
-        train_tiny(root / f"{regime}-s{seed}", regime, seed=seed)
-        for regime in REGIMES
-        for seed in SEEDS
-    ]
-    options = AnalysisOptions(probe_size=64, fractions=5, top_k=4, n_examples=3)
-    ds = analyze_runs(runs, options=options, probe=make_probe("digits", 64), progress=False)
-    ds["probe_images"] = xr.DataArray(
-        make_probe("digits", 3).images.numpy(), dims=("example", "channel", "height", "width")
-    )
-    ds.attrs.update(study="tiny", created="today", hardware="test", commit="abc1234")
-    return ds
-
-
-@pytest.fixture(scope="module")
-def report(results, tmp_path_factory) -> Path:
-    return build_report(results, tmp_path_factory.mktemp("report"))
 
 
 def test_every_figure_is_a_png_beside_the_page(report):
@@ -96,14 +73,17 @@ def test_results_without_a_regime_dim_are_refused(results, tmp_path):
         build_report(results.isel(regime=0), tmp_path)
 
 
-def test_report_reads_a_saved_results_file(results, tmp_path):
+def test_report_reads_a_saved_results_file(results, report, tmp_path):
     from geomxai.study import save_results
 
     path = save_results(results, tmp_path / "results.nc")
     with xr.open_dataset(path) as ds:
         index = build_report(ds.load(), tmp_path / "out")
-    assert index.is_file()
-    assert np.isfinite(float(ds["test_acc"].isel(epoch=-1).mean()))
+    page = read_page(index)
+    # The file gives the page the Dataset gives (`report` is that of the same synthetic results).
+    assert page.text == read_page(report).text
+    assert check_tables(page, results) == 4 + len(REGIMES) * 11 + results["spearman"].size
+    check_figures(page, index)
 
 
 def test_report_renders_in_headless_chromium(report):
@@ -120,3 +100,37 @@ def test_report_renders_in_headless_chromium(report):
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert '"missing": []' in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("attrs", "named"),
+    [
+        ({"saliency_method": "smoothgrad"}, "SmoothGrad saliency"),
+        ({"saliency_method": "gradient"}, "gradient saliency"),
+        ({"saliency_method": "my_method"}, "my_method saliency"),
+        ({"analysis": '{"saliency_method": "input_x_gradient"}'}, "input × gradient saliency"),
+        ({}, "saliency (method not recorded in the results)"),
+    ],
+)
+def test_the_page_names_the_saliency_method_the_analysis_used(
+    results, tmp_path, monkeypatch, attrs, named
+):
+    """Not "|gradient|" whatever the method: the text and the saliency figure name the one used."""
+    from geomxai.report import _report
+
+    titles = []
+    real_save = _report.save
+
+    def keep_title(fig, path):
+        titles.append(fig._suptitle.get_text() if fig._suptitle else "")
+        return real_save(fig, path)
+
+    monkeypatch.setattr(_report, "save", keep_title)
+    for key in ("saliency_method", "analysis", "analysis_options"):
+        results.attrs.pop(key, None)
+    results.attrs.update(attrs)
+    page = build_report(results, tmp_path).read_text()
+    assert f"curve of {named}." in page
+    assert "|gradient|" not in page
+    grid = [t for t in titles if "of the same test images" in t]
+    assert grid == [f"{named[0].upper()}{named[1:]} of the same test images, final checkpoint"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import matplotlib.pyplot as plt
@@ -11,6 +12,7 @@ import xarray as xr
 from matplotlib.colors import to_hex
 from scipy import stats
 
+from geomxai import schema
 from geomxai.report import build_report, plot_geometry_fidelity, plot_link, regime_colour
 from geomxai.study import link_geometry_fidelity, open_results, save_results
 
@@ -86,14 +88,37 @@ def test_known_monotone_relations_give_plus_and_minus_one(rng):
         assert float(cell["p_value"]) < 1e-6
 
 
+def test_defaults_labels_and_directions_come_from_the_schema(noisy):
+    from geomxai.study import FIDELITY_METRICS, GEOMETRY_METRICS
+
+    assert GEOMETRY_METRICS == schema.geometry_metrics()
+    assert FIDELITY_METRICS == schema.fidelity_metrics()
+    x, y, z = noisy
+    link = link_geometry_fidelity(
+        _results(effective_rank=x, morf_auc=y, lerf_auc=z), ci=0.8, n_boot=50
+    )
+    assert json.loads(link["spearman"].attrs["fidelity_directions"]) == {
+        "morf_auc": "lower",
+        "lerf_auc": "higher",
+    }
+    assert link["spearman"].attrs["long_name"] == schema.label("spearman")
+    assert link["p_value"].attrs["long_name"] == "two-sided p-value of scipy.stats.spearmanr"
+    assert link["spearman_low"].attrs["long_name"] == "lower end of the 80% percentile bootstrap CI"
+    assert (
+        link["spearman_high"].attrs["long_name"] == "upper end of the 80% percentile bootstrap CI"
+    )
+    for name in link.data_vars:
+        assert link[name].attrs["block"] == "link", name
+
+
 def test_points_with_a_nan_on_either_side_are_dropped(noisy):
     x, y, _ = noisy
     x, y = x.copy(), y.copy()
-    x[0, 0, 0] = np.nan  # e.g. swap_rate at the first epoch
+    x[0, 0, 0] = np.nan  # e.g. a swap rate at the first epoch
     y[1, 1, 2:4] = np.inf
-    ds = _results(swap_rate=x, saliency_stability=y)
+    ds = _results(nondegenerate_swap_rate=x, saliency_stability=y)
     link = link_geometry_fidelity(ds, n_boot=250, seed=3)
-    cell = link.sel(geometry="swap_rate", fidelity="saliency_stability")
+    cell = link.sel(geometry="nondegenerate_swap_rate", fidelity="saliency_stability")
     rho, p, low, high, n = _reference(x.ravel(), y.ravel(), n_boot=250, ci=0.95, seed=3)
     assert int(cell["n_points"]) == n == x.size - 3
     np.testing.assert_allclose(
@@ -215,8 +240,9 @@ def test_scatter_colours_regimes_and_titles_rho_with_its_interval(rng):
     ax = plot_geometry_fidelity(ds, geometry="effective_rank", fidelity="lerf_auc")
     try:
         assert ax.get_title() == f"Spearman ρ = 1.00 [1.00, 1.00], n = {x.size}"
-        assert ax.get_xlabel() == "effective rank (body)"
-        assert ax.get_ylabel() == "lerf auc"
+        # Labels from the schema (the layer of a per-layer variable beside it).
+        assert ax.get_xlabel() == f"{schema.label('effective_rank')} (body)"
+        assert ax.get_ylabel() == schema.label("lerf_auc") == "LeRF AUC"
         colours = [to_hex(c.get_facecolor()[0]) for c in ax.collections]
         assert colours == [regime_colour(r) for r in REGIMES]
         assert sum(len(c.get_offsets()) for c in ax.collections) == x.size
@@ -236,7 +262,7 @@ def test_scatter_colours_regimes_and_titles_rho_with_its_interval(rng):
 
 def test_heatmap_annotates_every_cell(noisy):
     x, y, z = noisy
-    ds = _results(mean_abs_corr=x, swap_rate=z, morf_auc=y, gini=np.ones(SHAPE))
+    ds = _results(mean_abs_corr=x, nondegenerate_swap_rate=z, morf_auc=y, gini=np.ones(SHAPE))
     link = link_geometry_fidelity(ds, n_boot=50)
     fig, ax = plt.subplots()
     try:
@@ -246,7 +272,10 @@ def test_heatmap_annotates_every_cell(noisy):
         assert texts.count("n/a") == 2  # gini is constant
         rho = float(link["spearman"].sel(geometry="mean_abs_corr", fidelity="morf_auc"))
         assert texts[0].startswith(f"{rho:.2f}\n[")
-        assert [t.get_text() for t in ax.get_yticklabels()] == ["mean abs corr", "swap rate"]
+        assert [t.get_text() for t in ax.get_yticklabels()] == [
+            schema.label("mean_abs_corr"),
+            schema.label("nondegenerate_swap_rate"),
+        ]
     finally:
         plt.close(fig)
     with pytest.raises(ValueError, match="link lacks spearman"):

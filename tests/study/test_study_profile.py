@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from geomxai import pipeline
 from geomxai.cli import main
 from geomxai.data import DatasetNotFoundError
-from geomxai.study import _study
 
 PROFILE = """
 dataset = "{dataset}"
@@ -27,7 +27,7 @@ seeds = [0]
 fallback_dataset = "digits"
 
 [analysis]
-probe_size = 40
+probe_size = 64
 fractions = 4
 top_k = 4
 n_examples = 2
@@ -78,16 +78,16 @@ def test_study_from_the_command_line(tmp_path, capsys):
 
 @pytest.mark.slow  # trains and analyses two regimes
 def test_missing_dataset_falls_back_to_digits_and_says_so(tmp_path, monkeypatch, caplog):
-    real = _study.load_dataset
+    real = pipeline.load_dataset
 
     def missing_fashion(name, **kwargs):
         if name == "fashion-mnist":
             raise DatasetNotFoundError("no Fashion-MNIST here (looked in /nowhere)")
         return real(name, **kwargs)
 
-    monkeypatch.setattr(_study, "load_dataset", missing_fashion)
+    monkeypatch.setattr(pipeline, "load_dataset", missing_fashion)
     caplog.set_level("WARNING")
-    index = _study.run_study(
+    index = pipeline.run_study(
         str(_profile(tmp_path, dataset="fashion-mnist")),
         runs_root=tmp_path / "runs",
         reports_root=tmp_path / "reports",
@@ -104,14 +104,14 @@ def test_without_a_fallback_a_missing_dataset_stops_the_study(tmp_path, monkeypa
     def missing(name, **kwargs):
         raise DatasetNotFoundError(f"no {name} here (looked in /nowhere)")
 
-    monkeypatch.setattr(_study, "load_dataset", missing)
+    monkeypatch.setattr(pipeline, "load_dataset", missing)
     profile = _profile(tmp_path, dataset="cifar10")
     profile.write_text(profile.read_text().replace('fallback_dataset = "digits"\n', ""))
     with pytest.raises(DatasetNotFoundError, match="no cifar10 here.*sets no \\[study\\] fallback"):
-        _study.run_study(str(profile), runs_root=tmp_path / "runs", reports_root=tmp_path / "r")
+        pipeline.run_study(str(profile), runs_root=tmp_path / "runs", reports_root=tmp_path / "r")
     assert not (tmp_path / "runs").exists()  # nothing was trained
 
 
 def test_unknown_profile_names_where_it_looked(tmp_path):
     with pytest.raises(FileNotFoundError, match="looked at"):
-        _study.find_profile("no-such-profile")
+        pipeline.find_profile("no-such-profile")

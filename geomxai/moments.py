@@ -1,4 +1,9 @@
-"""Running first and second moments of a feature layer, merged exactly (Chan et al.)."""
+"""Running first and second moments of a feature layer, merged exactly (Chan et al.).
+
+A leaf module (it imports only numpy and torch): the collector produces :class:`FeatureMoments`
+and the geometry and dynamics metrics accept them, so the type sits below both.
+:mod:`geomxai.collect` re-exports it, which is where users find it.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,353 @@
+"""The result schema: every variable of a results Dataset, declared once.
+
+The analysis (:func:`geomxai.study.measure` and :func:`geomxai.study.analyze_run`), the
+geometry <-> fidelity link and the report all read names, dims, directions and labels from here,
+so a metric is spelled in one place. :func:`annotate` writes the declarations into a Dataset's
+variable attrs the way the CF conventions do (``long_name``, ``units``), plus ``direction`` and
+``block``, so any xarray or netCDF tool reads them from a saved ``results.nc``.
+
+A leaf module: it imports xarray and geomxai's stdlib-only ``_util``, so every part of geomxai
+(and a notebook that only opens a results file) may read it without loading torch.
+
+Examples
+--------
+>>> from geomxai import schema
+>>> schema.variable("morf_auc").direction, schema.label("morf_auc")
+('lower', 'MoRF AUC')
+>>> schema.geometry_metrics()[:2]
+('effective_rank', 'participation_ratio')
+>>> schema.names("entanglement")
+('entanglement',)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import xarray as xr
+
+from geomxai._util import did_you_mean
+
+BLOCKS = (
+    "geometry",
+    "accuracy",
+    "masking",
+    "faithfulness_probability",
+    "saliency",
+    "localisation",
+    "entanglement",
+    "examples",
+    "dynamics",
+    "training",
+    "link",
+)
+"""Analysis blocks, in the order :func:`geomxai.study.measure` runs the per-checkpoint ones.
+
+Per checkpoint (``measure``): ``geometry`` (per layer), ``accuracy``, ``masking`` (masking
+fidelity), ``faithfulness_probability`` (RISE's deletion and insertion curves of the target's
+softmax probability), ``saliency`` (saliency quality without ground truth), ``localisation`` (against
+ground-truth masks; only on data that has them), ``entanglement``, ``examples`` (saliency maps
+kept for figures and the stability metric). Per run (``analyze_run``): ``dynamics`` (each
+checkpoint against the previous one) and ``training`` (from ``metrics.jsonl``). Per study:
+``link`` (:func:`geomxai.study.link_geometry_fidelity`).
+"""
+
+DIRECTIONS = ("higher", "lower", None)
+"""Which way is better: ``"higher"``, ``"lower"``, or ``None`` where the variable describes and
+does not judge (geometry, curves, maps)."""
+
+ROLES = ("geometry", "fidelity", None)
+"""Side of the geometry <-> fidelity link a variable is on by default; ``None``: not linked."""
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One result variable.
+
+    Attributes
+    ----------
+    name : str
+        The variable's name in a results Dataset.
+    dims : tuple of str
+        Its dims at one checkpoint: a results Dataset of :func:`geomxai.study.analyze_runs` has
+        ``("regime", "seed", "epoch", *dims)``. Link variables (block ``"link"``) and
+        ``probe_images`` are not per checkpoint: their dims are the whole of them.
+    block : str
+        The analysis block that produces it (one of :data:`BLOCKS`).
+    label : str
+        Human text for reports and figure axes (the CF ``long_name``).
+    direction : {"higher", "lower", None}
+        Which way is better; ``None`` for variables that describe rather than judge.
+    role : {"geometry", "fidelity", None}
+        Linked by default as a geometry metric or a fidelity metric.
+    units : str or None
+        CF-style units where there are any (``None``: a dimensionless number).
+    per_checkpoint : bool
+        False for variables with no ``(regime, seed, epoch)`` dims (the link, the probe images).
+    """
+
+    name: str
+    dims: tuple[str, ...]
+    block: str
+    label: str
+    direction: str | None = None
+    role: str | None = None
+    units: str | None = None
+    per_checkpoint: bool = True
+
+    def __post_init__(self):
+        if self.block not in BLOCKS:
+            raise ValueError(f"block must be one of {BLOCKS}; got block={self.block!r}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(
+                f"direction must be one of {DIRECTIONS}; got direction={self.direction!r}"
+            )
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}; got role={self.role!r}")
+
+
+def _v(name, dims, block, label, direction=None, role=None, **extra) -> Variable:
+    return Variable(name, tuple(dims), block, label, direction, role, **extra)
+
+
+_LAYER = ("layer",)
+_LINK = ("geometry", "fidelity")
+
+# The declaration order is also the default order of the link's geometry and fidelity metrics
+# (geometry: the geometry block, then entanglement, then nondegenerate_swap_rate; fidelity: masking, saliency
+# quality, saliency_stability, localisation, probabilistic faithfulness), so those blocks are listed in that
+# order (the last one after localisation, so the link's older columns keep their places).
+_DECLARED = (
+    # ---- geometry of each measured layer on the probe set
+    _v("effective_rank", _LAYER, "geometry", "effective rank", role="geometry"),
+    _v("participation_ratio", _LAYER, "geometry", "participation ratio", role="geometry"),
+    _v("mean_abs_corr", _LAYER, "geometry", "mean |corr|", role="geometry"),
+    _v("corr_offdiag_fro", _LAYER, "geometry", "||R - I||_F / sqrt(d(d-1))", role="geometry"),
+    _v("spectrum_alpha", _LAYER, "geometry", "spectrum alpha", role="geometry"),
+    _v("spectrum_r2", _LAYER, "geometry", "R² of the spectrum's power-law fit"),
+    # alpha-ReQ (Agrawal et al. 2022): the covariance spectrum's decay over ranks 6..100; stored
+    # beside spectrum_alpha (the correlation spectrum's), not linked by default (docs/metrics.md)
+    _v("spectrum_alpha_req", _LAYER, "geometry", "alpha-ReQ (covariance spectrum decay)"),
+    _v("spectrum_alpha_req_r2", _LAYER, "geometry", "R² of the alpha-ReQ fit"),
+    _v("n_dead", _LAYER, "geometry", "dead units"),
+    _v("corr_spectrum", ("layer", "component"), "geometry", "correlation eigenvalue"),
+    _v("top_eigvals", ("layer", "axis"), "geometry", "top covariance eigenvalues"),
+    _v("top_eigvecs", ("layer", "unit", "axis"), "geometry", "top covariance eigenvectors"),
+    # The probe as it was used, so a reader can judge every estimate above (issue 16); the
+    # features themselves stay in memory for a run's similarity and are never saved in results.
+    _v("n_units", _LAYER, "geometry", "units of the layer"),
+    _v("probe_size", (), "geometry", "probe samples"),
+    _v("probe_features", ("layer", "sample", "unit"), "geometry", "probe features"),
+    # ---- accuracy on the probe set
+    _v("probe_acc", (), "accuracy", "probe accuracy", "higher"),
+    # ---- masking fidelity of the saliency maps
+    _v("morf_curve", ("fraction",), "masking", "accuracy, most salient removed first"),
+    _v("morf_auc", (), "masking", "MoRF AUC", "lower", "fidelity"),
+    _v("morf_auc_paper", (), "masking", "MoRF AUC (paper scale)", "lower", units="percent^2"),
+    _v("lerf_curve", ("fraction",), "masking", "accuracy, least salient removed first"),
+    _v("lerf_auc", (), "masking", "LeRF AUC", "higher", "fidelity"),
+    _v("lerf_auc_paper", (), "masking", "LeRF AUC (paper scale)", "higher", units="percent^2"),
+    _v("random_curve", ("fraction",), "masking", "accuracy, random pixels removed"),
+    _v("random_auc", (), "masking", "random-order AUC"),
+    _v("random_auc_paper", (), "masking", "random-order AUC (paper scale)", units="percent^2"),
+    _v("fidelity_gap", (), "masking", "LeRF − MoRF", "higher", "fidelity"),
+    # ---- saliency quality without ground truth
+    _v("topq_contrast", (), "saliency", "top-10% contrast", "higher", "fidelity"),
+    _v("gini", (), "saliency", "Gini", "higher", "fidelity"),
+    # ---- gradient entanglement at the model's feature layer
+    _v("entanglement", (), "entanglement", "entanglement", role="geometry"),
+    # ---- dynamics: each checkpoint against the previous one (NaN at the first)
+    # The link uses the non-degenerate swaps: a swap between axes of nearly equal eigenvalue (at
+    # either checkpoint) is an arbitrary relabelling, not a movement of the representation.
+    _v("swap_rate", _LAYER, "dynamics", "swap rate (share of axes)"),
+    _v("nondegenerate_swap_rate", _LAYER, "dynamics", "non-degenerate swap rate", role="geometry"),
+    _v("matched_overlap", _LAYER, "dynamics", "matched axis overlap"),
+    _v("subspace_overlap", _LAYER, "dynamics", "subspace overlap"),
+    _v("degenerate_swap_rate", _LAYER, "dynamics", "near-degenerate swap rate"),
+    # Representation similarity of each checkpoint's probe features to the previous checkpoint's
+    # (NaN at the first) and to the final one's (linear CKA: 1 = the same up to rotation and
+    # scale; Procrustes angular distance: 0 = the same shape)
+    _v("cka_previous", _LAYER, "dynamics", "linear CKA to the previous checkpoint"),
+    _v("cka_final", _LAYER, "dynamics", "linear CKA to the final checkpoint"),
+    _v("procrustes_previous", _LAYER, "dynamics", "Procrustes distance to the previous checkpoint"),
+    _v("procrustes_final", _LAYER, "dynamics", "Procrustes distance to the final checkpoint"),
+    _v("saliency_stability", (), "dynamics", "saliency stability", "higher", "fidelity"),
+    # ---- localisation against ground-truth masks (datasets with masks only)
+    _v("mask_auroc", (), "localisation", "mask AUROC", "higher", "fidelity"),
+    _v("mass_inside", (), "localisation", "saliency mass inside the mask", "higher", "fidelity"),
+    _v("pointing_game", (), "localisation", "pointing game", "higher", "fidelity"),
+    # ---- probabilistic faithfulness (Petsiuk et al. 2018, RISE) of the same saliency maps: the
+    # softmax probability of the target class as the most salient positions are deleted (zero
+    # fill) or inserted into a blurred (images) or mean (sequences, tabular) start. Means over
+    # the probe; the per-sample areas are kept in memory (measure, analyze_run, analyze_model)
+    # for a distribution, not in a study's results file.
+    _v("deletion_curve", ("fraction",), "faithfulness_probability", "target probability, most salient deleted first"),
+    _v("deletion_auc", (), "faithfulness_probability", "deletion AUC (target probability)", "lower", "fidelity"),
+    _v("insertion_curve", ("fraction",), "faithfulness_probability", "target probability, most salient inserted first"),
+    _v("insertion_auc", (), "faithfulness_probability", "insertion AUC (target probability)", "higher", "fidelity"),
+    _v("deletion_auc_per_sample", ("sample",), "faithfulness_probability", "deletion AUC of each probe sample", "lower"),
+    _v("insertion_auc_per_sample", ("sample",), "faithfulness_probability", "insertion AUC of each probe sample", "higher"),
+    # ---- saliency maps kept for figures and for the stability metric
+    _v("saliency_maps", ("example", "height", "width"), "examples", "saliency map"),
+    _v("probe_saliency", ("sample", "height", "width"), "examples", "probe saliency map"),
+    _v(
+        "probe_images",
+        ("example", "channel", "height", "width"),
+        "examples",
+        "probe image",
+        per_checkpoint=False,
+    ),
+    # ---- training metrics from the run's metrics.jsonl (epoch 0, the initial model: NaN)
+    _v("test_acc", (), "training", "test accuracy", "higher"),
+    _v("train_acc", (), "training", "training accuracy", "higher"),
+    _v("loss_ce", (), "training", "cross-entropy loss", "lower"),
+    _v("loss_kl", (), "training", "KL masking loss", "lower"),
+    _v("loss_decor", (), "training", "decorrelation loss", "lower"),
+    _v("loss_total", (), "training", "total training loss", "lower"),
+    # ---- the geometry <-> fidelity link, over every (regime, seed, epoch)
+    _v("spearman", _LINK, "link", "Spearman rank correlation over checkpoints", per_checkpoint=False),
+    _v("spearman_low", _LINK, "link", "lower end of the percentile bootstrap CI", per_checkpoint=False),
+    _v("spearman_high", _LINK, "link", "upper end of the percentile bootstrap CI", per_checkpoint=False),
+    _v("p_value", _LINK, "link", "two-sided p-value of scipy.stats.spearmanr", per_checkpoint=False),
+    _v("n_points", _LINK, "link", "checkpoints with both values finite", per_checkpoint=False),
+)  # fmt: skip
+
+VARIABLES: MappingProxyType[str, Variable] = MappingProxyType({v.name: v for v in _DECLARED})
+"""Every declared result variable by name, in declaration order (read-only)."""
+
+if len(VARIABLES) != len(_DECLARED):  # pragma: no cover - a guard on the table above
+    raise RuntimeError("a result variable is declared twice in geomxai.schema")
+
+
+def variable(name: str) -> Variable:
+    """The declaration of one result variable.
+
+    Raises
+    ------
+    KeyError
+        For a name that is not declared; the message names the close matches.
+    """
+    try:
+        return VARIABLES[name]
+    except KeyError:
+        hint = did_you_mean(name, VARIABLES)
+        raise KeyError(f"{name!r} is not a result variable of geomxai.schema{hint}") from None
+
+
+def names(block: str) -> tuple[str, ...]:
+    """The variables one analysis block produces, in declaration order."""
+    if block not in BLOCKS:
+        raise ValueError(f"block must be one of {BLOCKS}; got block={block!r}")
+    return tuple(v.name for v in _DECLARED if v.block == block)
+
+
+def geometry_metrics() -> tuple[str, ...]:
+    """Geometry metrics the link correlates by default (those present in the results)."""
+    return tuple(v.name for v in _DECLARED if v.role == "geometry")
+
+
+def fidelity_metrics() -> tuple[str, ...]:
+    """Saliency-quality metrics the link correlates by default (those present in the results)."""
+    return tuple(v.name for v in _DECLARED if v.role == "fidelity")
+
+
+MIN_GEOMETRY_SAMPLES = 16
+"""Probe samples below which the spectrum metrics of a layer (effective rank, participation
+ratio, correlation summaries, spectra), gradient entanglement, the axis swaps and the
+representation similarity are NaN with a reason: with ``n`` samples the centred features have
+rank at most ``n - 1`` and a correlation's sampling noise is about ``1 / sqrt(n)`` (0.25 at 16),
+so below this the numbers describe the probe, not the layer (2 samples give an effective rank
+and a mean |corr| of exactly 1 whatever the model)."""
+
+MIN_ACCURACY_SAMPLES = 50
+"""Probe samples below which the accuracy and the accuracy-based masking metrics are NaN with a
+reason: the standard error of an accuracy on ``n`` samples is up to ``0.5 / sqrt(n)``, 7 points
+at 50 (and one image moves it by 2)."""
+
+SAMPLES_PER_UNIT = 2
+"""Probe samples per unit of a layer below which the analysis warns (values kept): a spectrum
+of a ``d``-unit layer estimated from fewer than ``2 d`` samples is visibly distorted (its
+eigenvalues spread out, Marchenko-Pastur), and from fewer than ``d + 1`` it is cut at
+``n - 1`` components."""
+
+_NO_MINIMUM = frozenset({"n_units", "probe_size", "probe_features", "top_eigvals", "top_eigvecs"})
+
+
+def min_samples(name: str) -> int | None:
+    """The fewest probe samples a variable is reported on (below it: NaN with a reason).
+
+    :data:`MIN_GEOMETRY_SAMPLES` for the geometry, entanglement and per-layer dynamics
+    variables, :data:`MIN_ACCURACY_SAMPLES` for accuracy and masking, ``None`` (no minimum) for
+    per-map metrics (saliency quality, localisation, stability), descriptions of the probe and
+    everything not per checkpoint.
+
+    Examples
+    --------
+    >>> min_samples("effective_rank"), min_samples("morf_auc"), min_samples("gini")
+    (16, 50, None)
+    """
+    v = variable(name)
+    if name in _NO_MINIMUM or not v.per_checkpoint:
+        return None
+    if v.block in ("accuracy", "masking"):
+        return MIN_ACCURACY_SAMPLES
+    if v.block in ("geometry", "entanglement") or (v.block == "dynamics" and "layer" in v.dims):
+        return MIN_GEOMETRY_SAMPLES
+    return None
+
+
+def label(name: str) -> str:
+    """Human text for a variable; an undeclared name is its own label with spaces for ``_``."""
+    declared = VARIABLES.get(str(name))
+    return declared.label if declared is not None else str(name).replace("_", " ")
+
+
+def direction(name: str) -> str | None:
+    """``"higher"``, ``"lower"`` or ``None`` (not declared, or describes rather than judges)."""
+    declared = VARIABLES.get(str(name))
+    return None if declared is None else declared.direction
+
+
+def cf_attrs(name: str) -> dict[str, str]:
+    """The attrs :func:`annotate` writes for one declared variable.
+
+    ``long_name`` (the label), ``block``, and ``direction`` and ``units`` where they are set
+    (netCDF attrs cannot hold ``None``, so an unset one is left out).
+    """
+    v = variable(name)
+    attrs = {"long_name": v.label, "block": v.block}
+    if v.direction is not None:
+        attrs["direction"] = v.direction
+    if v.units is not None:
+        attrs["units"] = v.units
+    return attrs
+
+
+def annotate(ds: xr.Dataset) -> xr.Dataset:
+    """A shallow copy of ``ds`` whose declared variables carry the schema's attrs.
+
+    Writes ``block``, ``direction`` and ``units`` (:func:`cf_attrs`) onto every declared variable
+    present; ``long_name`` too, unless the variable already has one (a producer may write a more
+    specific one, e.g. the link's interval with its coverage). Undeclared variables and every
+    other attr (``nan_reason``, ...) are left as they are; the data are not copied.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> ds = annotate(xr.Dataset({"morf_auc": 0.3, "mine": 1.0}))
+    >>> ds["morf_auc"].attrs
+    {'long_name': 'MoRF AUC', 'block': 'masking', 'direction': 'lower'}
+    >>> ds["mine"].attrs
+    {}
+    """
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"ds must be an xarray Dataset; got {type(ds).__name__}")
+    out = ds.copy()
+    for name in out.data_vars:
+        if name in VARIABLES:
+            attrs = cf_attrs(str(name))
+            if "long_name" in out[name].attrs:
+                del attrs["long_name"]
+            out[name].attrs.update(attrs)
+    return out
