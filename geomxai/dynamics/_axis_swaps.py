@@ -15,14 +15,8 @@ import scipy.linalg
 import xarray as xr
 from scipy.optimize import linear_sum_assignment
 
-from geomxai.collect._moments import FeatureMoments
-from geomxai.dynamics._arrays import (
-    as_float64,
-    check_finite,
-    check_positive_int,
-    eigvals_vector,
-    eigvecs_matrix,
-)
+from geomxai._features import as_features, as_float64, gram_matrix
+from geomxai.dynamics._arrays import check_positive_int, eigvals_vector, eigvecs_matrix
 
 # Largest tolerated |U^T U - I| entry. float32 eigensolvers on d ~ 2000 stay near 1e-4; anything
 # much larger is not a basis (loadings scaled by sqrt(eigenvalue), rows passed as columns, ...) and
@@ -39,8 +33,6 @@ _TIE_BONUS = 1e-9
 # The n x n Gram route to the eigenvectors divides by sqrt(eigenvalue); it is used only when the
 # k-th eigenvalue is at least this fraction of the first, so the division loses < ~1e-10.
 _GRAM_MIN_RATIO = 1e-6
-
-_KINDS = ("auto", "features", "eigvecs")
 
 
 def top_eigvecs(features, k) -> tuple[xr.DataArray, xr.DataArray]:
@@ -97,8 +89,8 @@ def top_eigvecs(features, k) -> tuple[xr.DataArray, xr.DataArray]:
     True
     """
     k = check_positive_int(k, name="k")
-    centred, covariance, n, unit_coord = _features_input(features)
-    d = centred.shape[1] if centred is not None else covariance.shape[0]
+    feats = as_features(features)
+    n, d, centred, unit_coord = feats.count, feats.dim, feats.centred, feats.unit_coord
     if k > d:
         raise ValueError(f"k must be at most the number of units d={d}; got k={k}")
 
@@ -106,22 +98,21 @@ def top_eigvecs(features, k) -> tuple[xr.DataArray, xr.DataArray]:
     if centred is not None:
         total = float(np.einsum("ij,ij->", centred, centred) / (n - 1))
         if n < d and k <= n - 1:
-            gram_vals, gram_vecs = _top_eigh(centred @ centred.T / (n - 1), k)
+            gram_vals, gram_vecs = _top_eigh(gram_matrix(feats), k)
             if gram_vals[-1] > _GRAM_MIN_RATIO * gram_vals[0]:
                 vals = gram_vals
                 # u = X^T v / |X^T v| and |X^T v|^2 = (n - 1) * lambda for a Gram eigenpair.
                 vecs = centred.T @ gram_vecs / np.sqrt((n - 1) * gram_vals)
-        if vecs is None:
-            covariance = centred.T @ centred / (n - 1)
     else:
-        total = float(np.trace(covariance))
+        total = float(np.trace(feats.covariance))
     if vecs is None:
-        vals, vecs = _top_eigh(covariance, k)
+        vals, vecs = _top_eigh(feats.covariance_matrix(), k)
 
     # eigh may return -1e-17 for a zero eigenvalue; a variance is never negative.
     vals = np.maximum(vals, 0.0)
     vecs = _sign_convention(vecs)
-    component = np.arange(k)
+    # 1-based ranks, as correlation_spectrum's component (one convention; issue 16).
+    component = np.arange(1, k + 1)
     unit_coords = {} if unit_coord is None else {"unit": unit_coord}
     eigvals = xr.DataArray(
         vals,
@@ -160,11 +151,13 @@ def axis_swaps(
         Orthonormal columns: the top-``k`` covariance eigenvectors of the same probe set at two
         checkpoints, sorted by decreasing eigenvalue (as :func:`top_eigvecs` returns them).
     eigvals_a, eigvals_b : array-like (k,), optional
-        The matching eigenvalues. The near-degeneracy of a swap is judged on ``eigvals_a``
-        (checkpoint ``a``); ``eigvals_b`` is used only when ``eigvals_a`` is not given.
+        The matching eigenvalues. The near-degeneracy of a swap is judged at *both* checkpoints
+        when both are given (a small gap at either one makes it near-degenerate), at the one
+        checkpoint whose eigenvalues are given otherwise.
     degenerate_tol : float, default 0.05
         A swap of axis ``i`` to index ``j`` is *near-degenerate* when the relative gap
-        ``|l_i - l_j| / max(|l_i|, |l_j|)`` is below this (a gap of 0/0 counts as 0).
+        ``|l_i - l_j| / max(|l_i|, |l_j|)`` between the eigenvalues at positions ``i`` and ``j``
+        is below this at checkpoint ``a`` or at checkpoint ``b`` (a gap of 0/0 counts as 0).
 
     Returns
     -------
@@ -177,13 +170,17 @@ def axis_swaps(
           subspace, whatever happens inside it.
         - ``degenerate_swap_rate``, ``nondegenerate_swap_rate``: swapped axes whose swap is / is
           not near-degenerate, as shares of all ``k`` axes (they add up to ``swap_rate``); NaN
-          when no eigenvalues are given.
+          when no eigenvalues are given. ``nondegenerate_swap_rate`` counts only swaps that no
+          sampling noise inside a (nearly) degenerate eigenspace can explain: the headline rate
+          to compare across models.
 
-        Per-axis variables over dim ``component`` (the axes of ``a``): ``matching`` (int, the
-        index in ``b`` matched to each axis), ``swapped`` (bool), ``axis_overlap`` (the matched
-        overlap of each axis); and ``overlap`` (dims ``component``, ``component_b``), the matrix
-        ``O``. ``attrs`` hold ``d``, ``k``, ``degenerate_tol`` and ``degenerate_reference``
-        (``"eigvals_a"``, ``"eigvals_b"`` or ``"none"``).
+        Per-axis variables over dim ``component`` (the axes of ``a``, by 1-based rank as
+        everywhere in geomxai): ``matching`` (int, the 1-based rank in ``b`` of the axis matched
+        to each axis, a ``component_b`` coordinate), ``swapped`` (bool, ``matching !=
+        component``), ``axis_overlap`` (the matched overlap of each axis); and ``overlap`` (dims
+        ``component``, ``component_b``), the matrix ``O``. ``attrs`` hold ``d``, ``k``, ``degenerate_tol`` and ``degenerate_reference``,
+        the eigenvalues degeneracy was judged on (``"both"``, ``"eigvals_a"``, ``"eigvals_b"``
+        or ``"none"``).
 
     Raises
     ------
@@ -200,18 +197,24 @@ def axis_swaps(
 
     Examples
     --------
-    Axes 0 and 1 trade places and axis 1 flips sign; their eigenvalues are 0.5% apart:
+    The first two axes trade places and the second flips sign; their eigenvalues are 0.5% apart:
 
     >>> import numpy as np
     >>> u_a = np.eye(4)[:, :3]
     >>> u_b = u_a[:, [1, 0, 2]] * [1.0, -1.0, 1.0]
     >>> out = axis_swaps(u_a, u_b, eigvals_a=[2.0, 1.99, 1.0])
-    >>> out.matching.values.tolist()
-    [1, 0, 2]
+    >>> out.matching.values.tolist()  # 1-based ranks: axes 1 and 2 trade places
+    [2, 1, 3]
     >>> round(float(out.swap_rate), 4), float(out.matched_overlap), float(out.subspace_overlap)
     (0.6667, 1.0, 1.0)
     >>> round(float(out.degenerate_swap_rate), 4), float(out.nondegenerate_swap_rate)
     (0.6667, 0.0)
+
+    The same swap with a wide gap at ``a`` but a near-tie at ``b`` is near-degenerate too:
+
+    >>> out = axis_swaps(u_a, u_b, eigvals_a=[2.0, 1.0, 0.5], eigvals_b=[1.5, 1.49, 0.5])
+    >>> float(out.nondegenerate_swap_rate), out.attrs["degenerate_reference"]
+    (0.0, 'both')
     """
     u_a = eigvecs_matrix(eigvecs_a, name="eigvecs_a")
     u_b = eigvecs_matrix(eigvecs_b, name="eigvecs_b")
@@ -224,25 +227,17 @@ def axis_swaps(
     _check_basis(u_b, name="eigvecs_b")
     k = u_a.shape[1]
     tol = _check_tol(degenerate_tol)
-    if eigvals_a is not None:
-        reference = eigvals_vector(eigvals_a, k=k, name="eigvals_a")
-        label = "eigvals_a"
-        if eigvals_b is not None:
-            eigvals_vector(eigvals_b, k=k, name="eigvals_b")
-    elif eigvals_b is not None:
-        reference = eigvals_vector(eigvals_b, k=k, name="eigvals_b")
-        label = "eigvals_b"
-    else:
-        reference, label = None, "none"
-    pair = _pair_metrics(u_a, u_b, reference, tol)
+    vals_a = None if eigvals_a is None else eigvals_vector(eigvals_a, k=k, name="eigvals_a")
+    vals_b = None if eigvals_b is None else eigvals_vector(eigvals_b, k=k, name="eigvals_b")
+    pair = _pair_metrics(u_a, u_b, vals_a, vals_b, tol)
+    label = _reference_label(vals_a is not None, vals_b is not None)
     return _to_dataset([pair], d=u_a.shape[0], k=k, tol=tol, reference=label, stacked=False)
 
 
 def axis_swap_sequence(
-    checkpoints: Iterable,
+    checkpoints: Iterable[tuple],
     k=None,
     *,
-    kind: str = "auto",
     labels: Sequence | None = None,
     degenerate_tol: float = 0.05,
 ) -> xr.Dataset:
@@ -250,25 +245,19 @@ def axis_swap_sequence(
 
     Parameters
     ----------
-    checkpoints : iterable of length T >= 2
-        One entry per checkpoint, in training order; all for the same probe set and layer. Each is
-
-        - features (n, d): array, Tensor, DataArray (sample, unit) or FeatureMoments; their
-          top-``k`` axes are computed with :func:`top_eigvecs` (eigenvalues included);
-        - eigenvectors (d, >= k): an array or Tensor (with ``kind="eigvecs"``) or a DataArray
-          with a ``component`` dim; the first ``k`` columns are used;
-        - a tuple ``(eigvals, eigvecs)`` as :func:`top_eigvecs` returns it.
+    checkpoints : iterable of T >= 2 pairs ``(eigvals, eigvecs)``
+        One pair per checkpoint, in training order, all for the same probe set and layer, as
+        :func:`top_eigvecs` returns them: ``eigvals`` (>= k,) array-like, Tensor or DataArray, or
+        ``None`` (then that checkpoint's swaps are not split into degenerate and not);
+        ``eigvecs`` (d, >= k) array, Tensor or DataArray (unit, component). The one input form:
+        from features, pass ``[top_eigvecs(f, k) for f in features]``.
     k : int, optional
-        Number of axes. Required for features; for eigenvectors ``None`` uses all columns.
-    kind : {"auto", "features", "eigvecs"}, default "auto"
-        How to read the entries. ``"auto"``: a tuple is ``(eigvals, eigvecs)``, a DataArray with
-        a ``component`` dim is eigenvectors, anything else is features. Plain arrays of
-        eigenvectors therefore need ``kind="eigvecs"``.
+        Number of axes: the first ``k`` columns of every ``eigvecs``; ``None`` uses them all.
     labels : sequence of length T, optional
         Checkpoint labels (epochs, steps); default ``0 .. T-1``.
     degenerate_tol : float, default 0.05
-        As in :func:`axis_swaps`; judged on the eigenvalues of the earlier checkpoint of each
-        pair, when they are known.
+        As in :func:`axis_swaps`; judged at both checkpoints of each pair (a near-tie at either
+        makes a swap near-degenerate), on the eigenvalues that are known.
 
     Returns
     -------
@@ -280,8 +269,9 @@ def axis_swap_sequence(
     Raises
     ------
     ValueError
-        Fewer than 2 checkpoints, differing widths or probe-set sizes, a missing ``k`` for
-        features, and everything :func:`axis_swaps` and :func:`top_eigvecs` refuse.
+        Fewer than 2 checkpoints, an entry that is not an ``(eigvals, eigvecs)`` pair, differing
+        widths, eigenvalues from probe sets of different sizes (their ``n_samples`` attrs), and
+        everything :func:`axis_swaps` refuses.
 
     Examples
     --------
@@ -290,7 +280,7 @@ def axis_swap_sequence(
     >>> import numpy as np
     >>> z = np.random.default_rng(0).normal(size=(400, 3))
     >>> feats = [z * [3.0, 2.0, 1.0], z * [3.0, 2.1, 1.0], z * [2.0, 3.0, 1.0]]
-    >>> seq = axis_swap_sequence(feats, 2, labels=[0, 5, 10])
+    >>> seq = axis_swap_sequence([top_eigvecs(f, 2) for f in feats], labels=[0, 5, 10])
     >>> seq.swap_rate.values.tolist()
     [0.0, 1.0]
     >>> seq.checkpoint_b.values.tolist()
@@ -299,8 +289,6 @@ def axis_swap_sequence(
     items = list(checkpoints)
     if len(items) < 2:
         raise ValueError(f"axis_swap_sequence needs at least 2 checkpoints; got {len(items)}")
-    if kind not in _KINDS:
-        raise ValueError(f"kind must be one of {_KINDS}; got kind={kind!r}")
     if labels is None:
         labels = np.arange(len(items))
     else:
@@ -314,60 +302,16 @@ def axis_swap_sequence(
         k = check_positive_int(k, name="k")
     tol = _check_tol(degenerate_tol)
 
-    bases = [_resolve_checkpoint(item, k, kind, index) for index, item in enumerate(items)]
-    first_vecs, _, first_n = bases[0]
-    for index, (vecs, _, n) in enumerate(bases[1:], start=1):
-        if vecs.shape != first_vecs.shape:
-            raise ValueError(
-                "every checkpoint must give eigenvectors of the same shape (d, k); "
-                f"checkpoint 0 gives {first_vecs.shape}, checkpoint {index} gives {vecs.shape}"
-            )
-        if n is not None and first_n is not None and n != first_n:
-            raise ValueError(
-                "axis swaps compare a fixed probe set; checkpoint 0 has "
-                f"n={first_n} samples, checkpoint {index} has n={n}"
-            )
-    d, k = first_vecs.shape
-    pairs = [
-        _pair_metrics(a[0], b[0], a[1], tol) for a, b in zip(bases[:-1], bases[1:], strict=True)
-    ]
-    has_eigvals = [a[1] is not None for a in bases[:-1]]
-    reference = "eigvals_a" if all(has_eigvals) else ("none" if not any(has_eigvals) else "mixed")
+    bases = [_resolve_checkpoint(item, k, index) for index, item in enumerate(items)]
+    _check_alike(bases)
+    d, k = bases[0][0].shape
+    steps = list(zip(bases[:-1], bases[1:], strict=True))
+    # Degeneracy judged at both checkpoints of each pair, as axis_swaps does.
+    pairs = [_pair_metrics(a[0], b[0], a[1], b[1], tol) for a, b in steps]
+    used = {_reference_label(a[1] is not None, b[1] is not None) for a, b in steps}
+    reference = used.pop() if len(used) == 1 else "mixed"
     out = _to_dataset(pairs, d=d, k=k, tol=tol, reference=reference, stacked=True)
     return out.assign_coords(checkpoint_a=("step", labels[:-1]), checkpoint_b=("step", labels[1:]))
-
-
-def _features_input(features):
-    """(centred (n, d) or None, covariance (d, d) or None, n, unit coordinate or None)."""
-    if isinstance(features, FeatureMoments):
-        if features.count < 2:
-            raise ValueError(
-                f"features need at least 2 samples for a covariance; got count={features.count}"
-            )
-        covariance = np.asarray(features.covariance(ddof=1), dtype=np.float64)
-        check_finite(covariance, name="features (FeatureMoments covariance)")
-        return None, covariance, int(features.count), None
-    unit_coord = None
-    if isinstance(features, xr.DataArray):
-        if features.ndim != 2 or "sample" not in features.dims:
-            raise ValueError(
-                "features as a DataArray must have dims ('sample', <unit dim>); "
-                f"got dims {features.dims}"
-            )
-        unit_dim = next(d for d in features.dims if d != "sample")
-        features = features.transpose("sample", unit_dim)
-        if unit_dim in features.indexes:
-            unit_coord = features.indexes[unit_dim].values
-    x = as_float64(features, name="features")
-    if x.ndim != 2:
-        raise ValueError(f"features must be 2-D (n samples, d units); got shape {x.shape}")
-    check_finite(x, name="features")
-    n = x.shape[0]
-    if n < 2:
-        raise ValueError(f"features need at least 2 samples for a covariance; got n={n}")
-    # Centre in float64 first: x^T x - n m m^T cancels catastrophically for features with a
-    # large mean and a small spread (post-ReLU units).
-    return x - x.mean(axis=0), None, n, unit_coord
 
 
 def _top_eigh(matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -416,8 +360,28 @@ def _check_tol(tol) -> float:
     return value
 
 
-def _pair_metrics(u_a, u_b, eigvals, tol) -> dict[str, np.ndarray]:
-    """Every per-pair quantity, as numpy values, for one pair of (d, k) bases."""
+def _reference_label(has_a: bool, has_b: bool) -> str:
+    """Which eigenvalues the degeneracy of a pair's swaps was judged on."""
+    return {(True, True): "both", (True, False): "eigvals_a", (False, True): "eigvals_b"}.get(
+        (has_a, has_b), "none"
+    )
+
+
+def _relative_gap(eigvals: np.ndarray, index: np.ndarray, matching: np.ndarray) -> np.ndarray:
+    """``|l_i - l_j| / max(|l_i|, |l_j|)`` for each pair of positions (i, matching[i])."""
+    l_i, l_j = eigvals[index], eigvals[matching]
+    scale = np.maximum(np.abs(l_i), np.abs(l_j))
+    return np.divide(np.abs(l_i - l_j), scale, out=np.zeros(index.size), where=scale > 0)
+
+
+def _pair_metrics(u_a, u_b, eigvals_a, eigvals_b, tol) -> dict[str, np.ndarray]:
+    """Every per-pair quantity, as numpy values, for one pair of (d, k) bases.
+
+    A swap of position ``i`` to ``j`` is near-degenerate when the eigenvalues at positions
+    ``i`` and ``j`` are close at either checkpoint whose eigenvalues are known: a near-tie at
+    ``a`` lets the solver order the two axes either way there, a near-tie at ``b`` the same
+    at ``b``, and either one alone can produce the swap.
+    """
     k = u_a.shape[1]
     product = u_a.T @ u_b
     overlap = np.abs(product)
@@ -425,13 +389,14 @@ def _pair_metrics(u_a, u_b, eigvals, tol) -> dict[str, np.ndarray]:
     index = np.arange(k)
     swapped = matching != index
     axis_overlap = overlap[index, matching]
-    if eigvals is None:
+    known = [vals for vals in (eigvals_a, eigvals_b) if vals is not None]
+    if not known:
         degenerate_rate = nondegenerate_rate = np.nan
     else:
-        l_i, l_j = eigvals[index], eigvals[matching]
-        scale = np.maximum(np.abs(l_i), np.abs(l_j))
-        gap = np.divide(np.abs(l_i - l_j), scale, out=np.zeros(k), where=scale > 0)
-        degenerate = swapped & (gap < tol)
+        near = np.zeros(k, dtype=bool)
+        for vals in known:
+            near |= _relative_gap(vals, index, matching) < tol
+        degenerate = swapped & near
         degenerate_rate = np.count_nonzero(degenerate) / k
         nondegenerate_rate = np.count_nonzero(swapped & ~degenerate) / k
     return {
@@ -440,7 +405,8 @@ def _pair_metrics(u_a, u_b, eigvals, tol) -> dict[str, np.ndarray]:
         "subspace_overlap": np.float64(np.sum(product * product) / k),
         "degenerate_swap_rate": np.float64(degenerate_rate),
         "nondegenerate_swap_rate": np.float64(nondegenerate_rate),
-        "matching": matching.astype(np.int64),
+        # Ranks, 1-based like the component coordinates (positions are 0-based above).
+        "matching": matching.astype(np.int64) + 1,
         "swapped": swapped,
         "axis_overlap": axis_overlap,
         "overlap": overlap,
@@ -466,38 +432,42 @@ def _to_dataset(pairs, *, d, k, tol, reference, stacked) -> xr.Dataset:
     data = {key: (lead, value(key)) for key in _SCALARS}
     data.update({key: ((*lead, "component"), value(key)) for key in _PER_AXIS})
     data["overlap"] = ((*lead, "component", "component_b"), value("overlap"))
-    coords = {"component": np.arange(k), "component_b": np.arange(k)}
+    coords = {"component": np.arange(1, k + 1), "component_b": np.arange(1, k + 1)}
     if stacked:
         coords["step"] = np.arange(len(pairs))
     attrs = {"d": int(d), "k": int(k), "degenerate_tol": tol, "degenerate_reference": reference}
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
-def _resolve_checkpoint(item, k, kind, index):
-    """(eigvecs (d, k), eigvals (k,) or None, n or None) for one entry of a sequence."""
-    name = f"checkpoints[{index}]"
-    if kind == "auto":
-        if isinstance(item, tuple):
-            kind = "eigvecs"
-        elif isinstance(item, xr.DataArray) and "component" in item.dims:
-            kind = "eigvecs"
-        else:
-            kind = "features"
-    if kind == "features":
-        if isinstance(item, tuple):
-            raise ValueError(f"{name} is a tuple; with kind='features' pass the features (n, d)")
-        if k is None:
-            raise ValueError("k is required when the checkpoints are features")
-        vals, vecs = top_eigvecs(item, k)
-        return vecs.values, vals.values, vals.attrs["n_samples"]
-    vals = None
-    if isinstance(item, tuple):
-        if len(item) != 2:
+def _check_alike(bases) -> None:
+    """Every checkpoint's eigenvectors have one shape, and its probe set (if known) one size."""
+    first_vecs, _, first_n = bases[0]
+    for index, (vecs, _, n) in enumerate(bases[1:], start=1):
+        if vecs.shape != first_vecs.shape:
             raise ValueError(
-                f"{name} is a tuple of length {len(item)}; expected (eigvals, eigvecs)"
+                "every checkpoint must give eigenvectors of the same shape (d, k); "
+                f"checkpoint 0 gives {first_vecs.shape}, checkpoint {index} gives {vecs.shape}"
             )
-        vals, item = item
-    vecs = eigvecs_matrix(item, name=name)
+        if n is not None and first_n is not None and n != first_n:
+            raise ValueError(
+                "axis swaps compare a fixed probe set; checkpoint 0 has "
+                f"n={first_n} samples, checkpoint {index} has n={n}"
+            )
+
+
+def _resolve_checkpoint(item, k, index):
+    """(eigvecs (d, k), eigvals (k,) or None, n or None) for one ``(eigvals, eigvecs)`` entry."""
+    name = f"checkpoints[{index}]"
+    if not isinstance(item, tuple) or len(item) != 2:
+        got = f"a tuple of length {len(item)}" if isinstance(item, tuple) else type(item).__name__
+        shape = f" of shape {tuple(item.shape)}" if hasattr(item, "shape") else ""
+        raise ValueError(
+            f"{name} must be a pair (eigvals, eigvecs) as top_eigvecs returns it; got "
+            f"{got}{shape}. For features pass [top_eigvecs(f, k) for f in features]"
+        )
+    vals, vecs = item
+    n = getattr(vals, "attrs", {}).get("n_samples")
+    vecs = eigvecs_matrix(vecs, name=name)
     width = vecs.shape[1] if k is None else k
     if width > vecs.shape[1]:
         raise ValueError(f"{name} has {vecs.shape[1]} eigenvector columns; k={k} asked for")
@@ -511,4 +481,4 @@ def _resolve_checkpoint(item, k, kind, index):
                 f"got shape {vals.shape}"
             )
         vals = eigvals_vector(vals[:width], k=width, name=f"{name} eigvals")
-    return vecs, vals, None
+    return vecs, vals, None if n is None else int(n)

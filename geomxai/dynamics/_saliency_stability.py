@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from geomxai.dynamics._arrays import as_float64, check_finite
+from geomxai._features import as_float64, check_finite
 
 _UNDEFINED_NOTE = (
     "NaN where the map of a sample is all zero at either checkpoint (cosine undefined); "
@@ -39,7 +39,7 @@ def saliency_stability(maps_a, maps_b) -> xr.DataArray:
     Raises
     ------
     ValueError
-        Shapes differ, fewer than 2 dims, no samples, NaN/inf entries.
+        Shapes differ, fewer than 2 dims, no samples, maps of no pixels, NaN/inf entries.
 
     Notes
     -----
@@ -98,6 +98,11 @@ def _maps_input(maps, *, name: str):
         )
     if array.shape[0] == 0:
         raise ValueError(f"{name} holds no samples; expected at least one map")
+    if array.size == 0:
+        raise ValueError(
+            f"{name} holds maps of no pixels (shape {array.shape}); expected at least one value "
+            "per map"
+        )
     check_finite(array, name=name)
     return array, coord
 

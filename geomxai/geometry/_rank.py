@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -50,6 +51,14 @@ def effective_rank(
         The effective rank. A representation with zero variance (complete collapse) has
         effective rank 0 by convention, like the matrix rank of a zero matrix.
 
+    Warns
+    -----
+    UserWarning
+        When the sample count, not the features, sets the value: with ``n <= d`` samples the
+        centred features have rank at most ``n - 1``, which bounds the effective rank, and a
+        value within 10% of that bound (always, for 2 samples: exactly 1) says more about ``n``
+        than about the representation. The value is returned as computed.
+
     Examples
     --------
     >>> import numpy as np
@@ -69,7 +78,17 @@ def effective_rank(
         total = eig.sum()
         if total <= 0:
             return 0.0
-        return _entropy_rank(eig / total)
+        value = _entropy_rank(eig / total)
+        cap = feats.count - 1
+        if cap < feats.dim and value >= 0.9 * cap:
+            warnings.warn(
+                f"effective_rank of {feats.count} samples of {feats.dim} units is {value:.3g}, "
+                f"at the bound n - 1 = {cap} that the sample count sets: it measures the sample "
+                f"count, not the features; use at least {2 * feats.dim} samples",
+                UserWarning,
+                stacklevel=2,
+            )
+        return value
     # RankMe: singular values of the uncentred matrix Z (n, d), min(n, d) of them.
     if feats.centred is not None:
         z = feats.centred + feats.mean

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
+import math
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from geomxai._fill import TRAINING_FILLS
+from geomxai._util import close_matches, did_you_mean
+from geomxai.train._masking import MASK_BY
+from geomxai.whitening import DECORRELATION_KINDS, WHITENING_METHODS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -16,10 +21,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 REGIMES = ("regular", "sgt", "dbn", "saliencydecor")
+"""The four training regimes, defined once here; other parts import ``geomxai.train.REGIMES``."""
 PLACEMENTS = ("auto", "path", "aux")
-DECOR_KINDS = ("offdiag", "covariance", "whitened")
-MASK_BY = ("abs", "signed")
-FILLS = ("uniform", "mean", "zero")
 MASK_GRADIENT_MODES = ("eval", "train")
 
 
@@ -89,13 +92,14 @@ class TrainConfig:
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid field."""
+        _check_types(self)
         _choice("regime", self.regime, REGIMES)
         _choice("whitening_placement", self.whitening_placement, PLACEMENTS)
-        _choice("decor_kind", self.decor_kind, DECOR_KINDS)
+        _choice("decor_kind", self.decor_kind, DECORRELATION_KINDS)
         _choice("mask_by", self.mask_by, MASK_BY)
-        _choice("mask_fill", self.mask_fill, FILLS)
+        _choice("mask_fill", self.mask_fill, TRAINING_FILLS)
         _choice("mask_gradient_mode", self.mask_gradient_mode, MASK_GRADIENT_MODES)
-        _choice("whitening_method", self.whitening_method, ("zca", "newton_schulz"))
+        _choice("whitening_method", self.whitening_method, WHITENING_METHODS)
         if not 0.0 < self.mask_ratio < 1.0:
             raise ConfigError(f"mask_ratio must lie in (0, 1); got mask_ratio={self.mask_ratio}")
         if self.group_size < 2:
@@ -115,6 +119,8 @@ class TrainConfig:
         for name in ("lr", "decor_weight", "kl_weight", "whitening_eps", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be non-negative; got {name}={getattr(self, name)}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"momentum must lie in [0, 1); got momentum={self.momentum}")
         if self.lr == 0:
             raise ConfigError("lr must be positive; got lr=0")
         if not 0.0 < self.whitening_momentum <= 1.0:
@@ -152,7 +158,7 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         for key in values:
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=3)
+                close = close_matches(key, known)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 raise ConfigError(f"unknown config field {key!r}{hint}")
         return cls(**values)
@@ -174,10 +180,57 @@ class TrainConfig:
         return Path(self.out_dir)
 
 
+_TYPE_NAMES = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a finite number",
+    "bool": "true or false",
+}
+
+
+def _check_types(config: TrainConfig) -> None:
+    """Every field's value has its declared type: ``1.5`` is not an epoch count, ``"yes"`` is not
+    ``true``, and a NaN or infinite rate would train with a term silently off or diverge.
+
+    Checked before anything else (and before any file is written), so a CLI ``--set`` typo is
+    refused with the field and its type named rather than failing later inside the trainer.
+    """
+    for f in fields(config):
+        value = getattr(config, f.name)
+        declared = str(f.type).replace(" ", "")
+        optional = declared.endswith("|None")
+        kind = declared.removesuffix("|None")
+        if value is None and optional:
+            continue
+        if kind == "bool":
+            ok = isinstance(value, bool)
+        elif kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind == "float":
+            ok = (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            )
+        elif kind == "str":
+            ok = isinstance(value, str)
+        else:  # pragma: no cover - a new field type must be added above
+            raise TypeError(f"TrainConfig.{f.name} has an unchecked type {declared}")
+        if not ok:
+            expected = _TYPE_NAMES[kind] + (" or None" if optional else "")
+            raise ConfigError(
+                f"{f.name} must be {expected}; got {f.name}={value!r} ({type(value).__name__})"
+            )
+        if kind == "float" and not isinstance(value, float):
+            object.__setattr__(config, f.name, float(value))  # lr=1 from TOML is 1.0
+    for name in ("out_dir", "dataset", "model", "device"):
+        if not getattr(config, name).strip():
+            raise ConfigError(f"{name} must not be empty; got {name}={getattr(config, name)!r}")
+
+
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        close = difflib.get_close_matches(str(value), allowed, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(value, allowed, n=1)
         raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}{hint}")
 
 

@@ -18,6 +18,8 @@ from numbers import Integral, Real
 
 import torch
 
+from geomxai._finite import check_finite
+
 # Statistics (mean, covariance) and the small per-group matrices are always computed in float64:
 # a float32 covariance of features with a large mean or a wide spread loses the small eigenvalues
 # that (l + eps)^-1/2 amplifies most. The matrices are (k, g, g), so this costs little.
@@ -151,6 +153,28 @@ def check_rows(rows: torch.Tensor, layout_features: int, *, name: str = "x") -> 
         raise ValueError(f"{name} has no samples; whitening needs at least one")
 
 
+_NONFINITE_HINT = (
+    "batch statistics over them would be NaN and every whitened row with them; drop or repair "
+    "those samples, or look for a diverged model upstream"
+)
+
+
+def refuse_nonfinite(x: torch.Tensor, *, name: str = "x", on_accelerator: bool = True) -> None:
+    """Raise a ValueError, counting the NaN/inf entries of ``x``, when it holds any.
+
+    On the CPU the test is one elementwise pass and reading its flag costs nothing. On an
+    accelerator reading the flag is a host synchronisation, which the training hot path
+    (:class:`GroupWhitening`'s forward and :func:`decorrelation_loss`, once per step) must not
+    pay: ``on_accelerator=False`` skips the test there. The non-finite input then gives a
+    non-finite output and loss, which the trainer stops on, and :class:`GroupWhitening` keeps
+    its running statistics safe on the device (see ``_update_running``). Meta tensors hold no
+    values and are never tested.
+    """
+    if x.device.type == "meta" or (x.device.type != "cpu" and not on_accelerator):
+        return
+    check_finite(x, name=name, hint=_NONFINITE_HINT)
+
+
 def padded_groups(rows: torch.Tensor, layout: GroupLayout) -> torch.Tensor:
     """(m, d) rows as (m, num_groups, group_size), a remainder group padded with zero columns.
 
@@ -245,6 +269,8 @@ def whiten_batch(x: torch.Tensor, layout: GroupLayout, matrices) -> tuple[torch.
     """
     rows = to_rows(x)
     check_rows(rows, layout.num_features)
+    # Off the training hot path (the layer has its own check), so tested on every device.
+    refuse_nonfinite(rows)
     with no_autocast(x.device):
         mean, centred, covs = batch_moments(rows, layout)
         mats = matrices(covs)

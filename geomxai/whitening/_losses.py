@@ -11,6 +11,7 @@ from geomxai.whitening._groups import (
     check_rows,
     no_autocast,
     padded_moments,
+    refuse_nonfinite,
     resolve_groups,
     to_rows,
     work_dtype,
@@ -76,6 +77,13 @@ def decorrelation_loss(
     Tensor ()
         Scalar, differentiable with respect to ``h``; float64 for float64 input, else float32.
 
+    Raises
+    ------
+    ValueError
+        NaN or inf in ``h`` on the CPU (the message counts them). On an accelerator ``h`` is
+        not tested, because reading the result would synchronise every training step; the loss
+        is then non-finite, which :func:`geomxai.train.train` stops on.
+
     Examples
     --------
     >>> import torch
@@ -103,6 +111,9 @@ def decorrelation_loss(
     else:
         layout = resolve_groups(rows.shape[-1], group_size)
     check_rows(rows, layout.num_features, name="h")
+    # Once per training step: refused on the CPU; on an accelerator not tested (a host sync per
+    # step), where NaN/inf features give a non-finite loss that the trainer stops on.
+    refuse_nonfinite(rows, name="h", on_accelerator=False)
 
     with no_autocast(h.device):
         if kind != "whitened":

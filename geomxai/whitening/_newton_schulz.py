@@ -67,6 +67,11 @@ def newton_schulz_whiten(
     -------
     Tensor, shape and dtype of ``x``
 
+    Raises
+    ------
+    ValueError
+        NaN or inf in ``x``, on every device, as :func:`zca_whiten`.
+
     Examples
     --------
     >>> import torch

@@ -148,6 +148,13 @@ def zca_whiten(
     Tensor, shape and dtype of ``x``
         Whitened features; within each group the batch covariance is ``I`` up to ``eps``.
 
+    Raises
+    ------
+    ValueError
+        NaN or inf in ``x`` (counted in the message), on every device: batch statistics over
+        them would make every output row NaN. Not a training hot path, so the one flag read
+        back costs no more than the ``eigh`` that follows.
+
     Examples
     --------
     >>> import torch

@@ -56,7 +56,8 @@ def test_planted_swap_of_two_columns(rng):
     u_b = u_a[:, [0, 3, 2, 1, 4]]
     out = axis_swaps(u_a, u_b)
     assert float(out.swap_rate) == pytest.approx(2 / k)
-    assert out.matching.values.tolist() == [0, 3, 2, 1, 4]
+    assert out.matching.values.tolist() == [1, 4, 3, 2, 5]  # 1-based ranks
+    assert out.component.values.tolist() == [1, 2, 3, 4, 5]
     assert out.swapped.values.tolist() == [False, True, False, True, False]
     assert float(out.matched_overlap) == pytest.approx(1.0)
     assert float(out.subspace_overlap) == pytest.approx(1.0)
@@ -109,7 +110,7 @@ def test_ninety_degree_rotation_in_a_plane_is_a_swap(rng):
     k = 4
     u_a = orthonormal(rng, 7, k)
     out = axis_swaps(u_a, plane_rotation(u_a, 0, 2, np.pi / 2))
-    assert out.matching.values.tolist() == [2, 1, 0, 3]
+    assert out.matching.values.tolist() == [3, 2, 1, 4]
     assert float(out.swap_rate) == pytest.approx(2 / k)
     assert float(out.matched_overlap) == pytest.approx(1.0)
 
@@ -129,7 +130,7 @@ def test_exact_tie_between_staying_and_swapping_keeps_axes_in_place():
     b1 = [0.5, 0.75, z, np.sqrt(1 - 0.5**2 - 0.75**2 - z**2)]
     out = axis_swaps(u_a, np.array([b0, b1]).T)
     assert out.overlap.values.tolist() == [[0.0, 0.5], [0.25, 0.75]]
-    assert out.matching.values.tolist() == [0, 1]
+    assert out.matching.values.tolist() == [1, 2]
     assert float(out.swap_rate) == 0.0
 
 
@@ -252,7 +253,7 @@ def test_matching_is_optimal_against_brute_force(pair):
     k = overlap.shape[0]
     assert float(out.matched_overlap) * k == pytest.approx(best, abs=1e-8)
     if best - runner_up > 1e-6:
-        assert tuple(out.matching.values.tolist()) == best_perm
+        assert tuple(out.matching.values.tolist()) == tuple(j + 1 for j in best_perm)
     np.testing.assert_allclose(out.overlap.values, overlap)
     assert float(out.subspace_overlap) == pytest.approx(np.linalg.norm(u_a.T @ u_b) ** 2 / k)
     assert 0.0 <= float(out.subspace_overlap) <= 1.0 + 1e-12
@@ -281,7 +282,7 @@ def test_consistent_relabelling_and_sign_flips_change_nothing(pair, seed):
         assert float(flipped[name]) == pytest.approx(float(base[name]), abs=1e-12)
     # Relabelling conjugates the matching: axis perm[i] -> m[perm[i]] becomes i -> inv[m[perm[i]]].
     inverse = np.argsort(perm)
-    expected = inverse[base.matching.values[perm]]
+    expected = inverse[base.matching.values[perm] - 1] + 1  # matching holds 1-based ranks
     np.testing.assert_array_equal(relabelled.matching.values, expected)
     np.testing.assert_array_equal(flipped.matching.values, base.matching.values)
 
@@ -307,7 +308,8 @@ def test_sequence_of_features_detects_an_eigenvalue_crossing(rng):
         [3.0, 5.0, 1.99, 2.0, 0.5, 0.1],  # axes 2 and 3 cross, 0.5% apart: degenerate
     ]
     feats = planted_features(rng, variances)
-    seq = axis_swap_sequence(feats, 4, labels=[10, 20, 30, 40])
+    bases = [top_eigvecs(f, 4) for f in feats]
+    seq = axis_swap_sequence(bases, labels=[10, 20, 30, 40])
     assert seq.sizes["step"] == 3
     assert seq.swap_rate.dims == ("step",)
     np.testing.assert_allclose(seq.swap_rate.values, [0.0, 0.5, 0.5])
@@ -318,39 +320,159 @@ def test_sequence_of_features_detects_an_eigenvalue_crossing(rng):
     assert seq.checkpoint_b.values.tolist() == [20, 30, 40]
     assert seq.overlap.dims == ("step", "component", "component_b")
     # Stepwise results equal the pairwise function on the same eigenvectors.
-    bases = [top_eigvecs(f, 4) for f in feats]
-    pair = axis_swaps(bases[1][1], bases[2][1], eigvals_a=bases[1][0])
+    pair = axis_swaps(bases[1][1], bases[2][1], eigvals_a=bases[1][0], eigvals_b=bases[2][0])
     step = seq.isel(step=1).drop_vars(["step", "checkpoint_a", "checkpoint_b"])
     xr.testing.assert_allclose(step, pair)
+    assert step.attrs == pair.attrs
 
 
-def test_sequence_of_eigvecs_and_pairs(rng):
+def test_sequence_takes_eigenpairs_with_or_without_eigvals(rng):
     u = orthonormal(rng, 6, 4)
-    plain = axis_swap_sequence([u, u[:, [1, 0, 2, 3]], u], kind="eigvecs")
+    plain = axis_swap_sequence([(None, u), (None, u[:, [1, 0, 2, 3]]), (None, u)])
     np.testing.assert_allclose(plain.swap_rate.values, [0.5, 0.5])
     assert np.isnan(plain.degenerate_swap_rate.values).all()
-    # Tuples (eigvals, eigvecs) as top_eigvecs returns them; k takes the leading columns.
+    assert plain.attrs["degenerate_reference"] == "none"
+    # k takes the leading columns (and eigenvalues).
     vals = np.array([4.0, 3.98, 2.0, 1.0])
     pairs = axis_swap_sequence([(vals, u), (vals, u[:, [1, 0, 2, 3]])], 3)
     assert float(pairs.degenerate_swap_rate[0]) == pytest.approx(2 / 3)
     assert pairs.attrs["k"] == 3
-    # DataArrays with a component dim are read as eigenvectors under kind="auto".
-    da = [xr.DataArray(u, dims=("unit", "component"))] * 3
-    np.testing.assert_allclose(axis_swap_sequence(da).swap_rate.values, 0.0)
+    mixed = axis_swap_sequence([(vals, u), (None, u), (None, u)])
+    assert mixed.attrs["degenerate_reference"] == "mixed"
+    # Tensors and DataArrays (unit, component) are read the same way.
+    da = xr.DataArray(u.T, dims=("component", "unit"))
+    same = axis_swap_sequence([(torch.tensor(vals), da)] * 3)
+    np.testing.assert_allclose(same.swap_rate.values, 0.0)
+
+
+def test_sequence_takes_one_input_form(rng):
+    """Features, bare eigenvectors or a kind= switch are refused, never guessed."""
+    u = orthonormal(rng, 6, 3)
+    x = rng.normal(size=(20, 6))
+    for entry, got in (
+        (x, r"got ndarray of shape \(20, 6\)"),
+        (xr.DataArray(u, dims=("unit", "component")), "got DataArray"),
+        ((np.ones(3), u, 5), "got a tuple of length 3"),
+    ):
+        with pytest.raises(
+            ValueError, match=r"checkpoints\[0\] must be a pair \(eigvals, eigvecs\).*" + got
+        ):
+            axis_swap_sequence([entry, entry])
+    with pytest.raises(TypeError, match="kind"):
+        axis_swap_sequence([(None, u), (None, u)], kind="eigvecs")
 
 
 def test_sequence_validation(rng):
     u = orthonormal(rng, 6, 3)
     x = rng.normal(size=(20, 6))
     with pytest.raises(ValueError, match="at least 2"):
-        axis_swap_sequence([x], 2)
-    with pytest.raises(ValueError, match="k is required"):
-        axis_swap_sequence([x, x])
+        axis_swap_sequence([top_eigvecs(x, 2)])
     with pytest.raises(ValueError, match="probe set"):
-        axis_swap_sequence([x, x[:10]], 2)
+        axis_swap_sequence([top_eigvecs(x, 2), top_eigvecs(x[:10], 2)])
     with pytest.raises(ValueError, match="same shape"):
-        axis_swap_sequence([u, u[:, :2]], kind="eigvecs")
+        axis_swap_sequence([(None, u), (None, u[:, :2])])
+    with pytest.raises(ValueError, match="k=4 asked for"):
+        axis_swap_sequence([(None, u), (None, u)], 4)
     with pytest.raises(ValueError, match="labels"):
-        axis_swap_sequence([x, x], 2, labels=[1, 2, 3])
-    with pytest.raises(ValueError, match="kind"):
-        axis_swap_sequence([x, x], 2, kind="pca")
+        axis_swap_sequence([(None, u), (None, u)], labels=[1, 2, 3])
+
+
+# ---------------------------------------------------------------- degeneracy at both checkpoints
+
+
+def reference_degenerate_split(matching, eigvals_a, eigvals_b, tol):
+    """(degenerate, non-degenerate) swap counts, axis by axis, straight from the definition."""
+    degenerate = nondegenerate = 0
+    for i, j in enumerate(matching):
+        if i == j:
+            continue
+        near = False
+        for vals in (eigvals_a, eigvals_b):
+            if vals is None:
+                continue
+            scale = max(abs(vals[i]), abs(vals[j]))
+            gap = abs(vals[i] - vals[j]) / scale if scale > 0 else 0.0
+            near = near or gap < tol
+        degenerate += near
+        nondegenerate += not near
+    return degenerate, nondegenerate
+
+
+class TestDegeneracyAtBothCheckpoints:
+    """A swap explained by a near-tie at either checkpoint is not counted as a genuine swap."""
+
+    def test_a_near_tie_at_the_second_checkpoint_alone_makes_a_swap_degenerate(self, rng):
+        u_a = orthonormal(rng, 5, 3)
+        u_b = u_a[:, [1, 0, 2]]
+        wide_a = [3.0, 2.0, 1.0]  # axes 0 and 1 are 33% apart at a
+        tie_b = [2.0, 1.99, 1.0]  # and 0.5% apart at b
+        only_a = axis_swaps(u_a, u_b, eigvals_a=wide_a)
+        both = axis_swaps(u_a, u_b, eigvals_a=wide_a, eigvals_b=tie_b)
+        assert float(only_a.nondegenerate_swap_rate) == pytest.approx(2 / 3)
+        assert float(both.swap_rate) == pytest.approx(2 / 3)
+        assert float(both.degenerate_swap_rate) == pytest.approx(2 / 3)
+        assert float(both.nondegenerate_swap_rate) == 0.0
+        assert both.attrs["degenerate_reference"] == "both"
+        # The same tie at a, a wide gap at b: degenerate either way round.
+        flipped = axis_swaps(u_a, u_b, eigvals_a=tie_b, eigvals_b=wide_a)
+        assert float(flipped.nondegenerate_swap_rate) == 0.0
+
+    def test_the_output_stores_every_rate(self, rng):
+        u_a = orthonormal(rng, 7, 4)
+        out = axis_swaps(
+            u_a, u_a[:, [1, 0, 3, 2]], eigvals_a=[4.0, 3.0, 2.0, 1.99], eigvals_b=[4, 3, 2, 1]
+        )
+        rates = {
+            n: float(out[n])
+            for n in ("swap_rate", "degenerate_swap_rate", "nondegenerate_swap_rate")
+        }
+        assert rates == pytest.approx(
+            {"swap_rate": 1.0, "degenerate_swap_rate": 0.5, "nondegenerate_swap_rate": 0.5}
+        )
+
+    @SETTINGS
+    @given(
+        pair=basis_pairs(),
+        seed=st.integers(0, 2**16),
+        tol=st.sampled_from([0.0, 0.01, 0.05, 0.3]),
+        given_=st.sampled_from(["both", "a", "b", "none"]),
+    )
+    def test_matches_the_axis_by_axis_definition(self, pair, seed, tol, given_):
+        u_a, u_b, eigvals_a = pair
+        k = u_a.shape[1]
+        gen = np.random.default_rng(seed)
+        # Clustered eigenvalues at b, so near-ties are common.
+        eigvals_b = np.sort(gen.choice([1.0, 1.005, 2.0, 2.01, 4.0], size=k))[::-1]
+        vals_a = eigvals_a if given_ in ("both", "a") else None
+        vals_b = eigvals_b if given_ in ("both", "b") else None
+        out = axis_swaps(u_a, u_b, eigvals_a=vals_a, eigvals_b=vals_b, degenerate_tol=tol)
+        if given_ == "none":
+            assert np.isnan(float(out.degenerate_swap_rate))
+            return
+        # matching holds 1-based ranks; the reference works on positions.
+        deg, nondeg = reference_degenerate_split(out.matching.values - 1, vals_a, vals_b, tol)
+        assert float(out.degenerate_swap_rate) == pytest.approx(deg / k)
+        assert float(out.nondegenerate_swap_rate) == pytest.approx(nondeg / k)
+        assert float(out.swap_rate) == pytest.approx((deg + nondeg) / k)
+
+    @SETTINGS
+    @given(pair=basis_pairs(), seed=st.integers(0, 2**16))
+    def test_the_split_does_not_depend_on_which_checkpoint_comes_first(self, pair, seed):
+        u_a, u_b, eigvals_a = pair
+        eigvals_b = np.sort(np.random.default_rng(seed).uniform(0.9, 1.1, size=u_a.shape[1]))[::-1]
+        forward = axis_swaps(u_a, u_b, eigvals_a=eigvals_a, eigvals_b=eigvals_b)
+        backward = axis_swaps(u_b, u_a, eigvals_a=eigvals_b, eigvals_b=eigvals_a)
+        for name in ("swap_rate", "degenerate_swap_rate", "nondegenerate_swap_rate"):
+            assert float(forward[name]) == pytest.approx(float(backward[name])), name
+
+    def test_the_sequence_judges_both_checkpoints_of_each_step(self, rng):
+        variances = [
+            [5.0, 3.0, 1.0],  # axes 0 and 1 far apart here
+            [3.0, 3.01, 1.0],  # and crossing into a near-tie here: not a genuine swap
+        ]
+        bases = [top_eigvecs(f, 2) for f in planted_features(rng, variances, d=3)]
+        seq = axis_swap_sequence(bases)
+        assert seq.swap_rate.values.tolist() == [1.0]
+        assert seq.degenerate_swap_rate.values.tolist() == [1.0]
+        assert seq.nondegenerate_swap_rate.values.tolist() == [0.0]
+        assert seq.attrs["degenerate_reference"] == "both"

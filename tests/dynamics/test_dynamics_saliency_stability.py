@@ -105,3 +105,16 @@ def test_symmetric_bounded_and_scale_invariant(maps, scale):
     assert (np.abs(s.values[defined]) <= 1.0).all()
     np.testing.assert_allclose(saliency_stability(other, maps).values, s.values, atol=1e-12)
     np.testing.assert_allclose(saliency_stability(scale * maps, other).values, s.values, atol=1e-12)
+
+
+class TestEmptyInput:
+    """No samples, or maps of no pixel: a clear error, not numpy's zero-size reduction error."""
+
+    @pytest.mark.parametrize("shape", [(3, 0, 0), (3, 0), (2, 4, 0)])
+    def test_maps_of_no_pixel_are_refused(self, shape):
+        with pytest.raises(ValueError, match="maps_a holds maps of no pixels"):
+            saliency_stability(np.zeros(shape), np.zeros(shape))
+
+    def test_no_samples_are_refused(self):
+        with pytest.raises(ValueError, match="no samples"):
+            saliency_stability(np.zeros((0, 4, 4)), np.zeros((0, 4, 4)))

@@ -58,14 +58,16 @@ def rng():
     return np.random.default_rng(0)
 
 
-def test_matches_slow_reference(rng):
+def test_matches_slow_reference(global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
     h = rng.normal(size=(30, 5)) @ rng.normal(size=(5, 5)) + 3.0
     assert effective_rank(h) == pytest.approx(slow_erank(h.tolist()), rel=1e-10)
     assert participation_ratio(h) == pytest.approx(slow_pr(h.tolist()), rel=1e-10)
     assert effective_rank(h, method="rankme") == pytest.approx(slow_rankme(h), rel=1e-10)
 
 
-def test_n_smaller_than_d_uses_gram_with_same_answer(rng):
+def test_n_smaller_than_d_uses_gram_with_same_answer(global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
     h = rng.normal(size=(6, 40))
     assert effective_rank(h) == pytest.approx(slow_erank(h.tolist()), rel=1e-9)
     assert participation_ratio(h) == pytest.approx(slow_pr(h.tolist()), rel=1e-9)
@@ -74,7 +76,8 @@ def test_n_smaller_than_d_uses_gram_with_same_answer(rng):
     assert effective_rank(h) <= 5 + 1e-9
 
 
-def test_closed_forms(rng):
+def test_closed_forms(global_random_seed):
+    rng = np.random.default_rng(global_random_seed)
     d = 8
     iso = rng.normal(size=(200_000, d))
     assert effective_rank(iso) == pytest.approx(d, rel=1e-3)

@@ -1,4 +1,4 @@
-"""correlation_spectrum, correlation_summary and spectrum_decay."""
+"""correlation_spectrum, correlation_summary, spectrum_decay, alpha_req; the dead-unit threshold."""
 
 import math
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geomxai.collect import FeatureMoments
-from geomxai.geometry import correlation_spectrum, correlation_summary, spectrum_decay
+from geomxai.geometry import alpha_req, correlation_spectrum, correlation_summary, spectrum_decay
 
 
 def slow_correlation(h, tol=1e-8):
@@ -146,3 +146,185 @@ def test_spectrum_permutation_invariance(n, d, seed):
     # correlation is invariant to per-unit affine rescaling
     np.testing.assert_allclose(correlation_spectrum(h * 3.0 - 1.0).values, spec.values, atol=1e-9)
     assert spec.sum() == pytest.approx(spec.attrs["n_live"])
+
+
+# ----------------------------------------------------------------------------------- alpha-ReQ
+
+
+def _standardised(n, d, seed):
+    """(n, d) columns with mean 0, variance 1 and no sample correlation, exactly."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(n, d + 1)))
+    # Orthonormal columns orthogonal to the constant vector: centred and uncorrelated.
+    ones = np.ones((n, 1)) / math.sqrt(n)
+    q = q - ones @ (ones.T @ q)
+    q, _ = np.linalg.qr(q)
+    return q[:, :d] * math.sqrt(n - 1)
+
+
+def reference_alpha_req(h):
+    """The alpha-ReQ fit written from its definition and the public implementation's steps.
+
+    PCA explained-variance ratios of the centred features (every component), the 0-based
+    window 5..99 (ranks 6..100) and weighted least squares on (-log k, 1) with weights 1/k,
+    solved through the normal equations.
+    """
+    centred = h - h.mean(axis=0)
+    s = np.linalg.svd(centred, compute_uv=False)
+    ratio = s**2 / np.sum(s**2)
+    index = np.arange(5, 100)
+    k = (index + 1).astype(np.float64)
+    y = np.log(ratio[index])
+    x = np.stack([-np.log(k), np.ones_like(k)], axis=1)
+    w = (1.0 / k)[:, None]
+    b = np.linalg.solve(x.T @ (x * w), (w * x).T @ y)
+    return float(b[0])
+
+
+class TestAlphaReq:
+    """alpha-ReQ under its own name: the covariance spectrum, ranks 6..100, weights 1/k."""
+
+    @pytest.mark.parametrize("seed", [0, 1, 2])
+    def test_matches_the_reference_fit(self, seed):
+        rng = np.random.default_rng(seed)
+        h = rng.normal(size=(500, 160)) @ rng.normal(size=(160, 160)) + 3.0
+        out = alpha_req(h)
+        assert out["alpha"] == pytest.approx(reference_alpha_req(h), abs=1e-10)
+        assert (out["fit_lo"], out["fit_hi"], out["n_fit"]) == (6, 100, 95)
+
+    def test_a_planted_power_law_is_recovered_exactly(self):
+        d = 150
+        h = _standardised(2000, d, seed=3) * np.arange(1, d + 1) ** (-1.3 / 2)
+        out = alpha_req(h)
+        assert out["alpha"] == pytest.approx(1.3, abs=1e-9)
+        assert out["r2"] == pytest.approx(1.0, abs=1e-12)
+        assert out["intercept"] == pytest.approx(0.0, abs=1e-9)
+
+    def test_the_window_is_never_modified_and_repeat_calls_agree(self):
+        h = np.random.default_rng(4).normal(size=(300, 120)) * np.arange(1, 121) ** -0.6
+        window = np.array([6, 100])
+        as_list = [6, 100]
+        first = alpha_req(h, ranks=window)
+        assert alpha_req(h, ranks=window) == first
+        assert alpha_req(h, ranks=as_list) == first
+        assert window.tolist() == [6, 100] and as_list == [6, 100]
+        assert alpha_req(h) == alpha_req(h) == first  # the default does not drift either
+        from geomxai.geometry._spectrum import ALPHA_REQ_RANKS
+
+        assert ALPHA_REQ_RANKS == (6, 100)
+
+    def test_it_is_the_weighted_fit_of_the_covariance_spectrum(self):
+        rng = np.random.default_rng(5)
+        k = np.arange(1, 121)
+        # Not a pure power law: the weighting and the window both matter.
+        h = _standardised(600, 120, seed=5) * np.sqrt(k**-1.0 + 0.02 * np.exp(-k / 30.0))
+        h = h @ np.linalg.qr(rng.normal(size=(120, 120)))[0]  # rotate: units are mixed
+        cov = np.sort(np.linalg.eigvalsh(np.cov(h, rowvar=False)))[::-1]
+        out = alpha_req(h)
+        weighted = spectrum_decay(cov, fit_range=(6, 100), weighting="inverse_rank")
+        uniform = spectrum_decay(cov, fit_range=(6, 100))
+        assert out["alpha"] == pytest.approx(weighted["alpha"], rel=1e-9)
+        assert out["r2"] == pytest.approx(weighted["r2"], rel=1e-9)
+        assert abs(out["alpha"] - uniform["alpha"]) > 1e-3
+
+    def test_it_differs_from_the_correlation_spectrum_decay(self):
+        # Independent units with a decaying variance: the covariance spectrum decays (alpha-ReQ
+        # about 1), the correlation spectrum is flat (every correlation 0, alpha 0).
+        d = 120
+        h = _standardised(3000, d, seed=6) * np.arange(1, d + 1) ** -0.5
+        s = correlation_summary(h)
+        assert s["alpha_req"] == pytest.approx(1.0, abs=1e-9)
+        assert abs(s["alpha"]) < 1e-6
+        assert s["alpha_req"] == alpha_req(h)["alpha"]
+        assert s["alpha_req_r2"] == alpha_req(h)["r2"]
+
+    def test_moments_gram_and_tensor_inputs_agree(self):
+        import torch
+
+        rng = np.random.default_rng(7)
+        tall = rng.normal(size=(400, 110)) * np.arange(1, 111) ** -0.4
+        expected = alpha_req(tall)["alpha"]
+        assert alpha_req(FeatureMoments.from_batch(tall))["alpha"] == pytest.approx(expected)
+        assert alpha_req(torch.from_numpy(tall))["alpha"] == pytest.approx(expected)
+        wide = rng.normal(size=(60, 300)) * np.arange(1, 301) ** -0.4  # n < d: Gram matrix
+        cov = np.sort(np.linalg.eigvalsh(np.cov(wide, rowvar=False)))[::-1]
+        out = alpha_req(wide)
+        assert out["fit_hi"] == 59  # rank n - 1 = 59 is the last non-zero eigenvalue
+        ref = spectrum_decay(cov, fit_range=(6, 100), weighting="inverse_rank", rtol=1e-9)
+        assert out["alpha"] == pytest.approx(ref["alpha"], rel=1e-8)
+
+    def test_a_window_beyond_the_spectrum_is_cut_or_refused(self):
+        rng = np.random.default_rng(8)
+        narrow = rng.normal(size=(200, 30)) * np.arange(1, 31) ** -0.7
+        out = alpha_req(narrow)
+        assert (out["fit_lo"], out["fit_hi"], out["n_fit"]) == (6, 30, 25)
+        with pytest.raises(ValueError, match=r"alpha_req needs at least 2 .* ranks 6\.\.100"):
+            alpha_req(rng.normal(size=(200, 6)))
+        assert math.isnan(correlation_summary(rng.normal(size=(200, 6)))["alpha_req"])
+        whole = alpha_req(narrow, ranks=(1, None))
+        assert (whole["fit_lo"], whole["fit_hi"]) == (1, 30)
+
+    @pytest.mark.parametrize("ranks", [(0, 10), (8, 3), (1.5, 10), (True, 10), 6, "6-100"])
+    def test_bad_windows_are_refused_by_name(self, ranks):
+        with pytest.raises(ValueError, match="ranks"):
+            alpha_req(np.random.default_rng(9).normal(size=(50, 20)), ranks=ranks)
+
+    def test_weighting_is_validated(self):
+        with pytest.raises(ValueError, match="weighting must be one of"):
+            spectrum_decay(np.arange(10.0, 0, -1), weighting="1/k")
+
+
+# ----------------------------------------------------------------------------------- dead units
+
+
+class TestDeadUnits:
+    """One threshold, one place: geometry and entanglement agree on which units are dead."""
+
+    def test_both_metrics_use_the_one_threshold(self):
+        import inspect
+
+        from geomxai._finite import DEAD_UNIT_TOL
+
+        assert DEAD_UNIT_TOL == 1e-8
+        for fn in (correlation_spectrum, correlation_summary):
+            assert inspect.signature(fn).parameters["tol"].default is DEAD_UNIT_TOL
+
+    # Variance ratios to the largest unit: live above 1e-8, dead at or below. The old
+    # entanglement rule (std ratio 1e-12, i.e. variance ratio 1e-24) called 1e-9..1e-20 live.
+    RATIOS = (1.0, 0.3, 1e-6, 2e-8, 1e-9, 1e-14, 1e-20, 0.0)
+
+    def test_entanglement_and_the_correlation_spectrum_agree(self):
+        from geomxai.attribution._entanglement import _correlation
+
+        h = _standardised(400, len(self.RATIOS), seed=10) * np.sqrt(self.RATIOS) + 5.0
+        h[:, 1] += 0.5 * h[:, 0]  # correlated live units, so "live" shows in R
+        expected_dead = [r <= 1e-8 for r in self.RATIOS]
+        spec = correlation_spectrum(h)
+        assert spec.attrs["n_dead"] == sum(expected_dead) == 4
+        r = _correlation(h)
+        off = np.abs(r - np.diag(np.diag(r)))
+        dead_in_entanglement = [
+            bool(np.all(off[i] == 0) and np.all(off[:, i] == 0)) for i in range(h.shape[1])
+        ]
+        assert dead_in_entanglement == expected_dead
+
+    @settings(max_examples=40, deadline=None)
+    @given(
+        log_ratios=st.lists(st.floats(-30, 0), min_size=2, max_size=8),
+        seed=st.integers(0, 2**16),
+    )
+    def test_agreement_holds_for_any_variances(self, log_ratios, seed):
+        from geomxai._finite import live_units
+        from geomxai.attribution._entanglement import _correlation
+
+        ratios = np.array([1.0, *(10.0**lr for lr in log_ratios)])
+        d = ratios.size
+        z = _standardised(3 * d + 5, d, seed=seed)
+        z = z @ np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))[0]  # correlated
+        h = z * np.sqrt(ratios)
+        centred = h - h.mean(axis=0)
+        live = live_units(np.einsum("ij,ij->j", centred, centred))
+        assert correlation_spectrum(h).attrs["n_live"] == int(live.sum())
+        r = _correlation(h)
+        for i in np.flatnonzero(~live):
+            assert np.all(np.delete(r[i], i) == 0)

@@ -158,8 +158,9 @@ def test_permuting_samples_permutes_the_output(case, seed):
         )
 
 
-def test_float32_input_with_large_mean_is_whitened_accurately(rng):
+def test_float32_input_with_large_mean_is_whitened_accurately(global_random_seed):
     """Statistics in float64: a float32 batch with mean 1e4 and spread 1 still whitens to ~1e-4."""
+    rng = np.random.default_rng(global_random_seed)
     x = (1e4 + rng.normal(size=(512, 16)) @ rng.normal(size=(16, 16))).astype(np.float32)
     y = zca_whiten(torch.from_numpy(x), group_size=8)
     assert y.dtype == torch.float32
@@ -174,7 +175,7 @@ def test_conv_map_whitens_channels_over_all_positions(seed):
         torch.testing.assert_close(fn(x, group_size=4), expected)
 
 
-def test_input_is_left_unchanged(seed):
+def test_input_is_left_unchanged(global_random_seed):
     x = torch.randn(20, 5)
     before = x.clone()
     zca_whiten(x, group_size=2)
@@ -214,7 +215,7 @@ def test_newton_schulz_approaches_zca_as_iterations_grow(case):
 # ----------------------------------------------------------------------------------- gradients
 
 
-def test_gradcheck_zca_and_newton_schulz(seed):
+def test_gradcheck_zca_and_newton_schulz(global_random_seed):
     x = (torch.randn(9, 5, dtype=F64) @ torch.randn(5, 5, dtype=F64)).requires_grad_(True)
     # group_size=2 on d=5: two full groups and a 1-feature remainder, all in one check.
     assert torch.autograd.gradcheck(lambda t: zca_whiten(t, group_size=2, eps=1e-3), (x,))
@@ -354,8 +355,13 @@ def test_eigh_that_never_converges_raises_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.linalg, "eigh", broken)
     with pytest.raises(torch.linalg.LinAlgError, match="did not converge"):
         zca_whiten(torch.randn(10, 4))
+    # Finite input whose covariance overflows still reaches the solver's own clear error
+    # (NaN/inf input is refused before, see TestNonFiniteInput).
+    huge = 1e200 * torch.randn(
+        10, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
     with pytest.raises(FloatingPointError, match="NaN or inf"):
-        zca_whiten(torch.full((10, 4), float("nan")))
+        zca_whiten(huge)
 
 
 # --------------------------------------------------------------------------------- validation
@@ -388,3 +394,48 @@ def test_other_arguments_are_validated(fn):
         fn(torch.randn(0, 3))
     with pytest.raises(ValueError, match="iters must be an int of at least 1; got iters=0"):
         newton_schulz_whiten(torch.randn(4, 3), iters=0)
+
+
+# ------------------------------------------------------------------------- non-finite input
+
+
+class TestNonFiniteInput:
+    """NaN or inf features are refused at the functions' boundary, with a count and a fix."""
+
+    @pytest.mark.parametrize("fn", [zca_whiten, newton_schulz_whiten])
+    @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+    @pytest.mark.parametrize("shape", [(20, 6), (4, 6, 3, 3)], ids=["features", "conv-map"])
+    def test_a_bad_value_is_refused_and_counted(self, fn, bad, shape, seed):
+        x = torch.randn(*shape)
+        x.view(-1)[5] = bad
+        with pytest.raises(ValueError, match=r"x contains 1 NaN or infinite value\(s\) out of"):
+            fn(x, group_size=3)
+
+    @pytest.mark.parametrize("fn", [zca_whiten, newton_schulz_whiten])
+    def test_the_message_says_what_to_do(self, fn, seed):
+        x = torch.randn(20, 4, dtype=F64)
+        x[:3, 0] = float("nan")
+        with pytest.raises(ValueError, match="3 NaN .* drop or repair those samples"):
+            fn(x)
+
+    def test_the_input_is_left_unchanged(self, seed):
+        x = torch.randn(20, 4)
+        x[0, 0] = float("nan")
+        before = x.clone()
+        with pytest.raises(ValueError):
+            zca_whiten(x)
+        torch.testing.assert_close(x, before, equal_nan=True)
+
+    def test_meta_tensors_hold_no_values_and_are_not_tested(self):
+        from geomxai.whitening._groups import refuse_nonfinite
+
+        refuse_nonfinite(torch.empty(4, 3, device="meta"))  # no error, no values read
+
+    @pytest.mark.gpu
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+    def test_the_functions_refuse_on_cuda_too(self, seed):
+        x = torch.randn(20, 4, device="cuda")
+        x[1, 1] = float("nan")
+        for fn in (zca_whiten, newton_schulz_whiten):
+            with pytest.raises(ValueError, match="1 NaN"):
+                fn(x)

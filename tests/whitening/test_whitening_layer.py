@@ -22,7 +22,7 @@ def _batch(n: int, d: int, *, dtype=torch.float32, offset: float = 2.0) -> torch
 
 
 @pytest.mark.parametrize("method", ["zca", "newton_schulz"])
-def test_train_mode_equals_the_functional_whitening(seed, method):
+def test_train_mode_equals_the_functional_whitening(global_random_seed, method):
     x = _batch(64, 10)
     layer = GroupWhitening(10, group_size=4, method=method)
     fn = zca_whiten if method == "zca" else newton_schulz_whiten
@@ -57,7 +57,7 @@ def test_momentum_none_keeps_a_cumulative_average(seed):
 
 
 @pytest.mark.parametrize("method", ["zca", "newton_schulz"])
-def test_eval_mode_uses_the_running_statistics(seed, method):
+def test_eval_mode_uses_the_running_statistics(global_random_seed, method):
     d, g, eps = 9, 4, 1e-5
     layer = GroupWhitening(d, group_size=g, momentum=1.0, method=method).double()
     train_x, test_x = _batch(80, d, dtype=F64), _batch(7, d, dtype=F64)
@@ -255,3 +255,122 @@ def test_trainer_signature_and_defaults():
     layer = GroupWhitening(512, group_size=16, eps=1e-5, momentum=0.1, method="zca")
     assert layer.running_cov.shape == (32, 16, 16) and layer.weight is None
     assert "group_size=16" in repr(layer)
+
+
+# ------------------------------------------------------------------------- non-finite input
+
+
+def _state(layer: GroupWhitening) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in layer.state_dict().items()}
+
+
+def _assert_state(layer: GroupWhitening, before: dict[str, torch.Tensor]) -> None:
+    after = layer.state_dict()
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+        torch.testing.assert_close(after[key], value, rtol=0, atol=0, msg=key)
+
+
+class TestNonFiniteInput:
+    """One NaN batch never poisons the running statistics, on the CPU or (guarded) elsewhere."""
+
+    @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+    @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+    @pytest.mark.parametrize("method", ["zca", "newton_schulz"])
+    def test_the_cpu_refuses_before_any_statistic_changes(self, training, bad, method, seed):
+        layer = GroupWhitening(10, group_size=4, momentum=0.3, method=method)
+        layer(_batch(32, 10))  # running statistics that are not the initial ones
+        layer.train(training)
+        before = _state(layer)
+        x = _batch(32, 10)
+        x[7, 3] = bad
+        with pytest.raises(ValueError, match=r"x contains 1 NaN or infinite value\(s\) out of 320"):
+            layer(x)
+        _assert_state(layer, before)
+        assert int(layer.num_batches_tracked) == 1
+
+    def test_conv_maps_are_refused_too(self, seed):
+        layer = GroupWhitening(6, group_size=3)
+        before = _state(layer)
+        x = torch.randn(4, 6, 5, 5)
+        x[1, 2, 3, 4] = float("nan")
+        with pytest.raises(ValueError, match="1 NaN"):
+            layer(x)
+        _assert_state(layer, before)
+
+    @pytest.mark.parametrize("method", ["zca", "newton_schulz"])
+    @pytest.mark.parametrize("momentum", [0.1, None])
+    def test_where_the_forward_does_not_test_a_bad_batch_still_leaves_the_state(
+        self, monkeypatch, momentum, method, seed
+    ):
+        # What an accelerator does: the forward's test is skipped (on_accelerator=False), and
+        # the running update is guarded on the device instead.
+        import geomxai.whitening._layer as layer_module
+
+        calls = []
+
+        def skipped(rows, *, name="x", on_accelerator=True):
+            calls.append(on_accelerator)
+
+        monkeypatch.setattr(layer_module, "refuse_nonfinite", skipped)
+        good_a, good_b = _batch(32, 10, dtype=F64), _batch(32, 10, dtype=F64)
+        bad = _batch(32, 10, dtype=F64)
+        bad[0, 0] = float("nan")
+        layer = GroupWhitening(10, group_size=4, momentum=momentum, method=method).double()
+        reference = GroupWhitening(10, group_size=4, momentum=momentum, method=method).double()
+        layer(good_a)
+        reference(good_a)
+        before = _state(layer)
+        try:
+            y = layer(bad)
+        except FloatingPointError:  # ZCA: eigh may refuse a NaN covariance itself
+            assert method == "zca"
+        else:
+            assert torch.isnan(y).any()  # not finite: the trainer's NaN stop sees it
+        assert calls and not any(calls)  # the layer asks to be skipped off the CPU
+        _assert_state(layer, before)
+        layer(good_b)
+        reference(good_b)
+        _assert_state(layer, _state(reference))  # as if the bad batch had never come
+
+    def test_inf_input_whose_moments_are_not_finite_is_not_tracked(self, monkeypatch, seed):
+        import geomxai.whitening._layer as layer_module
+
+        monkeypatch.setattr(layer_module, "refuse_nonfinite", lambda rows, **kw: None)
+        layer = GroupWhitening(4, group_size=2, momentum=0.5)
+        before = _state(layer)
+        x = torch.randn(16, 4)
+        x[2, 1] = float("inf")
+        layer(x)
+        _assert_state(layer, before)
+
+    def test_the_guarded_update_reads_nothing_back_to_the_host(self, monkeypatch, seed):
+        # The guard must cost no host synchronisation on a GPU: no Tensor -> Python value read
+        # anywhere in a training forward once the forward's own test is skipped.
+        import geomxai.whitening._layer as layer_module
+
+        monkeypatch.setattr(layer_module, "refuse_nonfinite", lambda rows, **kw: None)
+        layer = GroupWhitening(8, group_size=4, momentum=0.1, method="newton_schulz")
+        x = _batch(32, 8)
+        x[0, 0] = float("nan")
+
+        def no_host_read(*args, **kwargs):
+            raise AssertionError("a tensor value was read on the host")
+
+        for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+            monkeypatch.setattr(torch.Tensor, name, no_host_read)
+        before = _state(layer)
+        layer(x)
+        monkeypatch.undo()
+        _assert_state(layer, before)
+
+    @pytest.mark.gpu
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+    def test_on_cuda_a_bad_training_batch_is_not_tracked(self, seed):
+        layer = GroupWhitening(8, group_size=4).cuda()
+        layer(_batch(32, 8).cuda())
+        before = _state(layer)
+        x = _batch(32, 8).cuda()
+        x[0, 0] = float("nan")
+        assert torch.isnan(layer(x)).any()
+        _assert_state(layer, before)

@@ -140,3 +140,30 @@ def test_validation_messages():
         decorrelation_loss(h, kind="whitened", whitening=layer, group_size=8)
     with pytest.raises(ValueError, match="h has 6 features on dim 1 but 512 were expected"):
         decorrelation_loss(torch.randn(8, 6), kind="whitened", whitening=layer)
+
+
+class TestNonFiniteInput:
+    """NaN or inf features are refused on the CPU; the loss is never a silent NaN there."""
+
+    @pytest.mark.parametrize("kind", ["offdiag", "covariance", "whitened"])
+    @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+    def test_a_bad_value_is_refused_and_counted(self, kind, bad, seed):
+        h = torch.randn(16, 8)
+        h[3, 2] = bad
+        extra = {"whitening": GroupWhitening(8, group_size=4)} if kind == "whitened" else {}
+        with pytest.raises(ValueError, match=r"h contains 1 NaN or infinite value\(s\) out of 128"):
+            decorrelation_loss(h, group_size=4, kind=kind, **extra)
+
+    def test_conv_maps_are_checked_too(self, seed):
+        h = torch.randn(4, 8, 3, 3)
+        h[0, 0, 0, 0] = float("nan")
+        with pytest.raises(ValueError, match="1 NaN"):
+            decorrelation_loss(h, group_size=4)
+
+    @pytest.mark.gpu
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+    def test_on_cuda_the_hot_path_does_not_test_and_the_loss_is_not_finite(self, seed):
+        h = torch.randn(16, 8, device="cuda")
+        h[3, 2] = float("nan")
+        loss = decorrelation_loss(h, group_size=4)  # no host sync, no error
+        assert not torch.isfinite(loss).item()  # what the trainer's NaN stop reads
