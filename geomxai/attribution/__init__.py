@@ -1,8 +1,10 @@
 """Attribution: Captum-backed saliency maps and the metrics that judge them.
 
-- :func:`saliency`: per-pixel maps (n, h, w) by gradient, |gradient|, input x gradient,
-  SmoothGrad or Integrated Gradients.
+- :func:`saliency`: per-position maps (per pixel (n, h, w), per time step (n, t), per feature
+  (n, d)) by a named method (gradient, |gradient|, input x gradient, SmoothGrad, Integrated
+  Gradients), any Captum ``Attribution`` instance or a callable; :func:`method_name` names it.
 - Masking fidelity: :func:`masking_curve`, :func:`masking_auc`, :func:`fidelity_gap`.
+- Probabilistic faithfulness (RISE): :func:`deletion_curve`, :func:`insertion_curve`.
 - Saliency gaps: :func:`topq_contrast`, :func:`gini`, and against ground-truth masks
   :func:`mask_auroc`, :func:`mass_inside`, :func:`pointing_game`.
 - :func:`gradient_entanglement` and :func:`entanglement_from_gradients`.
@@ -13,20 +15,24 @@ Formulas and conventions: ``docs/metrics.md``.
 
 from geomxai.attribution._entanglement import entanglement_from_gradients, gradient_entanglement
 from geomxai.attribution._gaps import gini, mask_auroc, mass_inside, pointing_game, topq_contrast
+from geomxai.attribution._insertion_deletion import deletion_curve, insertion_curve
 from geomxai.attribution._masking import fidelity_gap, masking_auc, masking_curve, road_impute
-from geomxai.attribution._saliency import saliency
+from geomxai.attribution._saliency import method_name, saliency
 from geomxai.attribution._sanity import cascading_randomization
 
 __all__ = [
     "cascading_randomization",
+    "deletion_curve",
     "entanglement_from_gradients",
     "fidelity_gap",
     "gini",
     "gradient_entanglement",
+    "insertion_curve",
     "mask_auroc",
     "masking_auc",
     "masking_curve",
     "mass_inside",
+    "method_name",
     "pointing_game",
     "road_impute",
     "saliency",

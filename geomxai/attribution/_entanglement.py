@@ -6,34 +6,38 @@ import numpy as np
 import torch
 from torch import nn
 
+from geomxai._features import as_float64, check_finite
+from geomxai._finite import DEAD_UNIT_TOL, live_units
+from geomxai._model_state import evaluating, module_device
+from geomxai.attribution._layout import as_batch
 from geomxai.attribution._utils import (
-    as_images,
     as_labels,
     check_batch_size,
-    eval_mode,
-    model_device,
+    compute_dtype,
     resolve_layer,
 )
 
 
 def _as_float64(a, *, name: str) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        a = a.detach().to("cpu", torch.float64).numpy()
-    a = np.asarray(getattr(a, "values", a), dtype=np.float64)
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return a
+    array = as_float64(a, name=name)
+    check_finite(array, name=name)
+    return array
 
 
-def _correlation(h: np.ndarray) -> np.ndarray:
-    """Correlation matrix (d, d) of features (n, d); a constant unit correlates with nothing.
+def _correlation(h: np.ndarray, *, tol: float = DEAD_UNIT_TOL) -> np.ndarray:
+    """Correlation matrix (d, d) of features (n, d); a dead unit correlates with nothing.
 
-    A constant (dead) unit has no defined correlation; 0 off the diagonal is the choice that
-    lets its gradient count in the denominator without inventing shared mass in the numerator.
+    A unit is dead by the threshold the correlation spectrum uses,
+    :data:`geomxai._features.DEAD_UNIT_TOL` on variances relative to the largest
+    (:func:`geomxai._features.live_units`), so entanglement and the geometry metrics agree on
+    which units are dead. A dead unit has no meaningful correlation; 0 off the diagonal is the
+    choice that lets its gradient count in the denominator without inventing shared mass in
+    the numerator.
     """
     c = h - h.mean(axis=0)
-    sd = np.sqrt(np.einsum("ij,ij->j", c, c))
-    live = sd > 1e-12 * max(sd.max(), np.finfo(np.float64).tiny)
+    ss = np.einsum("ij,ij->j", c, c)
+    live = live_units(ss, tol=tol)
+    sd = np.sqrt(ss)
     z = np.zeros_like(c)
     z[:, live] = c[:, live] / sd[live]
     r = z.T @ z
@@ -49,7 +53,8 @@ def entanglement_from_gradients(grads, correlation) -> float:
     of gradient mass on pairs of correlated units. 0 when the units carrying the gradient are
     uncorrelated, 1 when they are perfectly (anti-)correlated. The result is the mean over
     samples; samples with fewer than two non-zero gradient entries have no pairs, are left out
-    of the mean, and if no sample has pairs the result is NaN.
+    of the mean, and if no sample has pairs the result is NaN. Empty gradients (no sample or
+    no unit) and NaN/inf entries are refused with a ValueError.
 
     Parameters
     ----------
@@ -74,6 +79,11 @@ def entanglement_from_gradients(grads, correlation) -> float:
     r = _as_float64(correlation, name="correlation")
     if g.ndim != 2:
         raise ValueError(f"grads must be 2-D (n_samples, n_units); got shape {g.shape}")
+    if g.size == 0:
+        raise ValueError(
+            "grads must hold at least one sample and one unit (n_samples, n_units); got shape "
+            f"{g.shape}. Was the batch or the layer empty?"
+        )
     d = g.shape[1]
     if r.shape != (d, d):
         raise ValueError(f"correlation must have shape ({d}, {d}); got shape {r.shape}")
@@ -102,7 +112,8 @@ def gradient_entanglement(
 
     For each sample, ``g = d logit_y / d h`` at the output ``h`` of ``layer`` (flattened to
     (n, d)); the correlation matrix ``R`` is that of ``h`` over the given batch (float64;
-    dead units correlate with nothing) unless ``correlation`` is given. The value is
+    dead units, by the correlation spectrum's threshold, correlate with nothing) unless
+    ``correlation`` is given. The value is
     :func:`entanglement_from_gradients` of the two.
 
     A forward hook on ``layer`` replaces its output by a detached copy that requires grad, so
@@ -115,7 +126,9 @@ def gradient_entanglement(
     ----------
     model : nn.Module
         Any module with a submodule named ``layer`` (a dotted ``named_modules()`` name).
-    x : Tensor (n, c, h, w)
+    x : Tensor (n, c, h, w), (n, c, t) or (n, d)
+        Finite images, sequences or tabular rows (NaN or inf values are refused), of any
+        floating dtype: cast to the model's floating parameter dtype.
     y : int or Tensor (n,)
         Class whose logit is differentiated.
     layer : str
@@ -129,12 +142,13 @@ def gradient_entanglement(
     float
         In [0, 1].
     """
-    x = as_images(x)
+    x = as_batch(x)
     n = x.shape[0]
     labels = as_labels(y, n)
     batch_size = check_batch_size(batch_size, n)
     module = resolve_layer(model, layer)
-    device = model_device(model, fallback=x.device)
+    device = module_device(model, fallback=x.device)
+    dtype = compute_dtype(model, x)
     captured: list[torch.Tensor] = []
 
     def hook(_module, _inputs, output):
@@ -149,10 +163,10 @@ def gradient_entanglement(
     feats, grads = [], []
     handle = module.register_forward_hook(hook)
     try:
-        with eval_mode(model), torch.enable_grad():
+        with evaluating(model), torch.enable_grad():
             for start in range(0, n, batch_size):
                 captured.clear()
-                xb = x[start : start + batch_size].to(device)
+                xb = x[start : start + batch_size].to(device, dtype)
                 yb = labels[start : start + batch_size].to(device)
                 logits = model(xb)
                 if len(captured) != 1:

@@ -5,7 +5,10 @@ distributions (the paper's box plots) stay available; take ``.mean()`` for one n
 for which a value is undefined (an all-zero map; a mask that is all foreground or all
 background, for AUROC) get NaN, which xarray's ``mean`` skips by default. These metrics are
 computed in float64 on the CPU: they sort or rank every pixel once, which costs nothing next to
-the forward passes that made the maps.
+the forward passes that made the maps. Empty input (no map, or maps of no pixel) and NaN/inf
+values are refused with a ValueError: NaN is kept for a value that is undefined for one image.
+Maps may be per pixel (n, h, w), per time step (n, t) or per feature (n, d): every metric
+treats a map as its flattened positions.
 """
 
 from __future__ import annotations
@@ -16,17 +19,24 @@ import xarray as xr
 from scipy import ndimage
 from scipy.stats import rankdata
 
+from geomxai._features import as_float64, check_finite
+
 
 def _maps(saliency, *, name: str = "saliency") -> np.ndarray:
-    if isinstance(saliency, xr.DataArray):
-        saliency = saliency.values
-    if isinstance(saliency, torch.Tensor):
-        saliency = saliency.detach().to("cpu", torch.float64).numpy()
-    s = np.asarray(saliency, dtype=np.float64)
-    if s.ndim != 3:
-        raise ValueError(f"{name} must be per-pixel maps (n, h, w); got shape {s.shape}")
-    if not np.all(np.isfinite(s)):
-        raise ValueError(f"{name} contains NaN or infinite values; expected finite maps")
+    s = as_float64(saliency, name=name)
+    if s.ndim not in (2, 3):
+        raise ValueError(
+            f"{name} must be per-position maps: (n, h, w) for images, (n, t) for sequences or "
+            f"(n, d) for tabular data; got shape {s.shape}"
+        )
+    if s.size == 0:
+        # Nothing to rank or sum: numpy would fail deep inside (a zero-size reduction) or
+        # give NaN for every image, which reads as "undefined map", not "no map".
+        raise ValueError(
+            f"{name} must hold at least one map of at least one pixel (n >= 1, h * w >= 1); "
+            f"got shape {s.shape}. Was the probe set or the image empty?"
+        )
+    check_finite(s, name=name)
     if np.any(s < 0):
         raise ValueError(
             f"{name} must be non-negative magnitudes (e.g. saliency(..., reduce='abs_sum')); "
@@ -63,14 +73,14 @@ def _shape(saliency) -> tuple[int, ...]:
 def topq_contrast(saliency, q: float = 0.1) -> xr.DataArray:
     """Top-q contrast: ``(mean of the top q share of pixels - mean of the rest) / mean``.
 
-    The top share holds ``k = max(1, round(q * P))`` of the ``P = h * w`` pixels. The ratio is
+    The top share holds ``k = max(1, round(q * P))`` of the ``P`` positions. The ratio is
     scale-free, so normalising the map to sum 1 first changes nothing. It is 0 for a flat map
     and at most ``P / k`` (about ``1 / q``, e.g. 10 for q=0.1), reached when all the mass lies
     in the top share. NaN for an all-zero map.
 
     Parameters
     ----------
-    saliency : array or Tensor (n, h, w), non-negative
+    saliency : array or Tensor (n, h, w), (n, t) or (n, d), non-negative
     q : float in (0, 1)
 
     Returns
@@ -110,7 +120,7 @@ def gini(saliency) -> xr.DataArray:
 
     Parameters
     ----------
-    saliency : array or Tensor (n, h, w), non-negative
+    saliency : array or Tensor (n, h, w), (n, t) or (n, d), non-negative
 
     Returns
     -------
@@ -141,8 +151,8 @@ def mask_auroc(saliency, masks) -> xr.DataArray:
 
     Parameters
     ----------
-    saliency : array or Tensor (n, h, w), non-negative
-    masks : bool array or Tensor (n, h, w)
+    saliency : array or Tensor (n, h, w), (n, t) or (n, d), non-negative
+    masks : bool array or Tensor of the saliency's shape
         True on the ground-truth foreground.
 
     Returns
@@ -174,8 +184,8 @@ def mass_inside(saliency, masks) -> xr.DataArray:
 
     Parameters
     ----------
-    saliency : array or Tensor (n, h, w), non-negative
-    masks : bool array or Tensor (n, h, w)
+    saliency : array or Tensor (n, h, w), (n, t) or (n, d), non-negative
+    masks : bool array or Tensor of the saliency's shape
 
     Returns
     -------
@@ -200,8 +210,8 @@ def pointing_game(saliency, masks, *, tolerance: float = 0.0) -> xr.DataArray:
 
     Parameters
     ----------
-    saliency : array or Tensor (n, h, w), non-negative
-    masks : bool array or Tensor (n, h, w)
+    saliency : array or Tensor (n, h, w), (n, t) or (n, d), non-negative
+    masks : bool array or Tensor of the saliency's shape
     tolerance : float
         Distance in pixels within which a maximum still counts as a hit.
 

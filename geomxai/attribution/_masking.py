@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import numpy as np
@@ -11,18 +10,27 @@ import torch.nn.functional as F
 import xarray as xr
 from torch import nn
 
-from geomxai.attribution._utils import (
-    as_images,
-    as_labels,
-    as_maps,
-    check_batch_size,
-    eval_mode,
-    model_device,
+from geomxai._features import check_finite
+from geomxai._fill import FILLS
+from geomxai._model_state import evaluating, module_device
+from geomxai.attribution._layout import (
+    as_batch,
+    as_position_maps,
+    batch_stats,
+    check_fill,
+    impute_road,
+    layout_of,
+    position_fill,
 )
+from geomxai.attribution._utils import as_labels, check_batch_size, compute_dtype
 
 ORDERS = ("morf", "lerf", "random")
-FILLS = ("uniform", "zero", "mean", "blur", "road")
 SCALES = ("unit", "paper")
+# What a NaN accuracy means and what to do, for the area functions' finite check.
+_CURVE_HINT = (
+    "accuracies in [0, 1]; a NaN is a fraction that was not measured: recompute the curve, or "
+    "drop that fraction with curve.dropna('fraction') and compare areas over the same fractions"
+)
 
 # ROAD's neighbour weights (Rong et al. 2022): 1/6 for the 4 direct neighbours, 1/12 for the
 # 4 diagonal ones; they sum to 1 for an interior pixel.
@@ -51,10 +59,10 @@ def n_masked(fractions: np.ndarray, n_pixels: int) -> np.ndarray:
 
 
 def pixel_ranks(s: torch.Tensor, order: str, generator: torch.Generator | None) -> torch.Tensor:
-    """Rank (0 = removed first) of every pixel, (n, h*w), from saliency (n, h, w).
+    """Rank (0 = removed first) of every position, (n, P), from saliency (n, *positions).
 
-    Ties are broken by a stable sort, so among equal saliency values the pixel with the lower
-    row-major index is removed first, for MoRF and LeRF alike.
+    Ties are broken by a stable sort, so among equal saliency values the position with the
+    lower row-major index is removed first, for MoRF and LeRF alike.
     """
     flat = s.flatten(1)
     b, p = flat.shape
@@ -66,34 +74,6 @@ def pixel_ranks(s: torch.Tensor, order: str, generator: torch.Generator | None) 
     ranks = torch.empty_like(perm)
     ranks.scatter_(1, perm, torch.arange(p, device=flat.device).expand(b, p))
     return ranks
-
-
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur per channel, kernel radius ceil(3 sigma), replicate padding."""
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    # Replicate padding works for any image size (reflect needs radius < size).
-    y = F.pad(x, (radius, radius, 0, 0), mode="replicate")
-    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    y = F.pad(y, (0, 0, radius, radius), mode="replicate")
-    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-def _static_fill(x: torch.Tensor, fill: str, generator, blur_sigma: float) -> torch.Tensor:
-    """Replacement values (n, c, h, w) that do not depend on the mask."""
-    if fill == "zero":
-        return torch.zeros_like(x)
-    if fill == "mean":
-        return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
-    if fill == "blur":
-        return _gaussian_blur(x, blur_sigma)
-    lo = x.amin(dim=(1, 2, 3), keepdim=True)
-    hi = x.amax(dim=(1, 2, 3), keepdim=True)
-    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return lo + (hi - lo) * u
 
 
 def _neighbour_sum(v: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -236,12 +216,26 @@ def masking_curve(
     At fraction ``f`` the first ``floor(f * h * w + 1/2)`` pixels of that ranking are replaced,
     in all channels, by a fill, and accuracy is the share of images still classified as ``y``.
 
-    Fills: ``"uniform"`` (default; values drawn uniformly from each image's [min, max], as in
-    saliency-guided training, Ismail et al. 2021), ``"zero"``, ``"mean"`` (each image's
-    per-channel mean), ``"blur"`` (the pixel of a Gaussian blur of the image, ``blur_sigma``
-    pixels), ``"road"`` (ROAD noisy linear imputation, Rong et al. 2022, see
-    :func:`road_impute`). Random fills are drawn once per image and reused at every fraction, so
-    a pixel keeps its replacement value as ``f`` grows.
+    Fills: ``"uniform"`` (default; values drawn uniformly from each channel's [min, max] in each
+    image, exactly as saliency-guided training fills the pixels it masks, Ismail et al. 2021),
+    ``"zero"``, ``"mean"`` (each image's per-channel mean), ``"blur"`` (the pixel of a Gaussian
+    blur of the image, ``blur_sigma`` pixels), ``"road"`` (ROAD noisy linear imputation, Rong et
+    al. 2022, see :func:`road_impute`). The first four are the trainer's own definitions
+    (``geomxai._fill.image_fill``). Random fills are drawn once per image and reused at every
+    fraction, so a pixel keeps its replacement value as ``f`` grows.
+
+    .. versionchanged:: 0.1
+       ``"uniform"`` draws from each channel's own range, as the trainer does; it used to draw
+       from the image's range over all channels. Grey images (one channel) give the same curve
+       as before; colour images get fill values inside each channel's range.
+
+    Sequences (n, c, t) and tabular rows (n, d) are masked the same way by position: time
+    steps (all channels) or features, ranked by maps (n, t) or (n, d). A sequence's fills are
+    the image definitions along time, per series and channel (``"blur"`` blurs along time,
+    ``"road"`` interpolates between kept neighbours in time). Tabular features have no
+    neighbours, so ``"blur"`` and ``"road"`` are refused; ``"uniform"`` draws each feature from
+    its [min, max] over all the rows given and ``"mean"`` is its mean over them (one row's
+    features are on unrelated scales, so its own range would mean nothing); ``"zero"`` is 0.
 
     Everything runs on the model's device, batch by batch: ranks by one stable ``argsort`` and a
     ``scatter`` per batch, masks by comparing ranks with the count, one forward pass per
@@ -250,15 +244,17 @@ def masking_curve(
     Parameters
     ----------
     model : nn.Module
-        Maps images (n, c, h, w) to logits (n, k). Left as it was (eval mode during the call,
-        each submodule's flag restored after).
-    x : Tensor (n, c, h, w)
+        Maps inputs (n, c, h, w), (n, c, t) or (n, d) to logits (n, k). Left as it was (eval
+        mode during the call, each submodule's flag restored after).
+    x : Tensor (n, c, h, w), (n, c, t) or (n, d)
+        Finite inputs (NaN or inf values are refused), of any floating dtype: cast to the
+        model's floating parameter dtype before they are masked and classified.
     y : Tensor (n,)
         True labels.
-    saliency : Tensor (n, h, w)
-        Per-pixel maps, as :func:`saliency` returns them.
+    saliency : Tensor (n, h, w), (n, t) or (n, d)
+        Per-position maps, as :func:`saliency` returns them.
     fractions : sequence of float in [0, 1]
-        Fractions of pixels removed; sorted ascending in the result, must be distinct.
+        Fractions of positions removed; sorted ascending in the result, must be distinct.
     order : {"morf", "lerf", "random"}
     fill : {"uniform", "zero", "mean", "blur", "road"}
     batch_size : int or None
@@ -275,7 +271,9 @@ def masking_curve(
     -------
     DataArray (fraction,)
         Named ``"accuracy"``, in [0, 1]; coordinate ``n_masked`` (fraction,) holds the number of
-        pixels removed; ``attrs`` hold ``order``, ``fill``, ``n_samples``, ``n_pixels``.
+        positions removed; ``attrs`` hold ``order``, ``fill``, ``n_samples``, ``n_positions``,
+        ``layout`` (``"image"``, ``"sequence"`` or ``"tabular"``), and for images
+        ``n_pixels`` (= ``n_positions``).
 
     Examples
     --------
@@ -293,40 +291,48 @@ def masking_curve(
     """
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}; got order={order!r}")
-    if fill not in FILLS:
-        raise ValueError(f"fill must be one of {FILLS}; got fill={fill!r}")
     if fill == "blur" and not blur_sigma > 0:
         raise ValueError(f"blur_sigma must be > 0; got blur_sigma={blur_sigma!r}")
     if fill == "road" and not road_noise >= 0:
         raise ValueError(f"road_noise must be >= 0; got road_noise={road_noise!r}")
     fr = _check_fractions(fractions)
-    x = as_images(x)
-    n, _, h, w = x.shape
+    x = as_batch(x)
+    layout = layout_of(x)
+    check_fill(fill, layout, FILLS)
+    n, n_positions = x.shape[0], layout.n_positions
     labels = as_labels(y, n)
-    s = as_maps(saliency, n=n, hw=(h, w))
+    s = as_position_maps(saliency, n=n, layout=layout)
     batch_size = check_batch_size(batch_size, n)
-    counts = n_masked(fr, h * w)
+    counts = n_masked(fr, n_positions)
+    stats = batch_stats(x, layout)  # tabular fills: each feature over every row given
 
-    device = model_device(model, fallback=x.device)
+    device = module_device(model, fallback=x.device)
+    dtype = compute_dtype(model, x)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device)
         generator.manual_seed(int(seed))
     correct = torch.zeros(len(counts), dtype=torch.long, device=device)
-    with eval_mode(model), torch.no_grad():
+    with evaluating(model), torch.no_grad():
         for start in range(0, n, batch_size):
-            xb = x[start : start + batch_size].to(device)
+            xb = x[start : start + batch_size].to(device, dtype)
             yb = labels[start : start + batch_size].to(device)
             sb = s[start : start + batch_size].to(device)
-            ranks = pixel_ranks(sb, order, generator).view(-1, 1, h, w)
-            values = None if fill == "road" else _static_fill(xb, fill, generator, blur_sigma)
+            ranks = layout.broadcastable(pixel_ranks(sb, order, generator).view_as(sb))
+            values = (
+                None
+                if fill == "road"
+                else position_fill(
+                    xb, fill, layout, stats=stats, generator=generator, blur_sigma=blur_sigma
+                )
+            )
             for j, k in enumerate(counts.tolist()):
                 if k == 0:
                     xm = xb
                 else:
                     mask = ranks < k
                     if values is None:
-                        xm = road_impute(xb, mask, noise=road_noise, generator=generator)
+                        xm = impute_road(xb, mask, layout, noise=road_noise, generator=generator)
                     else:
                         xm = torch.where(mask, values, xb)
                 pred = model(xm).argmax(dim=1)
@@ -341,18 +347,22 @@ def masking_curve(
             "order": order,
             "fill": fill,
             "n_samples": int(n),
-            "n_pixels": int(h * w),
+            "n_positions": int(n_positions),
+            "layout": layout.kind,
+            **({"n_pixels": int(n_positions)} if layout.kind == "image" else {}),
         },
     )
 
 
-def masking_auc(curve: xr.DataArray, *, scale: Literal["unit", "paper"] = "unit"):
+def masking_auc(curve: xr.DataArray, *, scale: Literal["unit", "paper"] = "unit") -> xr.DataArray:
     """Area under a masking curve, by the trapezoid rule over its ``fraction`` coordinate.
 
     With ``scale="unit"`` fraction and accuracy are both in [0, 1], so the area is in [0, 1]
     when the fractions span [0, 1]; ``scale="paper"`` multiplies by 10000 (accuracy% times
     masked%, the scale of the paper's Table I). The area covers only the fractions measured; it
     is not rescaled to [0, 1] when they span less. Lower MoRF AUC means more faithful saliency.
+    NaN or inf accuracies (an unmeasured fraction) are refused with a ValueError, not turned
+    into a NaN area.
 
     Parameters
     ----------
@@ -362,13 +372,16 @@ def masking_auc(curve: xr.DataArray, *, scale: Literal["unit", "paper"] = "unit"
 
     Returns
     -------
-    float, or DataArray over the curve's other dims
+    DataArray (...) named ``auc``
+        Always a DataArray: over the curve's other dims, 0-d for a curve over ``fraction``
+        alone (``float(...)`` gives the number). ``attrs``: ``scale``, and the curve's
+        ``order`` and ``fill`` where it has them.
 
     Examples
     --------
     >>> import xarray as xr
     >>> curve = xr.DataArray([1.0, 0.5, 0.0], dims="fraction", coords={"fraction": [0, 0.5, 1]})
-    >>> masking_auc(curve), masking_auc(curve, scale="paper")
+    >>> float(masking_auc(curve)), float(masking_auc(curve, scale="paper"))
     (0.5, 5000.0)
     """
     if scale not in SCALES:
@@ -383,16 +396,16 @@ def masking_auc(curve: xr.DataArray, *, scale: Literal["unit", "paper"] = "unit"
     fr = np.asarray(curve["fraction"].values, dtype=np.float64)
     if fr.size < 2:
         raise ValueError(f"an area needs at least 2 fractions; got {fr.size}")
-    if fr.min() < 0 or fr.max() > 1:
+    if not np.all(np.isfinite(fr)) or fr.min() < 0 or fr.max() > 1:
         raise ValueError(f"curve fractions must lie in [0, 1]; got {fr.tolist()}")
     acc = np.asarray(curve.values, dtype=np.float64)
+    check_finite(acc, name="curve values", hint=_CURVE_HINT)
     if np.any(acc < 0) or np.any(acc > 1):
         raise ValueError("curve values must be accuracies in [0, 1]")
     factor = 10000.0 if scale == "paper" else 1.0
     area = curve.sortby("fraction").integrate("fraction") * factor
-    if area.ndim == 0:
-        return float(area)
-    return area.rename("auc")
+    kept = {k: curve.attrs[k] for k in ("order", "fill") if k in curve.attrs}
+    return area.rename("auc").assign_attrs(scale=scale, **kept)
 
 
 def fidelity_gap(
@@ -406,7 +419,9 @@ def fidelity_gap(
     Larger means more faithful saliency: removing the least salient pixels first should hurt
     accuracy much less than removing the most salient first. Curves must share their fractions;
     when their ``order`` attributes are present they must be "lerf" and "morf" respectively
-    (a swapped call raises instead of silently flipping the sign).
+    (a swapped call raises instead of silently flipping the sign). A curve holding NaN or inf
+    (an unmeasured fraction) is refused with a ValueError that names it, as :func:`masking_auc`
+    refuses one.
 
     Parameters
     ----------
@@ -415,7 +430,9 @@ def fidelity_gap(
 
     Returns
     -------
-    float, or DataArray over the curves' other dims
+    DataArray (...) named ``fidelity_gap``
+        As :func:`masking_auc`: over the curves' other dims, 0-d for curves over ``fraction``
+        alone; ``attrs["scale"]``.
     """
     for curve, want, arg in (
         (lerf_curve, "lerf", "lerf_curve"),
@@ -426,8 +443,12 @@ def fidelity_gap(
             raise ValueError(f"{arg} must be a {want!r} curve; got a curve with order={got!r}")
     if not isinstance(lerf_curve, xr.DataArray) or not isinstance(morf_curve, xr.DataArray):
         raise ValueError("lerf_curve and morf_curve must be DataArrays from masking_curve")
+    for curve, arg in ((lerf_curve, "lerf_curve"), (morf_curve, "morf_curve")):
+        values = np.asarray(curve.values, dtype=np.float64)
+        check_finite(values, name=f"{arg} values", hint=_CURVE_HINT)
     a = np.sort(np.asarray(lerf_curve["fraction"].values, dtype=np.float64))
     b = np.sort(np.asarray(morf_curve["fraction"].values, dtype=np.float64))
     if a.shape != b.shape or not np.allclose(a, b):
         raise ValueError(f"curves must share their fractions; got {a.tolist()} and {b.tolist()}")
-    return masking_auc(lerf_curve, scale=scale) - masking_auc(morf_curve, scale=scale)
+    gap = masking_auc(lerf_curve, scale=scale) - masking_auc(morf_curve, scale=scale)
+    return gap.rename("fidelity_gap").assign_attrs(scale=scale)

@@ -1,38 +1,318 @@
-"""Per-pixel saliency maps through Captum, batched on the model's device."""
+"""Per-position saliency maps: a named method, any Captum ``Attribution``, or a callable.
+
+Batched on the model's device; images, sequences and tabular rows alike (see
+:mod:`geomxai.attribution._layout` for what a position is).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import warnings
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import torch
-from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
+from captum.attr import (
+    Attribution,
+    InputXGradient,
+    IntegratedGradients,
+    LayerAttribution,
+    NeuronAttribution,
+    NoiseTunnel,
+    Saliency,
+)
 from torch import nn
 
-from geomxai.attribution._utils import (
-    as_images,
-    as_labels,
-    check_batch_size,
-    eval_mode,
-    model_device,
-)
+from geomxai._model_state import evaluating, module_device
+from geomxai._util import did_you_mean
+from geomxai.attribution._layout import REDUCTIONS, Layout, as_batch, layout_of, reduce_channels
+from geomxai.attribution._utils import as_labels, check_batch_size, compute_dtype
 
 METHODS = ("gradient", "abs_gradient", "input_x_gradient", "smoothgrad", "integrated_gradients")
-REDUCTIONS = ("abs_sum", "sum", "max_abs")
 
 Method = Literal[
     "gradient", "abs_gradient", "input_x_gradient", "smoothgrad", "integrated_gradients"
 ]
+AnyMethod = Method | Attribution | Callable[..., object]
+"""What ``method`` accepts: a name, a Captum ``Attribution`` instance, or a callable."""
+
+# Arguments saliency passes to Captum itself, or whose result it could not take.
+_RESERVED_KWARGS = ("inputs", "target", "return_convergence_delta")
+# Interpolation modes of torch.nn.functional.interpolate, by the number of position dims.
+_INTERPOLATE_MODES = {
+    2: ("nearest", "nearest-exact", "bilinear", "bicubic", "area"),
+    1: ("nearest", "nearest-exact", "linear", "area"),
+}
 
 
-def reduce_channels(attr: torch.Tensor, reduce: str) -> torch.Tensor:
-    """(n, c, h, w) attribution to (n, h, w) per-pixel maps, one convention everywhere."""
-    if reduce == "abs_sum":
-        return attr.abs().sum(dim=1)
-    if reduce == "sum":
-        return attr.sum(dim=1)
-    return attr.abs().amax(dim=1)
+def _innermost(method: Attribution) -> Attribution:
+    """The attribution a (possibly nested) NoiseTunnel wraps; the method itself otherwise."""
+    while isinstance(method, NoiseTunnel):
+        method = method.attribution_method
+    return method
+
+
+def _is_layer(method: Attribution) -> bool:
+    return isinstance(_innermost(method), LayerAttribution)
+
+
+def _owner(forward_func) -> nn.Module | None:
+    """The module a Captum ``forward_func`` is, or is a bound method of; None for a function."""
+    if isinstance(forward_func, nn.Module):
+        return forward_func
+    owner = getattr(forward_func, "__self__", None)
+    return owner if isinstance(owner, nn.Module) else None
+
+
+def _layers(method: Attribution) -> list[nn.Module]:
+    layer = getattr(_innermost(method), "layer", None)
+    if layer is None:
+        return []
+    return list(layer) if isinstance(layer, (list, tuple)) else [layer]
+
+
+def _layer_label(method: Attribution) -> str:
+    owner = _owner(method.forward_func)
+    names = {id(m): name for name, m in owner.named_modules()} if owner is not None else {}
+    return "+".join(names.get(id(m)) or type(m).__name__ for m in _layers(method))
+
+
+def method_name(method: AnyMethod) -> str:
+    """A stable, human-readable name of a saliency method, for result attrs and reports.
+
+    A method name is itself; a Captum instance is its class name, a ``NoiseTunnel`` names what
+    it wraps, a layer or neuron method names its layer by its dotted ``named_modules()`` path
+    in the model it is bound to (its class name where that path is unknown); a callable is
+    ``"callable:"`` and its ``__name__`` (a ``functools.partial``: the function it wraps; an
+    object with ``__call__``: its class name).
+
+    Parameters
+    ----------
+    method : str, captum.attr.Attribution or callable
+        As :func:`saliency` accepts it.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> from captum.attr import IntegratedGradients, LayerGradCam, NoiseTunnel, Saliency
+    >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    >>> method_name("smoothgrad"), method_name(IntegratedGradients(model))
+    ('smoothgrad', 'IntegratedGradients')
+    >>> method_name(NoiseTunnel(Saliency(model))), method_name(LayerGradCam(model, model[0]))
+    ('NoiseTunnel(Saliency)', 'LayerGradCam(0)')
+    >>> def my_fn(model, x, target):
+    ...     return x
+    >>> method_name(my_fn)
+    'callable:my_fn'
+    """
+    if isinstance(method, str):
+        return method
+    if isinstance(method, NoiseTunnel):
+        return f"NoiseTunnel({method_name(method.attribution_method)})"
+    if isinstance(method, Attribution):
+        name = type(method).__name__
+        if isinstance(method, (LayerAttribution, NeuronAttribution)) and _layers(method):
+            return f"{name}({_layer_label(method)})"
+        return name
+    if isinstance(method, functools.partial):
+        return method_name(method.func)
+    if callable(method):
+        name = getattr(method, "__name__", None)
+        return f"callable:{name if isinstance(name, str) else type(method).__name__}"
+    raise TypeError(
+        "method must be a method name, a Captum Attribution instance or a callable; "
+        f"got {type(method).__name__}"
+    )
+
+
+def _method_kind(method) -> str:
+    """ "name", "captum" or "callable"; anything else is refused with the fix named."""
+    if isinstance(method, str):
+        if method not in METHODS:
+            raise ValueError(
+                f"method must be one of {METHODS}, a Captum Attribution instance or a callable "
+                f"(model, x, target) -> attributions; got method={method!r}"
+                f"{did_you_mean(method, METHODS)}"
+            )
+        return "name"
+    if isinstance(method, type) and issubclass(method, Attribution):
+        raise TypeError(
+            f"method must be a Captum Attribution instance, not the class: pass "
+            f"{method.__name__}(model) (the model saliency is given)"
+        )
+    if isinstance(method, Attribution):
+        return "captum"
+    if isinstance(method, nn.Module):
+        raise TypeError(
+            f"method must be a method name, a Captum Attribution instance or a callable "
+            f"(model, x, target) -> attributions; got the module {type(method).__name__} "
+            "(the model goes in the first argument)"
+        )
+    if callable(method):
+        return "callable"
+    raise TypeError(
+        f"method must be one of {METHODS}, a Captum Attribution instance or a callable "
+        f"(model, x, target) -> attributions; got {type(method).__name__}"
+    )
+
+
+def _check_captum(method: Attribution, model: nn.Module, layout: Layout) -> bool:
+    """Refuse a Captum instance bound to another model; True if binding must be watched.
+
+    A ``forward_func`` that is ``model``, a bound method of it, or a module that holds it (a
+    wrapper such as ``nn.Sequential(model, nn.Softmax(1))``) is accepted; another module is
+    refused. A plain function cannot be inspected: the first batch checks that it calls
+    ``model`` (True is returned).
+    """
+    owner = _owner(method.forward_func)
+    inner = _innermost(method)
+    if owner is not None and owner is not model and not any(m is model for m in owner.modules()):
+        args = "model, layer" if _layers(method) else "model"
+        raise ValueError(
+            f"method is a Captum {method_name(method)} bound to another model: its "
+            f"forward_func is a {type(owner).__name__} that is not the model passed to saliency "
+            f"(a {type(model).__name__}) and does not hold it. Build the method on that model: "
+            f"{type(inner).__name__}({args})"
+        )
+    layers = _layers(method)
+    if _is_layer(method):
+        if layout.kind == "tabular":
+            raise ValueError(
+                f"method {method_name(method)} attributes to a layer's units, which do not "
+                "correspond to the features of a tabular batch (n, d); use an input attribution "
+                "method (Saliency, IntegratedGradients, DeepLift, Occlusion, ...)"
+            )
+        if len(layers) != 1:
+            raise ValueError(
+                f"method {method_name(method)} attributes to {len(layers)} layers; saliency "
+                "needs one map per input, so give a layer method a single layer"
+            )
+    scope = owner if owner is not None else model
+    for layer in layers:
+        if not any(m is layer for m in scope.modules()):
+            raise ValueError(
+                f"method {method_name(method)}'s layer, a {type(layer).__name__}, is not a "
+                f"submodule of the model passed to saliency; build it with one of "
+                "model.named_modules()"
+            )
+    return owner is None
+
+
+@contextlib.contextmanager
+def _counting_calls(model: nn.Module, watch: bool):
+    """Count the model's forward calls (a pre-hook removed on exit), when ``watch``."""
+    calls = [0]
+    if not watch:
+        yield calls
+        return
+
+    def count(_module, _inputs):
+        calls[0] += 1
+
+    handle = model.register_forward_pre_hook(count)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def _check_kwargs(attribute_kwargs, kind: str) -> dict:
+    if attribute_kwargs is None:
+        return {}
+    if not isinstance(attribute_kwargs, Mapping):
+        raise TypeError(
+            f"attribute_kwargs must be a mapping of keyword arguments; got "
+            f"{type(attribute_kwargs).__name__}"
+        )
+    if kind == "name":
+        raise ValueError(
+            "attribute_kwargs is for a Captum instance or a callable method; the named methods "
+            "take n_samples, noise_level, n_steps and baseline"
+        )
+    bad = [k for k in attribute_kwargs if k in _RESERVED_KWARGS]
+    if bad:
+        raise ValueError(
+            f"attribute_kwargs must not hold {bad}: saliency passes the inputs and the target "
+            "itself and needs the attributions alone"
+        )
+    return dict(attribute_kwargs)
+
+
+def _batch_kwargs(kwargs: dict, n: int, ndim: int, start: int, stop: int, device, dtype) -> dict:
+    """Per-batch keyword arguments: a tensor with one entry per sample is sliced like ``x``."""
+    out = {}
+    for key, value in kwargs.items():
+        if isinstance(value, torch.Tensor):
+            if value.ndim == ndim and value.shape[0] == n:
+                value = value[start:stop]
+            value = value.to(device, dtype) if value.is_floating_point() else value.to(device)
+        out[key] = value
+    return out
+
+
+def _takes_target(method: Attribution) -> bool:
+    """Whether ``attribute`` takes a ``target`` (neuron methods do not)."""
+    inner = _innermost(method)
+    params = inspect.signature(inner.attribute).parameters
+    return "target" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _check_mode(interpolate_mode: str, layout: Layout) -> None:
+    modes = _INTERPOLATE_MODES[len(layout.positions)] if layout.kind != "tabular" else ()
+    if interpolate_mode not in modes:
+        raise ValueError(
+            f"interpolate_mode must be one of {modes} for {layout.kind} inputs; got "
+            f"interpolate_mode={interpolate_mode!r}"
+        )
+
+
+def _as_maps(attr, xb: torch.Tensor, layout: Layout, reduce: str, method, mode: str):
+    """A method's attributions for one batch as per-position maps (b, *positions)."""
+    if isinstance(attr, (tuple, list)) and len(attr) == 1:
+        attr = attr[0]
+    if not isinstance(attr, torch.Tensor):
+        try:
+            attr = torch.as_tensor(attr)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(
+                f"method {method_name(method)} must return a tensor of attributions; got "
+                f"{type(attr).__name__}"
+            ) from err
+    attr = attr.detach()
+    if not attr.is_floating_point():
+        attr = attr.to(xb.dtype)
+    b = xb.shape[0]
+    shape = tuple(attr.shape)
+    if shape in (tuple(xb.shape), (b, *layout.positions)):
+        return reduce_channels(attr.to(xb.device), reduce, layout)
+    if (
+        isinstance(method, Attribution)
+        and _is_layer(method)
+        and attr.ndim == xb.ndim
+        and shape[0] == b
+    ):
+        # Layer maps (b, c', h', w') or (b, c', t') onto the input's positions, as Captum
+        # users upsample Grad-CAM; then reduced over c' like any attribution.
+        _check_mode(mode, layout)
+        up = LayerAttribution.interpolate(attr, layout.positions, interpolate_mode=mode)
+        return reduce_channels(up.to(xb.device), reduce, layout)
+    per_position = f"({b}, {', '.join(map(str, layout.positions))})"
+    layer_hint = (
+        "; a layer method's layer must keep positions (a conv layer's (b, c, h', w') or "
+        "(b, c, t'), not a flattened or pooled one)"
+        if isinstance(method, Attribution) and _is_layer(method)
+        else ""
+    )
+    raise ValueError(
+        f"method {method_name(method)} returned attributions of shape {shape} for inputs of "
+        f"shape {tuple(xb.shape)}; saliency needs the inputs' shape or per-position maps "
+        f"{per_position}{layer_hint}"
+    )
 
 
 def _seeded(seed: int | None, device: torch.device):
@@ -58,7 +338,7 @@ def saliency(
     x,
     target,
     *,
-    method: Method = "gradient",
+    method: AnyMethod = "gradient",
     reduce: Literal["abs_sum", "sum", "max_abs"] = "abs_sum",
     batch_size: int | None = 128,
     n_samples: int = 50,
@@ -66,64 +346,123 @@ def saliency(
     n_steps: int = 50,
     baseline: float | torch.Tensor = 0.0,
     seed: int | None = 0,
+    attribute_kwargs: Mapping | None = None,
+    interpolate_mode: str = "nearest",
 ) -> torch.Tensor:
-    """Per-pixel saliency maps of ``model`` for classes ``target``, computed with Captum.
+    """Per-position saliency maps of ``model`` for classes ``target``.
 
-    Attributions are computed for the logit of ``target`` with respect to the input, one batch
-    of ``batch_size`` images at a time on the model's device, then reduced over channels to one
-    value per pixel. The default reduction, ``reduce="abs_sum"``, is the sum over channels of
-    ``|attribution|``, the convention design.md uses for training masks ("smallest |gradient|
-    summed over channels"); every geomxai metric that takes saliency expects these maps.
+    Attributions of the logit of ``target`` with respect to the input are computed one batch of
+    ``batch_size`` samples at a time on the model's device, then reduced to one value per
+    position: per pixel (h, w) of an image batch (n, c, h, w), per time step (t,) of a sequence
+    batch (n, c, t), per feature (d,) of a tabular batch (n, d). The default reduction,
+    ``reduce="abs_sum"``, is the sum over channels of ``|attribution|``, the convention
+    design.md uses for training masks ("smallest |gradient| summed over channels"); tabular
+    attributions have no channel axis and become ``|attribution|``. Every geomxai metric that
+    takes saliency expects these maps. The same reduction applies whatever the method.
 
-    Methods (the Captum class in brackets):
+    ``method`` is one of three things:
 
-    - ``"gradient"``: the signed input gradient (``Saliency(abs=False)``, Simonyan et al. 2014).
-    - ``"abs_gradient"``: ``|gradient|`` per channel (``Saliency(abs=True)``). Under
-      ``reduce="abs_sum"`` or ``"max_abs"`` it equals ``"gradient"``; they differ under ``"sum"``.
-    - ``"input_x_gradient"``: ``x * gradient`` (``InputXGradient``, Shrikumar et al. 2016).
-    - ``"smoothgrad"``: the mean signed gradient over ``n_samples`` noisy copies
-      ``x + N(0, sigma^2)``, with ``sigma = noise_level * (max(x_i) - min(x_i))`` for each image
-      ``x_i`` (Smilkov et al. 2017) (``NoiseTunnel(Saliency)``). Captum takes one noise level per
-      input tensor, so images are rescaled by their range before the noise is added and the
-      gradient is scaled back. The noise is drawn from a generator seeded with ``seed``; the
-      global random state is left as it was.
-    - ``"integrated_gradients"``: ``(x - baseline)`` times the mean gradient along the straight
-      path from ``baseline``, ``n_steps`` Gauss-Legendre points (``IntegratedGradients``,
-      Sundararajan et al. 2017).
+    - a **name** (the Captum class in brackets):
+
+      - ``"gradient"``: the signed input gradient (``Saliency(abs=False)``, Simonyan et al.
+        2014).
+      - ``"abs_gradient"``: ``|gradient|`` per channel (``Saliency(abs=True)``). Under
+        ``reduce="abs_sum"`` or ``"max_abs"`` it equals ``"gradient"``; they differ under
+        ``"sum"``.
+      - ``"input_x_gradient"``: ``x * gradient`` (``InputXGradient``, Shrikumar et al. 2016).
+      - ``"smoothgrad"``: the mean signed gradient over ``n_samples`` noisy copies
+        ``x + N(0, sigma^2)``, with ``sigma = noise_level * (max(x_i) - min(x_i))`` for each
+        sample ``x_i`` (Smilkov et al. 2017) (``NoiseTunnel(Saliency)``). Captum takes one
+        noise level per input tensor, so samples are rescaled by their range before the noise
+        is added and the gradient is scaled back.
+      - ``"integrated_gradients"``: ``(x - baseline)`` times the mean gradient along the
+        straight path from ``baseline``, ``n_steps`` Gauss-Legendre points
+        (``IntegratedGradients``, Sundararajan et al. 2017).
+
+    - any **Captum** ``Attribution`` **instance** built on ``model``: ``IntegratedGradients
+      (model)``, ``DeepLift(model)``, ``GuidedBackprop(model)``, ``Occlusion(model)``,
+      ``NoiseTunnel(Saliency(model))``, ``LayerGradCam(model, model.layer4)``, ... Its
+      ``attribute(x_batch, target=target_batch, **attribute_kwargs)`` is called per batch
+      (``target`` is left out for neuron methods, which take none). A layer method's
+      attributions (b, c', h', w') are upsampled to the input's positions with
+      ``captum.attr.LayerAttribution.interpolate(attr, (h, w), interpolate_mode)``, as Captum
+      users upsample Grad-CAM, then reduced over c'. An instance whose ``forward_func`` is
+      another model is refused with a ValueError (a wrapper module that holds ``model`` is
+      accepted; a plain function must call ``model``, which the first batch checks).
+    - a **callable** ``method(model, x_batch, target_batch, **attribute_kwargs)`` returning
+      attributions of ``x_batch``'s shape, or per-position maps (b, *positions) (then a
+      single channel: ``"abs_sum"`` gives their absolute value). ``x_batch`` is a copy on the
+      model's device in its dtype, without grad; grad mode is on during the call.
+
+    Use :func:`method_name` to record which method was used.
 
     The model is left as it was: it runs in eval mode and every submodule gets its own
-    train/eval flag back; no hooks are added; gradients are taken with respect to a copy of the
-    input only, so no parameter ``.grad`` is touched and ``x`` is not modified.
+    train/eval flag back; saliency adds no hooks of its own (a plain-function
+    ``forward_func`` gets a counting pre-hook, removed before return); gradients are taken
+    with respect to a copy of the input only, so no parameter ``.grad`` is touched by the named
+    methods and ``x`` is not modified. The random draws of every method but the deterministic
+    named ones run under a generator state seeded with ``seed`` and forked from the global one,
+    which is left as it was.
 
     Parameters
     ----------
     model : nn.Module
-        Maps images (n, c, h, w) to logits (n, k).
-    x : Tensor (n, c, h, w)
-        Images, on any device.
+        Maps inputs (n, c, h, w), (n, c, t) or (n, d) to logits (n, k).
+    x : Tensor (n, c, h, w), (n, c, t) or (n, d)
+        Inputs, on any device and of any floating dtype: they are cast to the model's floating
+        parameter dtype (float16, bfloat16 or float64 images into a float32 model would crash
+        in its first conv). NaN or inf values are refused with a ValueError.
     target : int or Tensor (n,)
-        Class whose logit is explained, per image or one for all.
-    method : str
-        One of ``"gradient"``, ``"abs_gradient"``, ``"input_x_gradient"``, ``"smoothgrad"``,
-        ``"integrated_gradients"``.
+        Class whose logit is explained, per sample or one for all.
+    method : str, captum.attr.Attribution or callable
+        A name (``"gradient"``, ``"abs_gradient"``, ``"input_x_gradient"``, ``"smoothgrad"``,
+        ``"integrated_gradients"``), a Captum instance or a callable, as above.
     reduce : {"abs_sum", "sum", "max_abs"}
         Channel reduction: sum of ``|a|``, signed sum, or max of ``|a|``.
     batch_size : int or None
-        Images per call to Captum (None: all at once). SmoothGrad and Integrated Gradients
-        evaluate the model on at most this many (noisy or interpolated) images per forward.
+        Samples per call to the method (None: all at once). SmoothGrad and Integrated
+        Gradients by name evaluate the model on at most this many (noisy or interpolated)
+        samples per forward; a Captum instance takes its own ``internal_batch_size`` or
+        ``nt_samples_batch_size`` through ``attribute_kwargs``.
     n_samples, noise_level : int, float
-        SmoothGrad's number of noisy copies and noise level (fraction of each image's range).
+        SmoothGrad's number of noisy copies and noise level (fraction of each sample's range).
+        Named methods only.
     n_steps : int
-        Integrated Gradients' number of integration points.
-    baseline : float or Tensor broadcastable to (c, h, w)
-        Integrated Gradients' reference input.
+        Integrated Gradients' number of integration points. Named methods only.
+    baseline : float or Tensor broadcastable to one sample
+        Integrated Gradients' reference input. Named methods only.
     seed : int or None
-        Seed of SmoothGrad's noise (None: the global generator, not reproducible).
+        Seed of the random draws (SmoothGrad's noise, a Captum instance's or a callable's);
+        None: the global generator, not reproducible.
+    attribute_kwargs : mapping or None
+        Keyword arguments of a Captum instance's ``attribute`` or of a callable (e.g.
+        ``{"sliding_window_shapes": (1, 3, 3)}`` for ``Occlusion``, ``{"baselines": b}``). A
+        tensor with one entry per sample (first dim ``n``, as many dims as ``x``) is sliced
+        with the batches; other tensors are moved to the model's device. ``inputs``,
+        ``target`` and ``return_convergence_delta`` are refused (saliency passes the first two
+        and needs the attributions alone).
+    interpolate_mode : str
+        How a layer method's maps are upsampled (``torch.nn.functional.interpolate`` modes:
+        ``"nearest"``, Captum's default, ``"bilinear"``, ... for images; ``"nearest"``,
+        ``"linear"``, ... for sequences).
 
     Returns
     -------
-    Tensor (n, h, w)
-        Per-pixel saliency on ``x``'s device, detached, in ``x``'s dtype.
+    Tensor (n, h, w), (n, t) or (n, d)
+        Per-position saliency on ``x``'s device, detached, in the dtype the attributions were
+        computed in: the model's floating parameter dtype for the named methods (``x``'s own
+        for a model without floating parameters), so float32 for a float32 model whatever the
+        dtype of ``x``.
+
+    Raises
+    ------
+    ValueError
+        An unknown method name, a Captum instance bound to another model (or with a layer
+        outside it, or a layer method on tabular inputs), attributions of a shape that is
+        neither ``x``'s nor per position, an input that is not 2-, 3- or 4-D.
+    TypeError
+        A ``method`` that is none of the three (a Captum class instead of an instance, a
+        module).
 
     Examples
     --------
@@ -135,37 +474,71 @@ def saliency(
     >>> saliency(model, torch.ones(1, 1, 2, 2), 0)
     tensor([[[1., 2.],
              [0., 3.]]])
+
+    Tabular rows, and a Captum instance:
+
+    >>> from captum.attr import InputXGradient
+    >>> saliency(model, torch.full((1, 4), 2.0), 0, method=InputXGradient(model))
+    tensor([[2., 4., 0., 6.]])
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got method={method!r}")
+    kind = _method_kind(method)
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}; got reduce={reduce!r}")
-    x = as_images(x)
+    x = as_batch(x)
+    layout = layout_of(x)
     n = x.shape[0]
     targets = as_labels(target, n, name="target")
     batch_size = check_batch_size(batch_size, n)
-    if method == "smoothgrad":
+    kwargs = _check_kwargs(attribute_kwargs, kind)
+    if kind == "name" and method == "smoothgrad":
         if not isinstance(n_samples, int) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive int; got n_samples={n_samples!r}")
         if not noise_level >= 0:
             raise ValueError(f"noise_level must be >= 0; got noise_level={noise_level!r}")
-    if method == "integrated_gradients" and (not isinstance(n_steps, int) or n_steps < 1):
-        raise ValueError(f"n_steps must be a positive int; got n_steps={n_steps!r}")
+    if kind == "name" and method == "integrated_gradients":
+        if not isinstance(n_steps, int) or n_steps < 1:
+            raise ValueError(f"n_steps must be a positive int; got n_steps={n_steps!r}")
+    watch = False
+    if kind == "captum":
+        watch = _check_captum(method, model, layout)
+        if _is_layer(method):
+            _check_mode(interpolate_mode, layout)
+    seeded = seed if kind != "name" or method == "smoothgrad" else None
 
-    device = model_device(model, fallback=x.device)
+    device = module_device(model, fallback=x.device)
+    dtype = compute_dtype(model, x)
     out = []
-    with eval_mode(model), _seeded(seed if method == "smoothgrad" else None, device):
+    with (
+        evaluating(model),
+        _seeded(seeded, device),
+        _counting_calls(model, watch) as calls,
+    ):
         for start in range(0, n, batch_size):
-            xb = x[start : start + batch_size].detach().to(device).clone()
-            tb = targets[start : start + batch_size].to(device)
+            stop = min(start + batch_size, n)
+            xb = x[start:stop].detach().to(device, dtype).clone()
+            tb = targets[start:stop].to(device)
+            kw = _batch_kwargs(kwargs, n, x.ndim, start, stop, device, dtype)
             with warnings.catch_warnings():
                 # Captum announces that it sets requires_grad on the (copied) input; expected.
                 warnings.filterwarnings("ignore", message="Input Tensor .* did not already")
-                attr = _attribute(
-                    model, xb, tb, method, batch_size, n_samples, noise_level, n_steps, baseline
+                if kind == "name":
+                    attr = _attribute(
+                        model, xb, tb, method, batch_size, n_samples, noise_level, n_steps, baseline
+                    )
+                elif kind == "captum":
+                    if _takes_target(method):
+                        kw["target"] = tb
+                    attr = method.attribute(xb, **kw)
+                else:
+                    with torch.enable_grad():
+                        attr = method(model, xb, tb, **kw)
+            if watch and calls[0] == 0:
+                raise ValueError(
+                    f"method {method_name(method)}'s forward_func never called the model passed "
+                    "to saliency; build the method on that model"
                 )
-            out.append(reduce_channels(attr.detach(), reduce))
-    return torch.cat(out).to(device=x.device, dtype=x.dtype)
+            out.append(_as_maps(attr, xb, layout, reduce, method, interpolate_mode))
+    return torch.cat(out).to(device=x.device)
 
 
 def _attribute(model, xb, tb, method, batch_size, n_samples, noise_level, n_steps, baseline):
@@ -184,10 +557,11 @@ def _attribute(model, xb, tb, method, batch_size, n_samples, noise_level, n_step
     # SmoothGrad with noise relative to each image's range: Captum's NoiseTunnel accepts one
     # standard deviation per input tensor, so attribute on z = x / range with a forward that
     # multiplies the range back in; noise of std noise_level on z is noise of std
-    # noise_level * range on x, and d/dz = range * d/dx. A constant image gets a tiny range
+    # noise_level * range on x, and d/dz = range * d/dx. A constant sample gets a tiny range
     # (float eps), i.e. no noise, instead of a division by zero.
-    scale = (xb.amax(dim=(1, 2, 3)) - xb.amin(dim=(1, 2, 3))).clamp_min(torch.finfo(xb.dtype).eps)
-    scale = scale.view(-1, 1, 1, 1)
+    flat = xb.flatten(1)
+    scale = (flat.amax(dim=1) - flat.amin(dim=1)).clamp_min(torch.finfo(xb.dtype).eps)
+    scale = scale.view(-1, *([1] * (xb.ndim - 1)))
 
     def forward(z, s):
         return model(z * s)

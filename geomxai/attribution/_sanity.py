@@ -7,11 +7,15 @@ import copy
 import numpy as np
 import torch
 import xarray as xr
+from captum.attr import Attribution
 from scipy.stats import rankdata
 from torch import nn
 
+from geomxai._model_state import module_device
+from geomxai.attribution._layout import as_batch
+from geomxai.attribution._saliency import method_name
 from geomxai.attribution._saliency import saliency as _saliency
-from geomxai.attribution._utils import as_images, model_device, resolve_layer
+from geomxai.attribution._utils import resolve_layer
 
 
 def _default_layers(model: nn.Module) -> list[str]:
@@ -55,7 +59,7 @@ def cascading_randomization(
     x,
     target,
     *,
-    method: str = "gradient",
+    method="gradient",
     layers: list[str] | None = None,
     seed: int = 0,
     **saliency_kwargs,
@@ -79,10 +83,13 @@ def cascading_randomization(
     Parameters
     ----------
     model : nn.Module
-    x : Tensor (n, c, h, w)
+    x : Tensor (n, c, h, w), (n, c, t) or (n, d)
     target : int or Tensor (n,)
-    method : str
-        A :func:`geomxai.attribution.saliency` method.
+    method : str or callable
+        A :func:`geomxai.attribution.saliency` method name or callable ``(model, x, target)``.
+        A Captum instance is refused: it is bound to the trained model, and the test runs the
+        method on randomised copies (wrap it: ``lambda m, x, t: IntegratedGradients(m)
+        .attribute(x, target=t)``).
     layers : list of str or None
         Dotted module names, in the order they are randomised (top first). None: every module
         that owns parameters directly, in reverse registration order (for a sequential model,
@@ -98,7 +105,14 @@ def cascading_randomization(
         Images whose map becomes constant (no rank correlation defined) are left out of the
         mean; a step where that holds for every image gives NaN.
     """
-    x = as_images(x)
+    if isinstance(method, Attribution):
+        raise TypeError(
+            "method must be a method name or a callable (model, x, target) -> attributions, "
+            f"not a Captum {method_name(method)} instance: an instance is bound to one model, "
+            "and the test runs the method on randomised copies of it (wrap it: lambda m, x, t: "
+            f"{type(method).__name__}(m).attribute(x, target=t))"
+        )
+    x = as_batch(x)
     names = _default_layers(model) if layers is None else list(layers)
     if not names:
         raise ValueError("model has no parameters to randomise; got layers=[]")
@@ -110,7 +124,7 @@ def cascading_randomization(
     reference = _saliency(model, x, target, method=method, **saliency_kwargs)
     ref = reference.detach().to("cpu", torch.float64).flatten(1).numpy()
     randomised = copy.deepcopy(model)
-    device = model_device(randomised, fallback=x.device)
+    device = module_device(randomised, fallback=x.device)
     values = []
     for i, name in enumerate(names):
         _randomise(resolve_layer(randomised, name), seed + i, device)
@@ -122,5 +136,5 @@ def cascading_randomization(
         dims=("layer",),
         coords={"layer": np.asarray(names, dtype=object)},
         name="spearman",
-        attrs={"method": method, "seed": int(seed), "n_samples": int(x.shape[0])},
+        attrs={"method": method_name(method), "seed": int(seed), "n_samples": int(x.shape[0])},
     )

@@ -1,52 +1,54 @@
-"""Helpers shared by the attribution functions: devices, modes, targets, layers, validation."""
+"""Helpers shared by the attribution functions: images, targets, maps, layers, validation.
+
+Devices and eval mode come from the leaf :mod:`geomxai._model_state`, shared with the collector.
+"""
 
 from __future__ import annotations
-
-import contextlib
-import difflib
-from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
+from geomxai._finite import check_finite
+from geomxai._model_state import module_dtype
+from geomxai._util import close_matches
 
-def model_device(model: nn.Module, fallback: torch.device | None = None) -> torch.device:
-    """The device of the model's first parameter or buffer (``fallback`` or CPU if it has none)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return fallback if fallback is not None else torch.device("cpu")
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode; restore each one's own flag afterwards.
-
-    Restoring per module (not ``model.train(was_training)``) keeps mixed states intact, such as
-    a frozen BatchNorm left in eval mode inside a model that is training.
-    """
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
+PIXEL_HINT = (
+    "replace or drop the images that hold them, e.g. keep x[torch.isfinite(x).flatten(1).all(1)]"
+    ", or torch.nan_to_num(x) if NaN stands for a missing value"
+)
 
 
 def as_images(x, *, name: str = "x") -> torch.Tensor:
-    """A floating tensor (n, c, h, w); numpy arrays are converted, nothing is copied needlessly."""
+    """A finite floating tensor (n, c, h, w); numpy arrays are converted, nothing is copied.
+
+    NaN or inf pixels are refused (one check on ``x``'s device, one flag read back): a
+    gradient through them is NaN and a masked copy of them is still NaN, so every downstream
+    number would be NaN or, after an argmax, a meaningless but finite-looking accuracy.
+    """
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(np.asarray(x))
     if x.ndim != 4:
         raise ValueError(f"{name} must be an image batch (n, c, h, w); got shape {tuple(x.shape)}")
     if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
+        raise ValueError(
+            f"{name} must be a floating-point tensor; got dtype {x.dtype}. Convert integer "
+            f"images and scale them as the model was trained (e.g. {name}.float() / 255, then "
+            "the training normalisation)"
+        )
     if x.shape[0] == 0:
         raise ValueError(f"{name} must hold at least one image; got shape {tuple(x.shape)}")
+    check_finite(x, name=name, hint=PIXEL_HINT)
     return x
+
+
+def compute_dtype(model: nn.Module, x: torch.Tensor) -> torch.dtype:
+    """The dtype inputs are cast to before they reach ``model``: its floating parameter dtype.
+
+    float16, bfloat16 or float64 images into a float32 model would crash in its first conv; a
+    model without floating parameters or buffers gets ``x`` in its own dtype.
+    """
+    return module_dtype(model, fallback=x.dtype)
 
 
 def as_labels(y, n: int, *, name: str = "y") -> torch.Tensor:
@@ -61,32 +63,13 @@ def as_labels(y, n: int, *, name: str = "y") -> torch.Tensor:
     return y.long()
 
 
-def as_maps(
-    s, *, n: int, hw: tuple[int, int] | None = None, name: str = "saliency"
-) -> torch.Tensor:
-    """Per-pixel maps (n, h, w) as a floating tensor, checked against the images they belong to."""
-    if not isinstance(s, torch.Tensor):
-        s = torch.as_tensor(np.asarray(s))
-    expected = f"({n}, {hw[0]}, {hw[1]})" if hw is not None else f"({n}, h, w)"
-    if s.ndim != 3 or s.shape[0] != n or (hw is not None and tuple(s.shape[1:]) != tuple(hw)):
-        raise ValueError(
-            f"{name} must be per-pixel maps of shape {expected} (reduce channels first, as "
-            f"geomxai.attribution.saliency does); got shape {tuple(s.shape)}"
-        )
-    if not s.is_floating_point():
-        s = s.double()
-    if not bool(torch.isfinite(s).all()):
-        raise ValueError(f"{name} contains NaN or infinite values; expected finite maps")
-    return s
-
-
 def resolve_layer(model: nn.Module, layer: str) -> nn.Module:
     """The submodule with dotted name ``layer``; an unknown name lists the close matches."""
     modules = dict(model.named_modules())
     if layer in modules:
         return modules[layer]
     names = [k for k in modules if k]
-    close = difflib.get_close_matches(layer, names, n=3)
+    close = close_matches(layer, names)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(
         f"unknown layer {layer!r} for {type(model).__name__}; layers are the dotted names of "

@@ -21,11 +21,13 @@ class DatasetBundle:
     name : str
         Registry name (``"fashion-mnist"``, ``"digits"``, ...).
     train, test : torch.utils.data.Dataset
-        Items are ``(image, label)``: a float tensor (c, h, w) with values in [0, 1] and an int.
+        Items are ``(image, label)``: a float tensor (c, h, w) with values in [0, 1] and an int;
+        for a table (``breast-cancer``, ``wine``) ``(row, label)``, a float tensor (d,) of
+        standardised features.
     classes : tuple of str
         Class names, indexed by label.
     input_shape : tuple of int
-        ``(channels, height, width)``.
+        ``(channels, height, width)`` for images, ``(features,)`` for a table.
     source : str
         Where the data came from (a directory, ``"sklearn"``, ``"synthetic"``), for reports.
     test_masks : Tensor (n_test, h, w) of bool, optional
@@ -36,7 +38,7 @@ class DatasetBundle:
     train: Dataset
     test: Dataset
     classes: tuple[str, ...]
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     source: str
     test_masks: torch.Tensor | None = None
 
@@ -51,6 +53,11 @@ class DatasetBundle:
     @property
     def image_size(self) -> int:
         return self.input_shape[1]
+
+    @property
+    def kind(self) -> str:
+        """``"image"`` for (c, h, w) inputs, ``"sequence"`` for (c, t), ``"tabular"`` for (d,)."""
+        return {3: "image", 2: "sequence", 1: "tabular"}[len(self.input_shape)]
 
 
 def dataset_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:

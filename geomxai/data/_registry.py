@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
-
+from geomxai._util import close_matches
 from geomxai.data._base import DatasetBundle
-from geomxai.data._offline import load_blocks, load_digits
+from geomxai.data._offline import load_blocks, load_breast_cancer, load_digits, load_wine
 from geomxai.data._torchvision import (
     load_caltech101,
     load_cifar10,
@@ -21,8 +20,10 @@ DATASETS = {
     "caltech101": load_caltech101,
     "digits": load_digits,
     "blocks": load_blocks,
+    "breast-cancer": load_breast_cancer,
+    "wine": load_wine,
 }
-_NEEDS_NO_FILES = {"digits", "blocks"}
+_NEEDS_NO_FILES = {"digits", "blocks", "breast-cancer", "wine"}
 
 
 def load_dataset(name: str, *, root=None, download: bool = False, **options) -> DatasetBundle:
@@ -31,8 +32,9 @@ def load_dataset(name: str, *, root=None, download: bool = False, **options) -> 
     Parameters
     ----------
     name : str
-        ``fashion-mnist``, ``mnist``, ``cifar10``, ``caltech101``, ``digits``, ``blocks`` or
-        ``imagefolder:PATH``.
+        ``fashion-mnist``, ``mnist``, ``cifar10``, ``caltech101``, ``digits``, ``blocks``,
+        ``imagefolder:PATH``, or the tables ``breast-cancer`` and ``wine`` (scikit-learn's,
+        embedded; rows of standardised features, for models on tabular inputs).
     root : path, optional
         Where to look for files first; default ``$GEOMXAI_DATA``, else ``~/.cache/geomxai/data``.
         Fashion-MNIST is also looked for where the Debian package puts it.
@@ -55,7 +57,7 @@ def load_dataset(name: str, *, root=None, download: bool = False, **options) -> 
     if name.startswith("imagefolder:"):
         return load_image_folder(name.split(":", 1)[1], **options)
     if name not in DATASETS:
-        close = difflib.get_close_matches(name, DATASETS, n=3)
+        close = close_matches(name, DATASETS)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         known = ", ".join([*sorted(DATASETS), "imagefolder:PATH"])
         raise ValueError(f"unknown dataset {name!r}; known: {known}{hint}")

@@ -96,8 +96,10 @@ def test_torch_input_and_validation():
     np.testing.assert_allclose(gini(s).values, gini(s.numpy()).values)
     with pytest.raises(ValueError, match="non-negative"):
         gini(-s)
-    with pytest.raises(ValueError, match=r"\(n, h, w\)"):
-        gini(s[0])
+    with pytest.raises(ValueError, match=r"per-position maps: \(n, h, w\) for images"):
+        gini(s[0, 0])  # one row of one map: no sample axis
+    with pytest.raises(ValueError, match="per-position maps"):
+        gini(s[None, None])
     with pytest.raises(ValueError, match="shape"):
         mask_auroc(s, np.ones((2, 3, 4), dtype=bool))
     with pytest.raises(ValueError, match="only 0 and 1"):

@@ -65,10 +65,10 @@ def test_hand_computed_curve(pixel_sum):
     assert morf.dims == ("fraction",)
     assert morf["n_masked"].values.tolist() == [0, 1, 2, 3, 4]
     assert morf.attrs["order"] == "morf" and lerf.attrs["fill"] == "zero"
-    assert masking_auc(morf) == pytest.approx(0.375)
-    assert masking_auc(lerf) == pytest.approx(0.625)
-    assert fidelity_gap(lerf, morf) == pytest.approx(0.25)
-    assert fidelity_gap(lerf, morf, scale="paper") == pytest.approx(2500)
+    assert float(masking_auc(morf)) == pytest.approx(0.375)
+    assert float(masking_auc(lerf)) == pytest.approx(0.625)
+    assert float(fidelity_gap(lerf, morf)) == pytest.approx(0.25)
+    assert float(fidelity_gap(lerf, morf, scale="paper")) == pytest.approx(2500)
 
 
 @pytest.mark.parametrize("fill", ["zero", "mean", "blur"])
@@ -118,7 +118,7 @@ def test_all_channels_of_a_pixel_are_masked(tiny_cnn, images):
 
 
 @pytest.mark.parametrize("fill", ["uniform", "zero", "road"])
-def test_model_state_and_hooks_restored(tiny_cnn, images, hooks_left, fill):
+def test_model_state_restored(tiny_cnn, images, fill):
     x, y = images
     tiny_cnn.train()
     tiny_cnn.body[0].eval()
@@ -126,7 +126,6 @@ def test_model_state_and_hooks_restored(tiny_cnn, images, hooks_left, fill):
         tiny_cnn, x, y, torch.rand(6, 8, 8), fractions=[0, 0.5], fill=fill, order="random"
     )
     assert tiny_cnn.training and not tiny_cnn.body[0].training
-    assert hooks_left(tiny_cnn) == 0
     assert all(p.grad is None for p in tiny_cnn.parameters())
 
 
@@ -177,13 +176,40 @@ def test_road_noise_and_fully_masked_images():
 
 
 def test_auc_scales_and_extra_dims():
-    curve = xr.DataArray([1.0, 0.8, 0.2], dims="fraction", coords={"fraction": [0.0, 0.25, 1.0]})
+    curve = xr.DataArray(
+        [1.0, 0.8, 0.2],
+        dims="fraction",
+        coords={"fraction": [0.0, 0.25, 1.0]},
+        attrs={"order": "morf", "fill": "zero"},
+    )
     expected = 0.25 * (1 + 0.8) / 2 + 0.75 * (0.8 + 0.2) / 2
-    assert masking_auc(curve) == pytest.approx(expected)
-    assert masking_auc(curve, scale="paper") == pytest.approx(10000 * expected)
-    assert masking_auc(curve.isel(fraction=[2, 0, 1])) == pytest.approx(expected)
+    assert float(masking_auc(curve)) == pytest.approx(expected)
+    assert float(masking_auc(curve, scale="paper")) == pytest.approx(10000 * expected)
+    assert float(masking_auc(curve.isel(fraction=[2, 0, 1]))) == pytest.approx(expected)
     stacked = xr.concat([curve, curve * 0.5], dim="regime")
     np.testing.assert_allclose(masking_auc(stacked).values, [expected, expected / 2])
+
+
+def test_auc_and_gap_are_dataarrays_for_every_curve():
+    """One return type: a DataArray over the curve's other dims, 0-d for a single curve."""
+    curve = xr.DataArray(
+        [1.0, 0.5, 0.0],
+        dims="fraction",
+        coords={"fraction": [0.0, 0.5, 1.0]},
+        attrs={"order": "lerf", "fill": "uniform"},
+    )
+    stacked = xr.concat([curve, curve * 0.5], dim="regime")
+    for c, dims in ((curve, ()), (stacked, ("regime",))):
+        for scale in ("unit", "paper"):
+            auc = masking_auc(c, scale=scale)
+            assert isinstance(auc, xr.DataArray) and auc.dims == dims
+            assert auc.name == "auc" and auc.attrs["scale"] == scale
+            assert auc.attrs["order"] == "lerf" and auc.attrs["fill"] == "uniform"
+        morf = (c * 0.5).assign_attrs(order="morf")
+        gap = fidelity_gap(c, morf)
+        assert isinstance(gap, xr.DataArray) and gap.dims == dims
+        assert gap.name == "fidelity_gap"
+        np.testing.assert_allclose(gap.values, (masking_auc(c) - masking_auc(morf)).values)
 
 
 @pytest.mark.parametrize(

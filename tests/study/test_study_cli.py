@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import xarray as xr
 from PIL import Image
 
 from geomxai.cli import main
+from geomxai.study import ProbeSizeWarning
 
 CLASSES = ("cat", "dog")
 
@@ -45,36 +48,48 @@ def _analyze_resnet(folder, out, *extra):
 @pytest.fixture(scope="module")
 def resnet_results(image_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("analyze") / "resnet.nc"
-    rc = _analyze_resnet(image_folder, out, "--layers", "layer4")
-    return rc, out
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc = _analyze_resnet(image_folder, out, "--layers", "layer4")
+    return rc, out, [str(w.message) for w in caught if issubclass(w.category, ProbeSizeWarning)]
 
 
-@pytest.mark.slow  # ResNet-18 at 64x64: about 15 s on two busy cores
+@pytest.mark.slow  # ResNet-18 at 64x64 on two busy cores
 def test_analyze_any_torchvision_model_on_an_image_folder(resnet_results):
-    rc, out = resnet_results
+    """Twelve images split 80/20 leave a probe of 2: it is recorded, warned about, and nothing
+    is reported as a confident 1.0 (issue 16)."""
+    rc, out, caught = resnet_results
     assert rc == 0 and out.is_file()
     with xr.open_dataset(out) as ds:
         assert list(ds["regime"].values) == ["torchvision:resnet18"]
         assert list(ds["layer"].values) == ["layer4"]
         assert ds.sizes["unit"] == 512  # layer4's channels, spatially averaged
         assert ds.sizes["epoch"] == ds.sizes["seed"] == 1
-        assert np.isfinite(ds["effective_rank"].values).all()
-        assert np.isfinite(ds["morf_auc"].values).all()
-        # A torchvision ResNet has no `body`: entanglement is NaN and says why.
+        assert int(ds["probe_size"].squeeze()) == 2
+        assert int(ds["n_units"].squeeze()) == 512
+        for var in ("effective_rank", "mean_abs_corr", "probe_acc", "morf_auc"):
+            assert np.isnan(ds[var].values).all(), var
+            assert "a probe of 2 samples is below" in ds[var].attrs["nan_reason"], var
+        # A torchvision ResNet has no `body`: its entanglement would be NaN anyway; below the
+        # probe minimum the probe is the reason given.
         assert np.isnan(ds["entanglement"].values).all()
-        assert "no feature layer" in ds.attrs["nan_reason_entanglement"]
         assert ds.attrs["dataset"].startswith("imagefolder:")
         assert ds.attrs["weights"] == "random init"
+    assert any("a probe of 2 samples is below the 16" in m for m in caught), caught
+    assert any("below the 50 the accuracy" in m for m in caught), caught
 
 
 @pytest.mark.slow  # shares the ResNet-18 analysis above
 def test_report_of_a_results_file(resnet_results, tmp_path, capsys):
-    _, results = resnet_results
+    _, results, _ = resnet_results
     rc = main(["report", str(results), "--out", str(tmp_path / "report")])
     index = tmp_path / "report" / "index.html"
     assert rc == 0 and index.is_file()
     assert f"report: {index}" in capsys.readouterr().out
-    assert "torchvision:resnet18" in index.read_text()
+    page = index.read_text()
+    assert "torchvision:resnet18" in page
+    # The probe the numbers come from, and what it allows.
+    assert "<h2>Probe</h2>" in page and "<td>2</td>" in page and "geometry NaN" in page
 
 
 def test_layers_lists_names_and_shapes(capsys):
@@ -113,3 +128,34 @@ def test_a_model_without_a_feature_layer_needs_layers(image_folder, tmp_path, ca
 def test_inconsistent_analyze_arguments_exit_2(argv, message, caplog):
     assert main(argv) == 2
     assert message in caplog.text
+
+
+def test_version(capsys):
+    import geomxai
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"geomxai {geomxai.__version__}"
+
+
+def test_a_misspelt_profile_lists_close_matches_and_the_profiles(tmp_path, caplog, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["study", "--profile", "quik", "--runs", str(tmp_path / "r")]) == 2
+    assert "no study profile 'quik' (did you mean quick?)" in caplog.text
+    assert "Profiles: " in caplog.text and "paper-mnist" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [["--num-classes", "2"], ["--no-labels"], ["--image-size", "32"], ["--normalize", "imagenet"]],
+)
+def test_model_only_flags_are_refused_with_run_directories(flag, tmp_path, caplog):
+    assert main(["analyze", str(tmp_path), *flag, "--out", str(tmp_path / "x.nc")]) == 2
+    assert f"{flag[0]} go(es) with --model" in caplog.text
+
+
+def test_an_unknown_saliency_method_names_the_close_ones(tmp_path, caplog):
+    argv = ["analyze", "--model", "cnn2", "--data", "digits", "--saliency-method", "smoothgard"]
+    assert main([*argv, "--out", str(tmp_path / "x.nc")]) == 2
+    assert "did you mean 'smoothgrad'" in caplog.text

@@ -1,0 +1,265 @@
+"""What :func:`geomxai.study.analyze_model` accepts, made into a model and a probe.
+
+A model is a spec string (``torchvision:NAME``, ``timm:NAME``, a geomxai model name, a
+checkpoint path) or an ``nn.Module``; data is a dataset name, a ``Dataset``, a ``DataLoader``,
+an ``(inputs, labels)`` pair or inputs alone. The head is checked against the data's classes
+before any work, with the fix named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import ConcatDataset, DataLoader
+
+from geomxai.data import as_tensors, load_dataset
+from geomxai.models import MODELS
+from geomxai.study._analyze import Probe
+from geomxai.study._sources import (
+    SPEC_PREFIXES,
+    ModelSource,
+    head_size,
+    load_state_dict_file,
+    output_count,
+    replace_head,
+    resolve_model,
+    timm_preprocessing,
+)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+"""The ImageNet channel statistics torchvision's and timm's ImageNet weights were trained with."""
+
+# Datasets whose loader takes an image size (the others have a fixed one).
+_SIZED = ("imagefolder:", "caltech101")
+
+
+def imagenet_normalization() -> Callable:
+    """``torchvision.transforms.Normalize`` with the ImageNet mean and std, for images in [0, 1]."""
+    from torchvision.transforms import Normalize
+
+    return Normalize(IMAGENET_MEAN, IMAGENET_STD)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """The probe and what the results should say about the data it came from."""
+
+    probe: Probe
+    name: str
+    num_classes: int | None  # None: the data does not say (tensors without class names)
+
+
+def _compose(*steps):
+    steps = [s for s in steps if s is not None]
+    if not steps:
+        return None
+    if len(steps) == 1:
+        return steps[0]
+    from torchvision.transforms import Compose
+
+    return Compose(steps)
+
+
+def _resize(image_size: int | None):
+    if image_size is None:
+        return None
+    from torchvision.transforms import Resize
+
+    return Resize((int(image_size), int(image_size)), antialias=True)
+
+
+def _classes_of(data) -> int | None:
+    """The class count a Dataset or DataLoader declares (``classes``, as ImageFolder has)."""
+    for obj in (data, getattr(data, "dataset", None)):
+        while obj is not None:
+            classes = getattr(obj, "classes", None)
+            if classes is not None:
+                return len(classes)
+            obj = getattr(obj, "dataset", None)  # Subset, a loader's dataset
+    return None
+
+
+def resolve_data(
+    data,
+    *,
+    size: int,
+    labels: bool,
+    transform: Callable | None,
+    image_size: int | None,
+    preferred_size: int | None = None,
+) -> DataSource:
+    """The first ``size`` samples of ``data`` as a :class:`Probe` (see :func:`analyze_model`).
+
+    ``image_size`` is the user's: images read by name are loaded at it (only the datasets that
+    resize on loading take one), others are resized to it. ``preferred_size`` is the model's
+    (a timm data config's input size): datasets that resize on loading use it when the user
+    gave none.
+    """
+    if isinstance(data, str):
+        options = {}
+        if image_size is not None:
+            if not data.startswith(_SIZED):
+                raise ValueError(
+                    f"image_size applies to imagefolder:PATH and caltech101, whose images are "
+                    f"resized on loading; {data!r} has a fixed size (resize with transform=)"
+                )
+            options["image_size"] = int(image_size)
+        elif preferred_size is not None and data.startswith(_SIZED):
+            options["image_size"] = int(preferred_size)
+        bundle = load_dataset(data, **options)
+        # Labelled: held-out test samples, as the training studies use. Unlabelled: nothing is
+        # evaluated, so the training split serves as well (after the test one).
+        source = bundle.test if labels else ConcatDataset([bundle.test, bundle.train])
+        images, targets = as_tensors(source, limit=size, labels=labels, transform=transform)
+        masks = None
+        if labels and bundle.test_masks is not None:
+            masks = bundle.test_masks[: len(images)].clone()
+            if tuple(masks.shape[1:]) != tuple(images.shape[-2:]):
+                masks = None  # a transform moved the pixels the masks mark
+        probe = Probe(images.to(torch.float32), targets, masks, data)
+        return DataSource(probe, data, bundle.num_classes)
+    if isinstance(data, (bytes, Path)):
+        raise TypeError(
+            f"data must be a dataset name, a Dataset, a DataLoader or tensors; got {data!r} "
+            "(a folder of images is 'imagefolder:PATH')"
+        )
+    steps = _compose(_resize(image_size), transform)
+    images, targets = as_tensors(data, limit=size, labels=labels, transform=steps)
+    name = type(data).__name__ if not isinstance(data, (tuple, list)) else "tensors"
+    if isinstance(data, DataLoader):
+        name = f"DataLoader({type(data.dataset).__name__})"
+    probe = Probe(images.to(torch.float32).contiguous(), targets, None, name)
+    return DataSource(probe, name, _classes_of(data))
+
+
+def _head_refusal(outputs: int, classes: int, what: str) -> ValueError:
+    return ValueError(
+        f"{what} has {outputs} outputs but the data has {classes} classes, so its accuracy and "
+        f"every fidelity metric would compare logits with the wrong labels. Pass "
+        f"num_classes={classes} (--num-classes {classes}) to rebuild the head at random for "
+        f"these classes (the geometry of the layers below it is unchanged), or analyse the "
+        "geometry only without labels (labels=False, --no-labels)"
+    )
+
+
+def _check_head(model: nn.Module, what: str, data: DataSource, labelled: bool) -> None:
+    """Refuse a head whose size does not fit the labels, before any analysis."""
+    if not labelled or data.probe.labels is None:
+        return
+    outputs = output_count(model, data.probe.images)
+    if outputs is None:
+        return
+    if data.num_classes is not None and outputs != data.num_classes:
+        raise _head_refusal(outputs, data.num_classes, what)
+    seen = int(data.probe.labels.max()) + 1
+    if data.num_classes is None and seen > outputs:
+        raise _head_refusal(outputs, seen, what)
+
+
+def _spec_input(data: DataSource) -> tuple[int, int]:
+    """``(in_channels, image_size)`` the data's images have (for building a geomxai model)."""
+    x = data.probe.images
+    if x.ndim == 4:
+        return int(x.shape[1]), int(x.shape[-1])
+    return int(x.shape[1]) if x.ndim == 3 else 3, 32
+
+
+def resolve_source(
+    model,
+    data: DataSource,
+    *,
+    weights,
+    num_classes: int | None,
+    labels: bool,
+) -> ModelSource:
+    """The model of :func:`analyze_model`, its head checked against (or rebuilt for) the data."""
+    labelled = labels and data.probe.labels is not None
+    if isinstance(model, nn.Module):
+        if weights is not None:
+            state = load_state_dict_file(weights)
+            model = _with_state(model, state, weights, num_classes)
+        name = type(model).__name__
+        source = "the module's own" if weights is None else str(weights)
+        outputs = output_count(model, data.probe.images)
+        if num_classes is not None and outputs is not None and outputs != num_classes:
+            model = replace_head(model, num_classes)
+            source += f", head rebuilt at random for {num_classes} classes"
+        _check_head(model, name, data, labelled)
+        return ModelSource(model, name, source)
+    if not isinstance(model, str):
+        raise TypeError(
+            "model must be a spec (torchvision:NAME, timm:NAME, a geomxai model name, a "
+            f"checkpoint path) or an nn.Module; got {type(model).__name__}"
+        )
+    in_channels, image_size = _spec_input(data)
+    is_checkpoint = not model.startswith(SPEC_PREFIXES) and model not in MODELS
+    classes = num_classes
+    theirs = None
+    if weights is not None:
+        theirs = head_size(load_state_dict_file(weights))
+    if classes is None and weights is None and labelled and not is_checkpoint:
+        # Random init: a head made for the data's classes (a checkpoint keeps its own head, and
+        # is checked against them below).
+        classes = data.num_classes
+        if classes is None:
+            classes = int(data.probe.labels.max()) + 1
+    net = resolve_model(
+        model,
+        weights=weights,
+        num_classes=classes,
+        in_channels=in_channels,
+        image_size=image_size,
+        rebuild_head=num_classes is not None,
+    )
+    if weights is not None:
+        source = str(weights)
+        if num_classes is not None and theirs is not None and theirs != num_classes:
+            source += f", head rebuilt at random for {num_classes} classes (theirs: {theirs})"
+    else:
+        source = "the checkpoint's own" if is_checkpoint else "random init"
+    _check_head(net, model, data, labelled)
+    return ModelSource(net, model, source)
+
+
+def _with_state(model: nn.Module, state: dict, weights, num_classes) -> nn.Module:
+    """A copy of ``model`` with ``state`` loaded (its head left at init when it is rebuilt)."""
+    import copy
+
+    from geomxai.study._sources import _load, _mismatched
+
+    model = copy.deepcopy(model)
+    drop = _mismatched(model, state)
+    if drop and num_classes is None:
+        raise ValueError(
+            f"the weights in {str(weights)!r} do not fit {type(model).__name__} at "
+            f"{', '.join(drop[:4])} (a head of another size?); pass num_classes= to rebuild the "
+            "head, or give weights of this architecture"
+        )
+    _load(model, state, name=type(model).__name__, weights=weights, drop=drop)
+    return model
+
+
+def preprocessing(model, image_size: int | None, transform, normalize: str | None):
+    """``(transform, preferred image size)`` to read the data with.
+
+    ``transform`` given: it is used as it is. Else ``normalize``: ``"imagenet"`` (ImageNet mean
+    and std), ``"none"`` (nothing), or ``None``: a timm model's own data config (resize, crop,
+    normalisation), nothing for the others.
+    """
+    if normalize not in (None, "none", "imagenet"):
+        raise ValueError(f"normalize must be None, 'none' or 'imagenet'; got {normalize!r}")
+    if transform is not None:
+        if normalize not in (None, "none"):
+            raise ValueError("give transform= or normalize=, not both")
+        return transform, None
+    if normalize == "imagenet":
+        return imagenet_normalization(), None
+    if normalize == "none":
+        return None, None
+    # The config's transform resizes itself; images read by name are loaded at its size.
+    return timm_preprocessing(model, image_size)
