@@ -3,6 +3,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.geomxai-installed
 PROFILE ?= quick
+# Where `make study` writes: a git-ignored folder, so a new clone stays clean. The committed
+# reports/ are regenerated only on purpose: make study REPORTS=reports
+REPORTS ?= out/reports
+RUNS    ?= out/runs
 PYTEST_ARGS ?=
 # Only the source folders that exist: ruff fails on a missing path.
 LINT   := $(wildcard geomxai tests benchmarks analyses scripts)
@@ -23,7 +27,7 @@ browser:
 	bash scripts/install_browser.sh
 
 study: $(STAMP) data
-	$(VENV)/bin/geomxai study --profile $(PROFILE)
+	$(VENV)/bin/geomxai study --profile $(PROFILE) --runs $(RUNS) --reports $(REPORTS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT)
