@@ -128,7 +128,25 @@ def stage_train(args) -> None:
 # reparametrisation control of the final checkpoint. Saliency maps of the whole probe and the
 # top eigenvectors of every epoch (which only the dynamics need, already computed) are dropped.
 _DROP = ("probe_saliency", "top_eigvecs", "top_eigvals", "probe_images")
-_FINAL_ONLY = ("saliency_maps", "corr_spectrum", "morf_curve", "lerf_curve", "random_curve")
+_FINAL_ONLY = (
+    "saliency_maps",
+    "corr_spectrum",
+    "morf_curve",
+    "lerf_curve",
+    "random_curve",
+    "deletion_curve",
+    "insertion_curve",
+    "deletion_auc_per_sample",
+    "insertion_auc_per_sample",
+)
+
+
+def final_only(ds: xr.Dataset) -> xr.Dataset:
+    """The arrays the report reads at the final checkpoint only, without their other epochs."""
+    for name in _FINAL_ONLY:
+        if name in ds and "epoch" in ds[name].dims:
+            ds[name] = ds[name].isel(epoch=-1, drop=True)
+    return ds
 
 
 def analysed_epochs(epochs: list[int]) -> list[int]:
@@ -164,9 +182,7 @@ def per_run_result(run_dir: Path, probe, options) -> xr.Dataset:
         run_dir, options=options, probe=probe, progress=False, epochs=analysed_epochs(run.epochs)
     )
     ds = ds.drop_vars([v for v in _DROP if v in ds.variables])
-    for name in _FINAL_ONLY:
-        if name in ds and "epoch" in ds[name].dims:
-            ds[name] = ds[name].isel(epoch=-1, drop=True)
+    ds = final_only(ds)
     final = max(run.checkpoints)
     model, _ = geomxai.load_checkpoint(run.checkpoints[final])
     control = reparametrization_control(model, probe.images, probe.labels)

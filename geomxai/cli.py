@@ -160,7 +160,7 @@ def cmd_analyze(args) -> int:
 def cmd_report(args) -> int:
     from geomxai import schema
     from geomxai.report import build_report
-    from geomxai.study._study import open_results_file
+    from geomxai.study import open_results_file
 
     out = check_nonempty_path(args.out, "--out")
     check_writable(out, folder=True)
@@ -197,28 +197,9 @@ def _version() -> str:
     return __version__
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="geomxai",
-        description="Representation geometry and gradient-saliency quality.",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--version", action="version", version=f"geomxai {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("study", help="train every regime, analyse every checkpoint, write a report")
-    p.add_argument("--profile", default="quick", help="configs/NAME.toml or a path (default quick)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a train field")
-    p.add_argument("--runs", default="runs", help="where run directories go (default runs/)")
-    p.add_argument("--reports", default="reports", help="where the report goes (default reports/)")
-    p.add_argument("--workers", type=int, default=1, help="dask workers for the analysis")
-    p.set_defaults(func=cmd_study)
-
-    p = sub.add_parser("train", help="train one run from a TOML config")
-    p.add_argument("--config", required=True, help="a TOML profile, e.g. configs/quick.toml")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field")
-    p.set_defaults(func=cmd_train)
-
+def _add_analyze_parser(sub) -> None:
+    """``geomxai analyze``: the one command with many options (runs or any model, its data,
+    the cache, the device), kept apart so :func:`build_parser` stays a short list."""
     p = sub.add_parser("analyze", help="measure geometry and attribution on checkpoints")
     p.add_argument("run_dirs", nargs="*", help="run directories written by `geomxai train`")
     p.add_argument("--model", help="a checkpoint, torchvision:ARCH or a geomxai model name")
@@ -269,6 +250,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write a cache")
     p.set_defaults(func=cmd_analyze)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="geomxai",
+        description="Representation geometry and gradient-saliency quality.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"geomxai {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("study", help="train every regime, analyse every checkpoint, write a report")
+    p.add_argument("--profile", default="quick", help="configs/NAME.toml or a path (default quick)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a train field")
+    p.add_argument("--runs", default="runs", help="where run directories go (default runs/)")
+    p.add_argument("--reports", default="reports", help="where the report goes (default reports/)")
+    p.add_argument("--workers", type=int, default=1, help="dask workers for the analysis")
+    p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("train", help="train one run from a TOML config")
+    p.add_argument("--config", required=True, help="a TOML profile, e.g. configs/quick.toml")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field")
+    p.set_defaults(func=cmd_train)
+
+    _add_analyze_parser(sub)
 
     p = sub.add_parser("report", help="build the HTML report of a results file")
     p.add_argument("results", help="a results.nc written by `geomxai analyze` or `study`")

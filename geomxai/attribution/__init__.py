@@ -17,10 +17,12 @@ from geomxai.attribution._entanglement import entanglement_from_gradients, gradi
 from geomxai.attribution._gaps import gini, mask_auroc, mass_inside, pointing_game, topq_contrast
 from geomxai.attribution._insertion_deletion import deletion_curve, insertion_curve
 from geomxai.attribution._masking import fidelity_gap, masking_auc, masking_curve, road_impute
+from geomxai.attribution._saliency import METHODS as SALIENCY_METHODS
 from geomxai.attribution._saliency import method_name, saliency
 from geomxai.attribution._sanity import cascading_randomization
 
 __all__ = [
+    "SALIENCY_METHODS",
     "cascading_randomization",
     "deletion_curve",
     "entanglement_from_gradients",

@@ -128,7 +128,7 @@ class AnalysisOptions:
 
 def _check_saliency_method(method) -> None:
     """A method name :func:`geomxai.attribution.saliency` knows, a Captum instance or a callable."""
-    from geomxai.attribution._saliency import METHODS
+    from geomxai.attribution import SALIENCY_METHODS as METHODS
 
     if isinstance(method, str):
         if method not in METHODS:
@@ -988,46 +988,73 @@ def analyze_run(
     if option_overrides:
         options = replace(options, **{k: v for k, v in option_overrides.items() if v is not None})
     _check_per_checkpoint_method(options.saliency_method)
-    run = read_run(run_dir)
-    config = run.config
-    if epochs is None:
-        epochs = run.epochs
-    else:
-        epochs = sorted({int(e) for e in epochs})
-        missing = [e for e in epochs if e not in run.checkpoints]
-        if missing or not epochs:
-            raise ValueError(
-                f"epochs must be checkpointed epochs of {str(run_dir)!r}; got {missing or epochs} "
-                f"(it has {run.epochs})"
-            )
-    paths = [run.checkpoints[e] for e in epochs]
-    if probe is None:
-        probe = make_probe(config["dataset"], options.probe_size)
-    cache_dir = _cache_folder(run_dir, cache)
     if device is not None and (workers > 1 or scheduler):
         raise ValueError(
             "device goes with the serial analysis (workers=1, no scheduler); dask workers run "
             f"on their own devices; got device={str(device)!r} and workers={workers}"
         )
-    from geomxai.study._probe import ProbeSizeWarning, warn_probe, widths_of
+    run = read_run(run_dir)
+    epochs = _selected_epochs(run, epochs)
+    if probe is None:
+        probe = make_probe(run.config["dataset"], options.probe_size)
+    parts = _checkpoint_parts(
+        [run.checkpoints[e] for e in epochs],
+        probe,
+        options,
+        _cache_folder(run_dir, cache),
+        workers=workers,
+        scheduler=scheduler,
+        device=device,
+        desc=f"analyse {run_dir.name}",
+        progress=progress,
+    )
+    ds = _over_epochs(parts, epochs, probe)
+    ds = _with_training_metrics(ds, run.metrics, epochs)
+    ds.attrs.update(_run_attrs(run, options, parts))
+    return schema.annotate(ds)
+
+
+def _selected_epochs(run, epochs) -> list[int]:
+    """Every checkpointed epoch, or the requested ones (which must all be checkpointed)."""
+    if epochs is None:
+        return run.epochs
+    epochs = sorted({int(e) for e in epochs})
+    missing = [e for e in epochs if e not in run.checkpoints]
+    if missing or not epochs:
+        raise ValueError(
+            f"epochs must be checkpointed epochs of {str(run.path)!r}; got {missing or epochs} "
+            f"(it has {run.epochs})"
+        )
+    return epochs
+
+
+def _checkpoint_parts(
+    paths, probe, options, cache_dir, *, workers, scheduler, device, desc, progress
+) -> list[xr.Dataset]:
+    """:func:`analyze_checkpoint` of each path, serially or through dask."""
+    from geomxai.study._probe import ProbeSizeWarning
 
     with warnings.catch_warnings():
-        # Said once for the run below, not once per checkpoint (or never, for cached ones).
+        # Said once for the run (by _over_epochs), not once per checkpoint (or never, for
+        # cached ones).
         warnings.simplefilter("ignore", ProbeSizeWarning)
         if workers > 1 or scheduler:
             from geomxai.study._parallel import map_checkpoints
 
-            parts = map_checkpoints(
+            return map_checkpoints(
                 paths, probe, options, cache_dir, workers=workers, scheduler=scheduler
             )
-        else:
-            extra = {} if device is None else {"device": device}
-            parts = [
-                analyze_checkpoint(p, probe, options, cache_dir=cache_dir, **extra)
-                for p in tqdm(
-                    paths, desc=f"analyse {run_dir.name}", disable=not progress, unit="ckpt"
-                )
-            ]
+        extra = {} if device is None else {"device": device}
+        return [
+            analyze_checkpoint(p, probe, options, cache_dir=cache_dir, **extra)
+            for p in tqdm(paths, desc=desc, disable=not progress, unit="ckpt")
+        ]
+
+
+def _over_epochs(parts: list[xr.Dataset], epochs: list[int], probe: Probe) -> xr.Dataset:
+    """The checkpoints' parts along ``epoch``, their NaN reasons kept, with the dynamics."""
+    from geomxai.study._probe import warn_probe, widths_of
+
     ds = xr.concat(
         parts,
         dim="epoch",
@@ -1044,7 +1071,11 @@ def analyze_run(
     if "probe_size" in ds:
         n_probe = int(np.nanmin(np.asarray(ds["probe_size"].values, dtype=float)))
         warn_probe(n_probe, widths_of(ds), labelled=probe.labels is not None)
-    metrics = run.metrics
+    return ds
+
+
+def _with_training_metrics(ds: xr.Dataset, metrics: dict, epochs: list[int]) -> xr.Dataset:
+    """The run's ``metrics.jsonl`` values over ``epoch``, NaN with a reason where missing."""
     for key in schema.names("training"):
         ds[key] = xr.DataArray([_scalar(metrics.get(e, {}).get(key)) for e in epochs], dims="epoch")
         missing = [e for e in epochs if not math.isfinite(_scalar(metrics.get(e, {}).get(key)))]
@@ -1056,20 +1087,22 @@ def analyze_run(
         ds["test_acc"].attrs["nan_reason"] = (
             "epoch 0 is the initial model; its test accuracy is probe_acc"
         )
-    ds.attrs.update(
-        {
-            "config": json.dumps(config, sort_keys=True),
-            "regime": config.get("regime", ""),
-            "seed": int(config.get("seed", 0)),
-            "dataset": config.get("dataset", ""),
-            "analysis": options.key(),
-            # The method each checkpoint used (a factory's instance by its own name).
-            "saliency_method": parts[0].attrs.get("saliency_method")
-            or json.loads(options.key())["saliency_method"],
-            "run_dir": str(run_dir),
-        }
-    )
-    return schema.annotate(ds)
+    return ds
+
+
+def _run_attrs(run, options: AnalysisOptions, parts: list[xr.Dataset]) -> dict:
+    config = run.config
+    return {
+        "config": json.dumps(config, sort_keys=True),
+        "regime": config.get("regime", ""),
+        "seed": int(config.get("seed", 0)),
+        "dataset": config.get("dataset", ""),
+        "analysis": options.key(),
+        # The method each checkpoint used (a factory's instance by its own name).
+        "saliency_method": parts[0].attrs.get("saliency_method")
+        or json.loads(options.key())["saliency_method"],
+        "run_dir": str(run.path),
+    }
 
 
 _NOT_IN_RESULTS = (

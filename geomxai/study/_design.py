@@ -364,8 +364,10 @@ def _t_summary(
 ) -> tuple[float, float, float, float, str | None]:
     """Mean, t-interval and one-sample t-test p-value (against 0) of per-seed values ``x``.
 
-    Returns NaN for all four with a reason when fewer than 2 values are given, and NaN for the
-    interval and p-value (the mean kept) when the values have no spread: a t-interval of width 0
+    Returns NaN for all four with a reason when no value is given; with one value, that value as
+    the estimate (a one-seed study still shows its differences) and NaN for the interval and
+    p-value, with a reason; and NaN for the interval and p-value (the mean kept) when the values
+    have no spread: a t-interval of width 0
     would be a fake certainty. "No spread" is an SD below 1e-12 of ``scale`` (the magnitude of the
     numbers the values were computed from; default the largest ``|x|``), so that a contrast of
     cells that differ by a constant is not given an interval of float round-off.
@@ -373,7 +375,8 @@ def _t_summary(
     x = np.asarray(x, dtype=float)
     n = x.size
     if n < 2:
-        return (np.nan,) * 4 + (f"{n} usable seed(s); a t-interval needs at least 2",)
+        estimate = float(x[0]) if n else np.nan
+        return (estimate,) + (np.nan,) * 3 + (f"{n} usable seed(s); a t-interval needs at least 2",)
     mean = float(x.mean())
     sd = float(x.std(ddof=1))
     if scale is None:

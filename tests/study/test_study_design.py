@@ -132,11 +132,14 @@ def test_effects_are_the_contrasts_of_the_cell_means():
     assert fx["cell_n"].values.tolist() == [[3, 3, 3, 3]]
 
 
-def test_fewer_than_two_complete_seeds_give_nan_with_reasons():
+def test_fewer_than_two_complete_seeds_give_no_interval_with_reasons():
     cells = {k: v[:2] for k, v in CELLS.items()}
     cells["dbn"] = [0.70, None]
     fx = factorial_effects(_runs(cells), "test_acc")
-    assert np.isnan(fx["estimate"]).all() and np.isnan(fx["ci_low"]).all()
+    # One complete seed: its own contrast is the estimate, with no interval and no p-value.
+    one = factorial_effects(_runs({k: v[:1] for k, v in cells.items()}), "test_acc")
+    xr.testing.assert_equal(fx["estimate"], one["estimate"])
+    assert np.isfinite(fx["estimate"]).all() and np.isnan(fx["ci_low"]).all()
     assert np.isnan(fx["p_value"]).all()
     assert fx["n_seeds"].values.tolist() == [[1, 1, 1]]
     for effect in ("masking", "whitening", "interaction"):
@@ -265,10 +268,11 @@ def test_paired_contrasts_validate_regimes():
         paired_contrasts(_runs(), "test_acc", a="sgt", against=["sgt"])
 
 
-def test_paired_contrast_with_one_seed_is_nan_with_reason():
+def test_paired_contrast_with_one_seed_has_no_interval_and_says_why():
     cells = {"regular": [0.8], "saliencydecor": [0.9]}
     pc = paired_contrasts(_runs(cells), "test_acc", against=["regular"])
-    assert np.isnan(pc["estimate"]).all()
+    assert float(pc["estimate"].squeeze()) == pytest.approx(0.1)
+    assert np.isnan(pc["ci_low"]).all() and np.isnan(pc["p_value"]).all()
     assert "1 usable seed(s)" in pc.attrs["nan_reason_test_acc_regular"]
 
 
