@@ -205,7 +205,12 @@ class Section:
         return self
 
     def markdown(self) -> str:
-        parts = [f"## {self.title}", self.text] + [markdown_table(h, r) for h, r in self.tables]
+        # A pipe inside a cell ("mean |corr|") would end the cell in markdown.
+        def esc(cells):
+            return [str(c).replace("|", "\\|") for c in cells]
+
+        parts = [f"## {self.title}", self.text]
+        parts += [markdown_table(esc(h), [esc(r) for r in rows]) for h, rows in self.tables]
         parts += [f"![{Path(f).stem}]({f})" for f in self.figures]
         return "\n\n".join(p for p in parts if p)
 
