@@ -135,15 +135,18 @@ def per_epoch_table(per_run: list[tuple[str, xr.Dataset]]) -> xr.Dataset:
     return xr.concat(parts, dim="run", join="outer")
 
 
-def learning_curves(per_run) -> dict[str, dict[int, list[float]]]:
-    """Cell -> epoch -> test accuracies over seeds (from each run's metrics)."""
+def learning_curves(per_run, folder: Path) -> dict[str, dict[int, list[float]]]:
+    """Cell -> epoch -> test accuracies over seeds, every epoch, from each run's committed
+    ``metrics.jsonl`` (the analysed checkpoints are only a few of the epochs)."""
     curves: dict[str, dict[int, list[float]]] = {}
-    for _, ds in per_run:
+    for name, ds in per_run:
         cell = ds.attrs.get("cell", _config(ds)["regime"])
-        acc = ds["test_acc"]
-        for e, v in zip(acc["epoch"].values, acc.values, strict=True):
-            if np.isfinite(v):
-                curves.setdefault(cell, {}).setdefault(int(e), []).append(float(v))
+        path = folder / "runs" / f"{name}.metrics.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for row in rows:
+            value = row.get("test_acc")
+            if value is not None and np.isfinite(value):
+                curves.setdefault(cell, {}).setdefault(int(row["epoch"]), []).append(float(value))
     return curves
 
 
@@ -231,7 +234,7 @@ def _save(fig, out: Path, name: str) -> str:
 
 
 def convergence_section(per_run, out: Path) -> Section:
-    curves = learning_curves(per_run)
+    curves = learning_curves(per_run, out)
     s = Section(
         "Convergence",
         "Test accuracy on the full 10,000-image test set after every epoch, mean over seeds. "
