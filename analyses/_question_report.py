@@ -710,10 +710,15 @@ CSS = (
 
 
 def build(
-    folder: Path, *, header: str, planned: dict[str, int], dataset: str
+    folder: Path,
+    per_run: list[tuple[str, xr.Dataset]],
+    *,
+    header: str,
+    planned: dict[str, int],
+    dataset: str,
 ) -> dict[str, xr.Dataset]:
-    """Write ``tables.md``, ``index.html`` and ``figures/`` into ``folder``; return the stats."""
-    per_run = load_runs(folder)
+    """Write ``tables.md``, ``index.html`` and ``figures/`` into ``folder`` from the per-run
+    results (:func:`load_runs`); return the stats."""
     if not per_run:
         raise FileNotFoundError(
             f"no per-run results under {str(folder / 'runs')!r}; run the analyse stage"

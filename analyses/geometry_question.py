@@ -252,23 +252,24 @@ def protocol_text(args) -> str:
 
 
 def stage_report(args) -> None:
-    from _question_report import build
+    from _question_report import build, load_runs
 
     from geomxai.study import save_results, stamp
 
     start = time.perf_counter()
     planned = {c.label: len(args.seeds) for c in cells()}
-    stats = build(args.out, header=protocol_text(args), planned=planned, dataset=args.dataset)
-    train_s = analysis_s = 0.0
+    per_run = load_runs(args.out)
+    stats = build(
+        args.out, per_run, header=protocol_text(args), planned=planned, dataset=args.dataset
+    )
+    train_s = 0.0
     for path in sorted((args.out / "runs").glob("*.metrics.jsonl")):
         train_s += sum(
             json.loads(line).get("seconds", 0.0)
             for line in path.read_text().splitlines()
             if line.strip()
         )
-    for path in sorted((args.out / "runs").glob("*.nc")):
-        with xr.open_dataset(path, engine="h5netcdf") as ds:
-            analysis_s += float(ds.attrs.get("analysis_seconds", 0.0))
+    analysis_s = sum(float(ds.attrs.get("analysis_seconds", 0.0)) for _, ds in per_run)
     merged = xr.merge(
         [
             ds.rename({v: f"{key}_{v}" for v in ds.data_vars})
