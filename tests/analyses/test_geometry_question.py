@@ -15,15 +15,29 @@ import xarray as xr
 SCRIPT = Path(__file__).resolve().parents[2] / "analyses" / "geometry_question.py"
 
 
-def _run(stage, tmp_path):
+def _command(stage, tmp_path):
     cmd = [sys.executable, str(SCRIPT), stage, "--smoke", "--dataset", "digits"]
-    cmd += ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=True)
+    return cmd + ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+
+
+def _run(stage, tmp_path):
+    return subprocess.run(
+        _command(stage, tmp_path), capture_output=True, text=True, timeout=900, check=True
+    )
 
 
 @pytest.mark.slow
 def test_every_stage_runs_resumes_and_reports_without_checkpoints(tmp_path):
-    _run("all", tmp_path)
+    # Two `runs` processes share the plan: each run is trained and analysed once.
+    workers = [
+        subprocess.Popen(_command("runs", tmp_path), stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    logs = [w.communicate(timeout=900)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], logs
+    trained = [line for log in logs for line in log.splitlines() if " training " in line]
+    assert len(trained) == 16 and all(" training " in log for log in logs)
+    _run("all", tmp_path)  # finds everything done and builds the report
     out = tmp_path / "out"
     per_run = sorted((out / "runs").glob("*.nc"))
     assert len(per_run) == 16  # 8 cells x 2 seeds
@@ -54,3 +68,33 @@ def test_every_stage_runs_resumes_and_reports_without_checkpoints(tmp_path):
         assert {"factorial_estimate", "link_partial_spearman", "dose_slope"} <= set(results)
         assert json.loads(results.attrs["wall_time"])["training_s"] > 0
         assert results.attrs["commit"] and results.attrs["hardware"]
+
+
+def _script():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import geometry_question
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    return geometry_question
+
+
+def test_a_claimed_run_is_refused_to_a_second_claimant_until_released(tmp_path):
+    script = _script()
+    args = script.parse_args(["runs", "--runs", str(tmp_path)])
+    with script.claimed(args, "regular-s0") as first:
+        with script.claimed(args, "regular-s0") as second, script.claimed(args, "sgt-s0") as other:
+            assert (first, second, other) == (True, False, True)
+    with script.claimed(args, "regular-s0") as again:
+        assert again
+
+
+def test_the_committed_per_run_results_are_not_git_ignored():
+    # The per-run results are what a fresh machine resumes from; an ignore pattern matching
+    # them once kept a whole sitting's runs out of the repository.
+    root = SCRIPT.parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    target = "reports/fashion-mnist-converged/runs/regular-s0.nc"
+    ignored = subprocess.run(["git", "check-ignore", "-q", target], cwd=root)
+    assert ignored.returncode == 1, f"{target} is git-ignored"
