@@ -3,7 +3,9 @@
 ``zca_whiten`` and ``newton_schulz_whiten`` whiten a batch with its own statistics;
 ``GroupWhitening`` is the layer (batch statistics in training, running statistics in eval) and
 ``fold_into_linear`` folds its eval-time map into a following ``nn.Linear``;
-``decorrelation_loss`` is the SaliencyDecor regulariser. The math and the numerical choices are in
+``decorrelation_loss`` is the SaliencyDecor regulariser. ``ns_iterations`` is the Newton-Schulz
+step count that ``iters="auto"`` derives from the spectrum bound (ZCA to a dtype's precision
+with no eigendecomposition and no host synchronisation). The math and the numerical choices are in
 ``docs/whitening.md``.
 
 For layers that compute their statistics elsewhere (``geomxai.train.SyncGroupWhitening`` sums
@@ -21,7 +23,7 @@ from geomxai.whitening._groups import (
 )
 from geomxai.whitening._layer import WHITENING_METHODS, GroupWhitening, fold_into_linear
 from geomxai.whitening._losses import DECORRELATION_KINDS, decorrelation_loss
-from geomxai.whitening._newton_schulz import newton_schulz_whiten
+from geomxai.whitening._newton_schulz import newton_schulz_whiten, ns_iterations
 from geomxai.whitening._zca import zca_whiten
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "decorrelation_loss",
     "fold_into_linear",
     "newton_schulz_whiten",
+    "ns_iterations",
     "split_chunks",
     "within_group_products",
     "zca_whiten",

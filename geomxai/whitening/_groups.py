@@ -89,9 +89,12 @@ def check_eps(eps: float) -> float:
     return float(eps)
 
 
-def check_iters(iters: int) -> int:
+def check_iters(iters: int | str) -> int | str:
+    """An int of at least 1, or ``"auto"`` (the static count of ``ns_iterations``)."""
+    if isinstance(iters, str) and iters == "auto":
+        return "auto"
     if isinstance(iters, bool) or not isinstance(iters, Integral) or iters < 1:
-        raise ValueError(f"iters must be an int of at least 1; got iters={iters!r}")
+        raise ValueError(f"iters must be an int of at least 1 or 'auto'; got iters={iters!r}")
     return int(iters)
 
 

@@ -48,6 +48,22 @@ def zca_whiten(x: np.ndarray, group_size: int | None, eps: float) -> np.ndarray:
     return out
 
 
+def relative_floor(cov: np.ndarray, eps: float) -> float:
+    """``eps max(1, tr(C) / m)``: what Newton-Schulz with ``iters="auto"`` adds to the diagonal."""
+    return eps * max(1.0, float(np.trace(cov)) / cov.shape[0])
+
+
+def zca_whiten_floored(x: np.ndarray, group_size: int | None, eps: float) -> np.ndarray:
+    """ZCA of each group's ``C + relative_floor(C, eps) I``: the limit of ``iters="auto"``."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    for sl in group_slices(x.shape[1], group_size):
+        xg = x[:, sl]
+        c = cov_biased(xg)
+        out[:, sl] = (xg - xg.mean(axis=0)) @ zca_matrix(c, relative_floor(c, eps)).T
+    return out
+
+
 def newton_schulz_matrix(cov: np.ndarray, eps: float, iters: int) -> np.ndarray:
     """IterNorm as printed: P <- 1.5 P - 0.5 P^3 S (uncoupled; fine for few iterations)."""
     m = cov.shape[0]
