@@ -2,7 +2,8 @@
 
 - :func:`saliency`: per-position maps (per pixel (n, h, w), per time step (n, t), per feature
   (n, d)) by a named method (gradient, |gradient|, input x gradient, SmoothGrad, Integrated
-  Gradients), any Captum ``Attribution`` instance or a callable; :func:`method_name` names it.
+  Gradients), any Captum ``Attribution`` instance or a callable; :func:`method_name` names it,
+  :func:`check_saliency_method` checks it for a caller that passes it on.
 - Masking fidelity: :func:`masking_curve`, :func:`masking_auc`, :func:`fidelity_gap`.
 - Probabilistic faithfulness (RISE): :func:`deletion_curve`, :func:`insertion_curve`.
 - Saliency gaps: :func:`topq_contrast`, :func:`gini`, and against ground-truth masks
@@ -18,12 +19,13 @@ from geomxai.attribution._gaps import gini, mask_auroc, mass_inside, pointing_ga
 from geomxai.attribution._insertion_deletion import deletion_curve, insertion_curve
 from geomxai.attribution._masking import fidelity_gap, masking_auc, masking_curve, road_impute
 from geomxai.attribution._saliency import METHODS as SALIENCY_METHODS
-from geomxai.attribution._saliency import method_name, saliency
+from geomxai.attribution._saliency import check_saliency_method, method_name, saliency
 from geomxai.attribution._sanity import cascading_randomization
 
 __all__ = [
     "SALIENCY_METHODS",
     "cascading_randomization",
+    "check_saliency_method",
     "deletion_curve",
     "entanglement_from_gradients",
     "fidelity_gap",

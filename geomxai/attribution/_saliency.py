@@ -130,35 +130,105 @@ def method_name(method: AnyMethod) -> str:
     )
 
 
-def _method_kind(method) -> str:
-    """ "name", "captum" or "callable"; anything else is refused with the fix named."""
+def _takes_model_alone(method) -> bool:
+    """Whether a callable has exactly one required positional parameter, as a factory
+    ``model -> Attribution`` has (a callable ``(model, x, target)`` has three)."""
+    try:
+        params = list(inspect.signature(method).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature: not ours to guess
+        return False
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p for p in params if p.kind in positional and p.default is p.empty]
+    return len(required) == 1
+
+
+def check_saliency_method(
+    method, *, argument: str = "method", factories: bool = False
+) -> Literal["name", "captum", "factory", "callable"]:
+    """Check a saliency method and say which kind it is; refuse anything else, naming the fix.
+
+    The one check of what :func:`saliency` accepts as ``method``, for every function that takes
+    a method and passes it on (the study's ``AnalysisOptions.saliency_method`` among them).
+
+    Parameters
+    ----------
+    method : str, captum.attr.Attribution, type or callable
+        A name from :data:`SALIENCY_METHODS`, a Captum ``Attribution`` instance, a callable
+        ``(model, x, target) -> attributions`` or, where ``factories``, a factory
+        ``model -> Attribution``: a Captum ``Attribution`` class, or a callable of exactly one
+        required positional parameter (``lambda model: LayerGradCam(model, model.body[-1])``).
+    argument : str
+        The caller's name of the parameter, which the error messages name.
+    factories : bool
+        Whether a factory is accepted. Without, a Captum class is refused (pass an instance)
+        and a one-parameter callable counts as a callable.
+
+    Returns
+    -------
+    {"name", "captum", "factory", "callable"}
+        A method name, a Captum instance, a factory (only where ``factories``), a callable.
+
+    Raises
+    ------
+    ValueError
+        An unknown method name (the close names are suggested).
+    TypeError
+        Anything else: a Captum class where factories are not accepted, another class, a
+        module (the model, not a method), an object that is not callable.
+
+    Examples
+    --------
+    >>> from captum.attr import IntegratedGradients
+    >>> model = nn.Linear(4, 2)
+    >>> check_saliency_method("smoothgrad"), check_saliency_method(IntegratedGradients(model))
+    ('name', 'captum')
+    >>> check_saliency_method(IntegratedGradients, factories=True)
+    'factory'
+    >>> check_saliency_method(lambda model, x, target: x)
+    'callable'
+
+    The messages name the caller's parameter and the close names:
+
+    >>> try:
+    ...     check_saliency_method("smoothgard", argument="saliency_method")
+    ... except ValueError as err:
+    ...     print(str(err).split("; got ")[-1])
+    saliency_method='smoothgard' (did you mean 'smoothgrad'?)
+    """
+    factory = " a factory model -> Attribution (a Captum class)," if factories else ""
+    accepted = (
+        f"a Captum Attribution instance (built on the model: IntegratedGradients(model)),"
+        f"{factory} or a callable (model, x, target) -> attributions"
+    )
     if isinstance(method, str):
         if method not in METHODS:
             raise ValueError(
-                f"method must be one of {METHODS}, a Captum Attribution instance or a callable "
-                f"(model, x, target) -> attributions; got method={method!r}"
+                f"{argument} must be one of {METHODS}, {accepted}; got {argument}={method!r}"
                 f"{did_you_mean(method, METHODS)}"
             )
         return "name"
-    if isinstance(method, type) and issubclass(method, Attribution):
-        raise TypeError(
-            f"method must be a Captum Attribution instance, not the class: pass "
-            f"{method.__name__}(model) (the model saliency is given)"
-        )
+    expected = f"{argument} must be a method name (one of {METHODS}), {accepted}"
+    if isinstance(method, type):
+        if not issubclass(method, Attribution):
+            raise TypeError(f"{expected}; got the class {method.__name__}, not an Attribution")
+        if not factories:
+            raise TypeError(
+                f"{argument} must be a Captum Attribution instance, not the class: pass "
+                f"{method.__name__}(model) (built on the model it explains)"
+            )
+        return "factory"
     if isinstance(method, Attribution):
         return "captum"
     if isinstance(method, nn.Module):
         raise TypeError(
-            f"method must be a method name, a Captum Attribution instance or a callable "
-            f"(model, x, target) -> attributions; got the module {type(method).__name__} "
-            "(the model goes in the first argument)"
+            f"{expected}; got the module {type(method).__name__}, which is a model, not a "
+            "method (the model goes in the first argument)"
         )
-    if callable(method):
-        return "callable"
-    raise TypeError(
-        f"method must be one of {METHODS}, a Captum Attribution instance or a callable "
-        f"(model, x, target) -> attributions; got {type(method).__name__}"
-    )
+    if not callable(method):
+        raise TypeError(f"{expected}; got {type(method).__name__}")
+    return "factory" if factories and _takes_model_alone(method) else "callable"
 
 
 def _check_captum(method: Attribution, model: nn.Module, layout: Layout) -> bool:
@@ -461,8 +531,8 @@ def saliency(
         outside it, or a layer method on tabular inputs), attributions of a shape that is
         neither ``x``'s nor per position, an input that is not 2-, 3- or 4-D.
     TypeError
-        A ``method`` that is none of the three (a Captum class instead of an instance, a
-        module).
+        A ``method`` that is none of the three (a Captum class instead of an instance, another
+        class, a module); :func:`check_saliency_method` is the check.
 
     Examples
     --------
@@ -481,7 +551,7 @@ def saliency(
     >>> saliency(model, torch.full((1, 4), 2.0), 0, method=InputXGradient(model))
     tensor([[2., 4., 0., 6.]])
     """
-    kind = _method_kind(method)
+    kind = check_saliency_method(method)
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}; got reduce={reduce!r}")
     x = as_batch(x)

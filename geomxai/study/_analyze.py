@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import json
 import logging
 import math
@@ -126,30 +125,11 @@ class AnalysisOptions:
         return json.dumps(fields_, sort_keys=True, default=_key_value)
 
 
-def _check_saliency_method(method) -> None:
-    """A method name :func:`geomxai.attribution.saliency` knows, a Captum instance or a callable."""
-    from geomxai.attribution import SALIENCY_METHODS as METHODS
+def _check_saliency_method(method) -> str:
+    """The kind of ``saliency_method`` (a factory among them), by the attribution package's check."""
+    from geomxai.attribution import check_saliency_method
 
-    if isinstance(method, str):
-        if method not in METHODS:
-            from geomxai._util import did_you_mean
-
-            raise ValueError(
-                f"saliency_method must be one of {METHODS}, a Captum Attribution instance or a "
-                f"callable (model, x, target) -> attributions; got saliency_method={method!r}"
-                f"{did_you_mean(method, METHODS)}"
-            )
-        return
-    if isinstance(method, type) or isinstance(method, torch.nn.Module) or not callable(method):
-        from captum.attr import Attribution
-
-        if isinstance(method, Attribution) or is_attribution_factory(method):
-            return
-        raise TypeError(
-            "saliency_method must be a method name, a Captum Attribution instance (built on the "
-            "model: IntegratedGradients(model)) or a callable (model, x, target) -> "
-            f"attributions; got {method!r}"
-        )
+    return check_saliency_method(method, argument="saliency_method", factories=True)
 
 
 _NAMED_KWARGS = ("n_samples", "noise_level", "n_steps", "baseline")
@@ -181,36 +161,6 @@ def _check_saliency_kwargs(kwargs, method) -> tuple[tuple[str, object], ...] | N
     return tuple(sorted(kwargs.items()))
 
 
-def is_attribution_factory(method) -> bool:
-    """Whether ``saliency_method`` is a factory ``model -> Attribution``: a Captum
-    ``Attribution`` class, or a callable of exactly one required positional parameter (a
-    callable ``(model, x, target)`` has three).
-
-    Examples
-    --------
-    >>> from captum.attr import IntegratedGradients
-    >>> is_attribution_factory(IntegratedGradients), is_attribution_factory(lambda m: m)
-    (True, True)
-    >>> is_attribution_factory(lambda model, x, target: x), is_attribution_factory("gradient")
-    (False, False)
-    """
-    from captum.attr import Attribution
-
-    if isinstance(method, type):
-        return issubclass(method, Attribution)
-    if isinstance(method, (str, Attribution, torch.nn.Module)) or not callable(method):
-        return False
-    try:
-        params = list(inspect.signature(method).parameters.values())
-    except (TypeError, ValueError):  # a builtin without a signature: not ours to guess
-        return False
-    if any(p.kind is p.VAR_POSITIONAL for p in params):
-        return False
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    required = [p for p in params if p.kind in positional and p.default is p.empty]
-    return len(required) == 1
-
-
 def _saliency_arguments(method, saliency_kwargs) -> dict:
     """``saliency_kwargs`` as :func:`geomxai.attribution.saliency` takes them for ``method``."""
     if not saliency_kwargs:
@@ -222,7 +172,7 @@ def _saliency_arguments(method, saliency_kwargs) -> dict:
 
 def _bound_method(method, model: torch.nn.Module):
     """The saliency method to use on ``model``: a factory's instance for it, else ``method``."""
-    if not is_attribution_factory(method):
+    if _check_saliency_method(method) != "factory":
         return method
     from captum.attr import Attribution
 

@@ -18,7 +18,7 @@ from captum.attr import (
 )
 from torch import nn
 
-from geomxai.attribution import method_name, saliency
+from geomxai.attribution import check_saliency_method, method_name, saliency
 from geomxai.models import cnn2
 
 
@@ -214,7 +214,8 @@ def test_functions_and_wrappers_must_call_the_model(model, images, hooks_left):
         ("smoothgrd", ValueError, "did you mean 'smoothgrad'"),
         (IntegratedGradients, TypeError, r"not the class: pass IntegratedGradients\(model\)"),
         (nn.Linear(2, 2), TypeError, "the model goes in the first argument"),
-        (42, TypeError, "method must be one of"),
+        (42, TypeError, r"method must be a method name \(one of \('gradient'"),
+        (nn.Linear, TypeError, "got the class Linear, not an Attribution"),
     ],
 )
 def test_invalid_methods(model, images, method, error, match):
@@ -236,6 +237,29 @@ def test_invalid_attribute_kwargs_and_modes(model, images):
     flat = LayerGradCam(model, model.body[6])  # flattened: no positions to upsample
     with pytest.raises(ValueError, match="must keep positions"):
         saliency(model, x, y, method=flat)
+
+
+def test_check_saliency_method_names_the_kind_and_the_callers_parameter(model):
+    def make(model):
+        return Saliency(model)
+
+    assert check_saliency_method("gradient") == "name"
+    assert check_saliency_method(NoiseTunnel(Saliency(model))) == "captum"
+    assert check_saliency_method(make) == "callable"  # a function of one parameter, no factory
+    assert check_saliency_method(make, factories=True) == "factory"
+    assert check_saliency_method(Saliency, factories=True) == "factory"
+    for argument in ("method", "saliency_method"):
+        with pytest.raises(ValueError, match=rf"^{argument} must be one of .*did you mean"):
+            check_saliency_method("integrated_gradient", argument=argument)
+        with pytest.raises(TypeError, match=rf"^{argument} must be a method name.*got float"):
+            check_saliency_method(1.5, argument=argument)
+        with pytest.raises(TypeError, match=rf"^{argument} must be a Captum .* not the class"):
+            check_saliency_method(Saliency, argument=argument)
+    # Only where factories are taken does the message offer one.
+    with pytest.raises(TypeError, match="a factory model -> Attribution"):
+        check_saliency_method(None, factories=True)
+    with pytest.raises(TypeError, match="^(?!.*factory)"):
+        check_saliency_method(None)
 
 
 # ---- model state, hooks, names

@@ -716,7 +716,7 @@ def test_a_factory_that_cannot_build_says_what_to_give(factory, error, match):
 def test_factories_and_callables_are_told_apart_by_their_signature():
     from captum.attr import Saliency
 
-    from geomxai.study._analyze import is_attribution_factory
+    from geomxai.study._analyze import _check_saliency_method
 
     def attribute(model, x, target, extra=1):
         return x
@@ -724,12 +724,46 @@ def test_factories_and_callables_are_told_apart_by_their_signature():
     def make(model, layer=None):
         return Saliency(model)
 
-    assert is_attribution_factory(Saliency) and is_attribution_factory(make)
-    assert not is_attribution_factory(attribute) and not is_attribution_factory(print)
-    assert not is_attribution_factory(lambda *args: args[1])
-    assert not is_attribution_factory(torch.nn.Linear)  # a class, but no Attribution
+    assert _check_saliency_method(Saliency) == _check_saliency_method(make) == "factory"
+    assert _check_saliency_method(attribute) == _check_saliency_method(print) == "callable"
+    assert _check_saliency_method(lambda *args: args[1]) == "callable"
     with pytest.raises(TypeError, match="saliency_method must be a method name"):
-        AnalysisOptions(saliency_method=torch.nn.Linear)
+        AnalysisOptions(saliency_method=torch.nn.Linear)  # a class, but no Attribution
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["smoothgard", 42, None, torch.nn.Linear(2, 2), torch.nn.Linear, object()],
+    ids=["unknown-name", "int", "none", "module", "other-class", "object"],
+)
+def test_the_study_and_saliency_refuse_the_same_methods(method):
+    """One check (geomxai.attribution.check_saliency_method) behind both: the same error, each
+    naming its own parameter, about the same input."""
+    from geomxai.attribution import saliency
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    with pytest.raises((TypeError, ValueError)) as direct:
+        saliency(model, torch.rand(2, 1, 2, 2), 0, method=method)
+    with pytest.raises((TypeError, ValueError)) as study:
+        AnalysisOptions(saliency_method=method)
+    assert study.type is direct.type
+    assert str(direct.value).startswith("method must be")
+    assert str(study.value).startswith("saliency_method must be")
+    got = str(direct.value).split("; got ")[-1]
+    assert str(study.value).split("; got ")[-1] == got.replace("method=", "saliency_method=")
+
+
+def test_only_the_study_takes_a_captum_class_as_a_factory():
+    from captum.attr import IntegratedGradients
+
+    from geomxai.attribution import saliency
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    assert (
+        AnalysisOptions(saliency_method=IntegratedGradients).saliency_method is IntegratedGradients
+    )
+    with pytest.raises(TypeError, match=r"not the class: pass IntegratedGradients\(model\)"):
+        saliency(model, torch.rand(2, 1, 2, 2), 0, method=IntegratedGradients)
 
 
 def test_saliency_kwargs_reach_the_method(runs):
