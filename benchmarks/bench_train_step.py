@@ -18,6 +18,7 @@ optimiser cost.
     python benchmarks/bench_train_step.py                 # CPU: results/train_step_cpu.json
     python benchmarks/bench_train_step.py --device cuda   # also images/s (fp32 and bf16)
     python benchmarks/bench_train_step.py --device cuda --compile --batch 512
+    python benchmarks/bench_train_step.py --device cuda --cuda-graph  # also captured steps
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ import torch.nn.functional as F
 from _machine import result_header, write_results  # beside this script
 
 from geomxai.train import (
+    StaticStep,
     TrainConfig,
     TrainForward,
     build_from_spec,
     model_spec,
     parse_override,
+    prepare_for_capture,
     train_step,
 )
 
@@ -68,10 +71,13 @@ class _Case:
         amp,
         channels_last,
         compile=False,
+        cuda_graph=False,
         extra=None,
     ):
         fields = {**(extra or {}), **changes}
-        self.config = TrainConfig(model=model, amp=amp, compile=compile, **fields)
+        self.config = TrainConfig(
+            model=model, amp=amp, compile=compile, cuda_graph=cuda_graph, **fields
+        )
         spec = model_spec(
             self.config, in_channels=in_channels, num_classes=10, image_size=image_size
         )
@@ -87,10 +93,27 @@ class _Case:
         self.opt = torch.optim.SGD(self.params, lr=0.01, momentum=0.9)
         self.gen = torch.Generator(device=device).manual_seed(0)
         self.device = device
+        self.static = None
+        if cuda_graph:  # as the trainer does with cuda_graph=true
+            prepare_for_capture(self.opt)
+            # Two eager steps, then the capture: the three warm-up calls end with it.
+            self.static = StaticStep(
+                self.net,
+                self.model,
+                self.opt,
+                config=self.config,
+                params=self.params,
+                generator=self.gen,
+                capture=True,
+                warmup=2,
+            )
 
     def step(self, x, y):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if self.static is not None:
+            self.static(x, y)
+            return
         self.opt.zero_grad(set_to_none=True)
         train_step(
             self.net,
@@ -181,6 +204,7 @@ def bench_model(
     amp=False,
     channels_last=True,
     compile=False,
+    cuda_graph=False,
     batch=0,
     extra=None,
 ) -> dict:
@@ -189,7 +213,13 @@ def bench_model(
     steps = steps or (cpu_steps if device.type == "cpu" else 20)
     x, y = fixed_batch(key, device, batch)
     batch = len(x)
-    options = {"amp": amp, "channels_last": channels_last, "compile": compile, "extra": extra}
+    options = {
+        "amp": amp,
+        "channels_last": channels_last,
+        "compile": compile,
+        "cuda_graph": cuda_graph,
+        "extra": extra,
+    }
     cases = {
         name: build_case(changes, key, device=device, **options) for name, changes in CASES.items()
     }
@@ -220,6 +250,7 @@ def bench_model(
         "amp": amp,
         "channels_last": channels_last,
         "compile": compile,
+        "cuda_graph": cuda_graph,
         "config": extra or {},
         "repeats": repeats,
         "steps_per_repeat": steps,
@@ -279,6 +310,12 @@ def main(argv=None) -> int:
         "--compile", action="store_true", help="CUDA: also time torch.compile'd bf16 steps"
     )
     parser.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="CUDA: also time steps captured as CUDA graphs (fp32 and bf16; whitening_method "
+        "defaults to newton_schulz, the host-sync-free one)",
+    )
+    parser.add_argument(
         "--out", default=None, help="JSON path (default results/train_step_<dev>.json)"
     )
     args = parser.parse_args(argv)
@@ -286,6 +323,8 @@ def main(argv=None) -> int:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
+    if args.cuda_graph and device.type != "cuda":
+        parser.error(f"--cuda-graph needs --device cuda; got device {device}")
     if args.threads:
         torch.set_num_threads(args.threads)
     results = {
@@ -303,13 +342,20 @@ def main(argv=None) -> int:
         print_table(f"{key} on {results['hardware']} ({device.type}, fp32, {fmt})", result)
         if device.type != "cuda":
             continue
-        variants = {"bf16_channels_last": {}}
+        variants = {"bf16_channels_last": {"amp": True}}
         if args.compile:
-            variants["bf16_channels_last_compiled"] = {"compile": True}
+            variants["bf16_channels_last_compiled"] = {"amp": True, "compile": True}
+        if args.cuda_graph:
+            # The eigh of whitening_method="zca" syncs with the host and cannot be captured.
+            graph = {"cuda_graph": True, "extra": {"whitening_method": "newton_schulz"}}
+            graph["extra"].update(common["extra"])
+            variants["cuda_graph"] = {"amp": False, **graph}
+            variants["bf16_channels_last_cuda_graph"] = {"amp": True, **graph}
         for suffix, extra in variants.items():
-            fast = bench_model(key, amp=True, channels_last=True, **extra, **common)
+            fast = bench_model(key, channels_last=True, **{**common, **extra})
             results["models"][f"{key}_{suffix}"] = fast
-            print_table(f"{key} on {results['hardware']} (bf16 autocast, {suffix})", fast)
+            precision = "bf16 autocast" if extra["amp"] else "fp32"
+            print_table(f"{key} on {results['hardware']} ({precision}, {suffix})", fast)
     write_results(results, args.out, f"train_step_{device.type}.json")
     return 0
 

@@ -30,6 +30,7 @@ from geomxai.train._distributed import (
     all_reduce_sum,
     convert_sync_whitening,
 )
+from geomxai.train._graph import StaticStep, prepare_for_capture, set_lr
 from geomxai.train._loop import CosineSchedule, Trainer, TrainingDivergedError, derive_seed, train
 from geomxai.train._losses import classification_loss, decorrelation_term, kl_consistency
 from geomxai.train._masking import (
@@ -55,6 +56,7 @@ __all__ = [
     "CosineSchedule",
     "DirectoryLockedError",
     "Run",
+    "StaticStep",
     "SyncGroupWhitening",
     "TrainConfig",
     "TrainForward",
@@ -79,6 +81,7 @@ __all__ = [
     "model_spec",
     "num_masked",
     "parse_override",
+    "prepare_for_capture",
     "random_flip_crop",
     "read_checkpoint",
     "read_config",
@@ -86,6 +89,7 @@ __all__ = [
     "read_run",
     "saliency_scores",
     "save_checkpoint",
+    "set_lr",
     "train",
     "train_step",
 ]

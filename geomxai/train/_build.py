@@ -22,6 +22,7 @@ def model_spec(config: TrainConfig, *, in_channels: int, num_classes: int, image
             "eps": config.whitening_eps,
             "momentum": config.whitening_momentum,
             "method": config.whitening_method,
+            "iters": config.whitening_iters,
         }
         placement = config.whitening_placement
         if placement == "auto":
@@ -70,6 +71,7 @@ def build_from_spec(spec: dict) -> FeatureModel:
             eps=w["eps"],
             momentum=w["momentum"],
             method=w["method"],
+            iters=w.get("iters", 5),  # checkpoints from before the field whitened with 5
         )
     model.whiten_in_path = bool(spec.get("whiten_in_path", True))
     return model

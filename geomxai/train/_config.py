@@ -71,6 +71,7 @@ class TrainConfig:
     whitening_eps: float = 1e-5
     whitening_momentum: float = 0.1
     whitening_method: str = "zca"
+    whitening_iters: int | str = 5
     whitening_placement: str = "auto"
     decor_kind: str = "offdiag"
     mask_by: str = "abs"
@@ -81,6 +82,7 @@ class TrainConfig:
     amp: bool = False
     channels_last: bool = False
     compile: bool = False
+    cuda_graph: bool = False
     data_on_device: bool = True
     num_workers: int = 0
     deterministic: bool = True
@@ -100,6 +102,13 @@ class TrainConfig:
         _choice("mask_fill", self.mask_fill, TRAINING_FILLS)
         _choice("mask_gradient_mode", self.mask_gradient_mode, MASK_GRADIENT_MODES)
         _choice("whitening_method", self.whitening_method, WHITENING_METHODS)
+        if self.whitening_iters != "auto" and (
+            isinstance(self.whitening_iters, str) or self.whitening_iters < 1
+        ):
+            raise ConfigError(
+                "whitening_iters must be an int of at least 1 or 'auto' (the static Newton-Schulz "
+                f"count that makes it ZCA); got whitening_iters={self.whitening_iters!r}"
+            )
         if not 0.0 < self.mask_ratio < 1.0:
             raise ConfigError(f"mask_ratio must lie in (0, 1); got mask_ratio={self.mask_ratio}")
         if self.group_size < 2:
@@ -127,6 +136,8 @@ class TrainConfig:
             raise ConfigError(
                 f"whitening_momentum must lie in (0, 1]; got whitening_momentum={self.whitening_momentum}"
             )
+        if self.cuda_graph:
+            _check_cuda_graph(self)
 
     # ------------------------------------------------------------------ derived
     @property
@@ -185,6 +196,7 @@ _TYPE_NAMES = {
     "int": "an integer",
     "float": "a finite number",
     "bool": "true or false",
+    "int|str": "an integer or a string",
 }
 
 
@@ -214,6 +226,8 @@ def _check_types(config: TrainConfig) -> None:
             )
         elif kind == "str":
             ok = isinstance(value, str)
+        elif kind == "int|str":
+            ok = isinstance(value, (int, str)) and not isinstance(value, bool)
         else:  # pragma: no cover - a new field type must be added above
             raise TypeError(f"TrainConfig.{f.name} has an unchecked type {declared}")
         if not ok:
@@ -226,6 +240,32 @@ def _check_types(config: TrainConfig) -> None:
     for name in ("out_dir", "dataset", "model", "device"):
         if not getattr(config, name).strip():
             raise ConfigError(f"{name} must not be empty; got {name}={getattr(config, name)!r}")
+
+
+def _check_cuda_graph(config: TrainConfig) -> None:
+    """``cuda_graph=true`` captures the whole step in a CUDA graph: a CUDA device, eager
+    kernels, and a step that never waits for the host (see :mod:`geomxai.train._graph`).
+
+    The loop drops every epoch's last partial batch, so the batch shape is always static; one
+    process and a device that resolves to CUDA are checked when training starts.
+    """
+    if config.device != "auto" and not config.device.startswith("cuda"):
+        raise ConfigError(
+            f"cuda_graph=true needs a CUDA device; got device={config.device!r}. Set "
+            "device='cuda' (or 'auto' on a machine with a GPU), or cuda_graph=false"
+        )
+    if config.compile:
+        raise ConfigError(
+            "cuda_graph=true captures the eager step and cannot be combined with compile=true; "
+            "set one of them to false"
+        )
+    if config.uses_whitening and config.whitening_method == "zca":
+        raise ConfigError(
+            f"cuda_graph=true needs a step without host synchronisation, but regime="
+            f"{config.regime!r} whitens with whitening_method='zca', whose eigendecomposition "
+            "reads its convergence status on the host; set whitening_method='newton_schulz' "
+            "(whitening_iters='auto' makes it ZCA to fp32)"
+        )
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

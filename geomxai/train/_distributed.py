@@ -221,8 +221,10 @@ class SyncGroupWhitening(GroupWhitening):
         x64 = rows.to(STATS_DTYPE)
         # The global row count stays a device tensor: reading it on the host would cost a sync
         # per step, and ranks may hold different numbers of rows. It is at least 2 here (every
-        # rank holds at least one row and there are at least two ranks).
-        m = torch.tensor(float(rows.shape[0]), dtype=STATS_DTYPE, device=rows.device)
+        # rank holds at least one row and there are at least two ranks). Made by a fill on the
+        # device: torch.tensor(..., device=cuda) copies from pageable host memory, which waits
+        # for the stream as a read does.
+        m = torch.full((), float(rows.shape[0]), dtype=STATS_DTYPE, device=rows.device)
         dist.all_reduce(m, op=dist.ReduceOp.SUM)
         mean = all_reduce_sum(x64.sum(dim=0)) / m
         # Centre with the *global* mean before the product, as the local step does:

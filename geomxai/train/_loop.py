@@ -31,6 +31,7 @@ from geomxai.train._distributed import (
     setup_distributed,
     teardown_distributed,
 )
+from geomxai.train._graph import StaticStep, prepare_for_capture, set_lr
 from geomxai.train._rundir import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -354,6 +355,7 @@ class Trainer:
         refused config leaves no directory behind. ``config.json`` and checkpoint 0 are written
         last, once the model, optimiser and forward are built.
         """
+        self._check_cuda_graph()
         bundle = self._load_data()
         model, self.spec = self._build_model(bundle)
         self.train_split, self.test_split, self.steps_per_epoch = self._split_data(bundle)
@@ -361,8 +363,45 @@ class Trainer:
         self.model = self._place_model(model, payload)
         start_epoch = self._make_optimizer(payload)
         self.net, self.no_sync = self._wrap_forward(self.model)
+        self.stepper = self._make_stepper()
         self._initialise_run_dir(start_epoch, resumed=payload is not None)
         return start_epoch
+
+    def _check_cuda_graph(self) -> None:
+        """What ``cuda_graph=true`` needs beyond the config's own checks: the device it resolved
+        to is CUDA, and one process (DDP's all-reduce is not captured)."""
+        cfg, env = self.config, self.env
+        if not cfg.cuda_graph:
+            return
+        if env.distributed:
+            raise ConfigError(
+                f"cuda_graph=true trains in one process; got {env.world_size} processes (the "
+                "captured step has no DDP all-reduce). Set cuda_graph=false for multi-process runs"
+            )
+        if env.device.type != "cuda":
+            raise ConfigError(
+                f"cuda_graph=true needs a CUDA device; device={cfg.device!r} resolved to "
+                f"{env.device}. Set cuda_graph=false to train on {env.device.type}"
+            )
+
+    def _make_stepper(self) -> StaticStep:
+        """The optimisation step, captured as a CUDA graph with ``cuda_graph``, and the masking
+        and augmentation generators it keeps for the whole run (reseeded every epoch)."""
+        cfg, device = self.config, self.env.device
+        self.mask_gen = torch.Generator(device=device)
+        self.aug_gen = torch.Generator(device=device)
+        return StaticStep(
+            self.net,
+            self.model,
+            self.optimizer,
+            config=cfg,
+            params=self.params,
+            generator=self.mask_gen,
+            no_sync=self.no_sync,
+            capture=cfg.cuda_graph,
+            # Looked up here, so that a test's stand-in for train_step is the one that runs.
+            step=train_step,
+        )
 
     def _split_data(self, bundle: DatasetBundle) -> tuple[_Split, _Split, int]:
         """The train and test splits, served on the device, and the steps per epoch."""
@@ -438,10 +477,14 @@ class Trainer:
         self.schedule = CosineSchedule(
             base_lr=cfg.lr, total_steps=cfg.epochs * self.steps_per_epoch
         )
+        if payload is not None:
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.schedule.load_state_dict(payload["scheduler"])
+        if cfg.cuda_graph:
+            # After the load, which brings back the checkpoint's plain-number rates.
+            prepare_for_capture(self.optimizer)
         if payload is None:
             return 0
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.schedule.load_state_dict(payload["scheduler"])
         start_epoch = int(payload["epoch"])
         log.info("resuming %s from epoch %d", self.run_dir, start_epoch)
         return start_epoch
@@ -508,9 +551,6 @@ class Trainer:
         )
         return list(used[:, env.rank].unbind(0))
 
-    def _generator(self, seed: int) -> torch.Generator:
-        return torch.Generator(device=self.env.device).manual_seed(seed)
-
     def _run(self, start_epoch: int) -> None:
         cfg = self.config
         if start_epoch >= cfg.epochs:
@@ -540,18 +580,22 @@ class Trainer:
 
     def _epoch_generators(self, epoch: int) -> tuple[torch.Generator, torch.Generator]:
         """Seed this epoch's random streams on this rank: torch's global one (dropout and the
-        like) is reseeded; the masking and augmentation generators are returned, in that order."""
+        like) and the run's masking and augmentation generators, returned in that order.
+
+        The generators are reseeded, not replaced: a captured step replays the draws of the
+        generator it was captured with.
+        """
         cfg, rank = self.config, self.env.rank
         torch.manual_seed(derive_seed(cfg.seed, epoch, rank, _TORCH))
-        mask_gen = self._generator(derive_seed(cfg.seed, epoch, rank, _MASK))
-        aug_gen = self._generator(derive_seed(cfg.seed, epoch, rank, _AUGMENT))
-        return mask_gen, aug_gen
+        self.mask_gen.manual_seed(derive_seed(cfg.seed, epoch, rank, _MASK))
+        self.aug_gen.manual_seed(derive_seed(cfg.seed, epoch, rank, _AUGMENT))
+        return self.mask_gen, self.aug_gen
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         """One epoch of optimiser steps; returns its metrics line (see :meth:`_epoch_metrics`)."""
         cfg, env = self.config, self.env
         device = env.device
-        mask_gen, aug_gen = self._epoch_generators(epoch)
+        _, aug_gen = self._epoch_generators(epoch)
         index_batches = self._epoch_index_batches(epoch)
         check_every = check_interval(device)
 
@@ -577,20 +621,9 @@ class Trainer:
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 lr = self.schedule.lr()
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                self.optimizer.zero_grad(set_to_none=True)
-                terms = train_step(
-                    self.net,
-                    self.model,
-                    x,
-                    y,
-                    config=cfg,
-                    params=self.params,
-                    generator=mask_gen,
-                    no_sync=self.no_sync,
-                )
-                self.optimizer.step()
+                set_lr(self.optimizer, lr)
+                # zero_grad, train_step and optimizer.step, with no host read in between.
+                terms = self.stepper(x, y)
                 self.schedule.step += 1
                 sums += terms
                 now_bad = torch.where(torch.isfinite(terms[:-1]), math.inf, float(i + 1))
@@ -697,11 +730,16 @@ class Trainer:
         if env.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(env.device)
         state = {k: v.detach() for k, v in self.model.state_dict().items()}
+        optimizer = self.optimizer.state_dict()
+        for group in optimizer["param_groups"]:
+            # A captured step's rate is a device tensor; checkpoints keep a plain number.
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"] = float(group["lr"])
         payload = {
             "config": self.config.to_dict(),
             "model_spec": self.spec,
             "model": state,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer,
             "scheduler": self.schedule.state_dict(),
             "rng": rng,
             "epoch": epoch,

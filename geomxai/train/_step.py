@@ -63,7 +63,13 @@ class TrainForward(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         model = self.model
         use_amp = self.amp and x.device.type == "cuda"
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        # A CUDA graph must not capture autocast's cache of cast weights (PyTorch's
+        # make_graphed_callables refuses it too): while capturing, each cast is made where it
+        # is used, which gives the same values.
+        cache = not (use_amp and torch.cuda.is_current_stream_capturing())
+        with torch.autocast(
+            x.device.type, dtype=torch.bfloat16, enabled=use_amp, cache_enabled=cache
+        ):
             features = model.body(x)
         with torch.autocast(x.device.type, enabled=False):
             features = features.float()

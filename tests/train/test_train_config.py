@@ -32,6 +32,10 @@ BAD_VALUES = [
     ("out_dir", "", "out_dir must not be empty"),
     ("out_dir", "  ", "out_dir must not be empty"),
     ("dataset", "", "dataset must not be empty"),
+    ("whitening_iters", 0, "whitening_iters must be an int of at least 1 or 'auto'"),
+    ("whitening_iters", "many", "whitening_iters must be an int of at least 1 or 'auto'"),
+    ("whitening_iters", True, "whitening_iters must be an integer or a string"),
+    ("whitening_iters", 2.5, "whitening_iters must be an integer or a string"),
 ]
 
 
@@ -45,6 +49,19 @@ def test_integers_are_accepted_for_float_fields_and_stored_as_floats():
     config = TrainConfig(lr=1, weight_decay=0)
     assert config.lr == 1.0 and isinstance(config.lr, float)
     assert isinstance(config.weight_decay, float)
+
+
+@pytest.mark.parametrize("iters", [5, 22, "auto"])
+def test_whitening_iters_reach_the_built_layer(iters):
+    from geomxai.train import build_from_spec, model_spec
+
+    config = TrainConfig(regime="dbn", whitening_method="newton_schulz", whitening_iters=iters)
+    spec = model_spec(config, in_channels=1, num_classes=4, image_size=8)
+    model = build_from_spec(spec)
+    assert model.whiten.method == "newton_schulz" and model.whiten.iters == iters
+    # A spec written before the field existed whitens with IterNorm's 5 steps.
+    del spec["whitening"]["iters"]
+    assert build_from_spec(spec).whiten.iters == 5
 
 
 def test_every_field_has_a_checked_type():
