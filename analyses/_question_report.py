@@ -263,7 +263,34 @@ def convergence_section(per_run, out: Path) -> Section:
     ax.grid(alpha=0.3)
     s.table(["cell", "seeds", "final test acc (%)", "range", "flat from epoch"], rows)
     s.figures.append(_save(fig, out, "learning_curves"))
+    trials = protocol_trials(out / "protocol")
+    if trials:
+        s.text += (
+            "\n\nHow far these runs are from the model's plateau: the trial runs of `regular` "
+            "measured before the study (seed 0, each a cosine schedule over its own length, "
+            "`protocol/`). A run shorter than the longest trial ends below its plateau by about "
+            "the difference of their final accuracies."
+        )
+        s.table(
+            ["trial", "epochs", "final test acc (%)", "best test acc (%)"],
+            [
+                [name, str(e), f"{final * 100:.2f}", f"{best * 100:.2f}"]
+                for name, e, final, best in trials
+            ],
+        )
     return s
+
+
+def protocol_trials(folder: Path) -> list[tuple[str, int, float, float]]:
+    """(name, epochs, final and best test accuracy) of each trial's ``metrics.jsonl``."""
+    out = []
+    for path in sorted(folder.glob("*.metrics.jsonl")):
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        acc = [r["test_acc"] for r in records if "test_acc" in r]
+        if acc:
+            name = path.name.removesuffix(".metrics.jsonl")
+            out.append((name, max(r.get("epoch", 0) for r in records), acc[-1], max(acc)))
+    return sorted(out, key=lambda t: (t[1], t[0]))
 
 
 def contrasts_section(runs) -> tuple[Section, xr.Dataset]:
