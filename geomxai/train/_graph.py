@@ -89,10 +89,16 @@ def _check_capturable(optimizer: torch.optim.Optimizer, params: list[torch.Tenso
         )
     for group in optimizer.param_groups:
         lr = group["lr"]
-        if not (isinstance(lr, torch.Tensor) and lr.is_cuda and group.get("fused")):
+        if not (
+            isinstance(lr, torch.Tensor)
+            and lr.is_cuda
+            and lr.dtype == torch.float32
+            and group.get("fused")
+        ):
             raise ValueError(
-                "capture=True needs an optimizer whose learning rate is a CUDA tensor read by a "
-                f"fused kernel; got lr={lr!r}, fused={group.get('fused')!r}. Call "
+                "capture=True needs an optimizer whose learning rate is a float32 CUDA tensor "
+                "read by a fused kernel (the fused SGD kernel reads float32); got "
+                f"lr={lr!r}, fused={group.get('fused')!r}. Call "
                 "prepare_for_capture(optimizer) first"
             )
 
@@ -185,9 +191,13 @@ class StaticStep:
         """One optimisation step on ``x`` (n, c, h, w) and ``y`` (n,); returns ``TERMS`` (5,)."""
         self._load(x, y)
         if self._graph is None and self.capture and self._eager_steps >= self.warmup:
-            self._capture()
+            # A graph captures on the current device's stream: on another device (cuda:1 in a
+            # process whose current device is 0) the kernels would run outside the capture.
+            with torch.cuda.device(self._x.device):
+                self._capture()
         if self._graph is not None:
-            self._graph.replay()
+            with torch.cuda.device(self._x.device):
+                self._graph.replay()
             # The graph's output is overwritten by the next replay; the caller gets its own.
             return self._terms.clone()
         self._eager_steps += 1

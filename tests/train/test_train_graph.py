@@ -361,6 +361,34 @@ def test_the_static_step_refuses_a_batch_of_another_shape():
         StaticStep(TrainForward(model), model, opt, config=config, params=params, warmup=0)
 
 
+@pytest.mark.gpu
+def test_on_cuda_a_step_on_another_device_is_captured_there():
+    # torch.cuda.graph captures on the current device's stream; a step on cuda:1 must be
+    # captured (and replayed) on cuda:1, or its kernels would run outside the graph.
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA devices")
+    config = _config("saliencydecor", whitening_method="newton_schulz")
+    model = _model(config, "cuda:1")
+    params, opt = _sgd(model, config)
+    prepare_for_capture(opt)
+    gen = torch.Generator(device="cuda:1").manual_seed(3)
+    step = StaticStep(
+        TrainForward(model),
+        model,
+        opt,
+        config=config,
+        params=params,
+        generator=gen,
+        capture=True,
+        warmup=2,
+    )
+    before = _state(model)
+    for x, y in _batches(4, device="cuda:1"):
+        step(x, y)
+    assert step.captured
+    assert any(not torch.equal(before[k], v) for k, v in _state(model).items())
+
+
 def test_capture_is_refused_off_cuda_and_without_a_device_rate():
     config = _config("regular")
     model = _model(config)
@@ -524,13 +552,17 @@ def test_on_cuda_captured_and_eager_steps_make_the_same_updates(regime, changes)
     # streams, and under bf16 a last-bit difference in a weight can move its rounding.
     tol = {"rtol": 1e-2, "atol": 1e-3} if config.amp else {"rtol": 1e-4, "atol": 1e-5}
     schedule = CosineSchedule(base_lr=config.lr, total_steps=8)
+    wants, gots = [], []
     for i, (x, y) in enumerate(_batches(8, device="cuda")):
         if i == 5:  # a new epoch reseeds the masking generator the graph captured
             eager_gen.manual_seed(11)
             graph_gen.manual_seed(11)
         for opt in (eager_opt, graph_opt):
             set_lr(opt, schedule.lr(i))
-        want, got = eager(x, y), graph(x, y)
+        wants.append(eager(x, y))
+        gots.append(graph(x, y))
+    # Compared after the loop: a step's terms must survive the replays that follow it.
+    for i, (got, want) in enumerate(zip(gots, wants, strict=True)):
         torch.testing.assert_close(got, want, **tol, msg=f"step {i}")
     assert graph.captured and not eager.captured
     a, b = _state(eager_model), _state(graph_model)
