@@ -268,8 +268,9 @@ def convergence_section(per_run, out: Path) -> Section:
         s.text += (
             "\n\nHow far these runs are from the model's plateau: the trial runs of `regular` "
             "measured before the study (seed 0, each a cosine schedule over its own length, "
-            "`protocol/`). A run shorter than the longest trial ends below its plateau by about "
-            "the difference of their final accuracies."
+            "`protocol/`; each name gives the trial's lr, weight decay and epochs). The gap "
+            "between the study's `regular` and the longest trial at the study's own lr and "
+            "weight decay is about how far the study's runs end below the model's plateau."
         )
         s.table(
             ["trial", "epochs", "final test acc (%)", "best test acc (%)"],

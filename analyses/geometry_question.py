@@ -15,11 +15,18 @@ It runs in stages, each resumable, so it can take several sittings on a fresh ma
     ``--out/runs/`` (a few tens of kB each, committed; checkpoints are not): the final
     checkpoint's full analysis and the reparametrisation control, the over-epochs values, and a
     copy of the run's ``metrics.jsonl``.
+``runs``
+    The two above run by run (train one, analyse it, take the next), so per-run results appear
+    while the study trains. Several ``runs`` processes share the plan: each takes the next run
+    that no other holds.
 ``report``
     Builds ``--out/index.html``, ``tables.md`` and ``results.nc`` from the per-run results only,
     so it reruns anywhere without a checkpoint.
 
-    python analyses/geometry_question.py train      # hours: run it in the background
+    # hours: two processes of one thread each, in the background
+    for k in 0 1; do OMP_NUM_THREADS=1 nohup python analyses/geometry_question.py runs \
+        > runs-$k.log 2>&1 & done
+    python analyses/geometry_question.py train      # or the halves, one process each
     python analyses/geometry_question.py analyse
     python analyses/geometry_question.py report
     python analyses/geometry_question.py all        # the three in turn
@@ -52,7 +59,7 @@ FACTORIAL = ("regular", "sgt", "dbn", "saliencydecor")
 
 # The protocol, measured before it was fixed (docs/study.md, "The converged study"): with the
 # paper's lr 0.01, regular cnn2 reaches 89.4% after 20 epochs on all 60,000 images and its curve
-# is flat from epoch 13; lr 0.05 reaches 89.7-89.9% in 15 epochs, 89.4% in 8 and 88.9% in 6
+# is flat from epoch 13; lr 0.05 reaches 89.7% in 15 epochs, 89.4% in 8 and 88.9% in 6
 # (cosine schedules of that length, protocol/). 6 epochs is what fits 40 runs into the compute
 # budget on 2 cores: a masked run is then about 5 minutes with one thread.
 PROTOCOL = {
@@ -269,7 +276,7 @@ def stage_analyse(args) -> None:
 def stage_runs(args) -> None:
     """Train and analyse each planned run in turn, so per-run results appear while the study
     trains. Several of these processes can share the plan (each takes the next run no other
-    holds): on 2 cores, two processes of one thread each train cnn2 about 1.25x faster than one
+    holds): on 2 cores, two processes of one thread each train cnn2 about 1.3x faster than one
     of two threads, whose small operators do not scale across threads."""
     base = base_config(args)
     probe, options = analysis_probe(args)

@@ -13,7 +13,7 @@ from typing import Any
 from geomxai._fill import TRAINING_FILLS
 from geomxai._util import close_matches, did_you_mean
 from geomxai.train._masking import MASK_BY
-from geomxai.whitening import DECORRELATION_KINDS, WHITENING_METHODS
+from geomxai.whitening import DECORRELATION_KINDS, WHITENING_METHODS, check_iters
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -102,13 +102,10 @@ class TrainConfig:
         _choice("mask_fill", self.mask_fill, TRAINING_FILLS)
         _choice("mask_gradient_mode", self.mask_gradient_mode, MASK_GRADIENT_MODES)
         _choice("whitening_method", self.whitening_method, WHITENING_METHODS)
-        if self.whitening_iters != "auto" and (
-            isinstance(self.whitening_iters, str) or self.whitening_iters < 1
-        ):
-            raise ConfigError(
-                "whitening_iters must be an int of at least 1 or 'auto' (the static Newton-Schulz "
-                f"count that makes it ZCA); got whitening_iters={self.whitening_iters!r}"
-            )
+        try:
+            check_iters(self.whitening_iters, name="whitening_iters")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         if not 0.0 < self.mask_ratio < 1.0:
             raise ConfigError(f"mask_ratio must lie in (0, 1); got mask_ratio={self.mask_ratio}")
         if self.group_size < 2:

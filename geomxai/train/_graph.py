@@ -259,6 +259,10 @@ class StaticStep:
         self.optimizer.zero_grad(set_to_none=True)
         # "thread_local": a DataLoader's pin-memory thread may allocate pinned memory while the
         # step is being captured, which the default "global" mode would turn into an error.
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        # The side stream, not torch's default capture stream: that one is made once per
+        # process on whichever device was current at the first capture.
+        if self._side is None:
+            self._side = torch.cuda.Stream(self._x.device)
+        with torch.cuda.graph(graph, stream=self._side, capture_error_mode="thread_local"):
             self._terms = self._run()
         self._graph = graph

@@ -18,6 +18,7 @@ every statistic).
 from geomxai.whitening._groups import (
     STATS_DTYPE,
     GroupLayout,
+    check_iters,
     split_chunks,
     within_group_products,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "WHITENING_METHODS",
     "GroupLayout",
     "GroupWhitening",
+    "check_iters",
     "decorrelation_loss",
     "fold_into_linear",
     "newton_schulz_whiten",

@@ -89,12 +89,16 @@ def check_eps(eps: float) -> float:
     return float(eps)
 
 
-def check_iters(iters: int | str) -> int | str:
-    """An int of at least 1, or ``"auto"`` (the static count of ``ns_iterations``)."""
+def check_iters(iters: int | str, *, name: str = "iters") -> int | str:
+    """An int of at least 1, or ``"auto"`` (the static count of ``ns_iterations``); ``name`` is
+    the parameter the ``ValueError`` names."""
     if isinstance(iters, str) and iters == "auto":
         return "auto"
     if isinstance(iters, bool) or not isinstance(iters, Integral) or iters < 1:
-        raise ValueError(f"iters must be an int of at least 1 or 'auto'; got iters={iters!r}")
+        raise ValueError(
+            f"{name} must be an int of at least 1 or 'auto' (the static Newton-Schulz count "
+            f"that makes it ZCA); got {name}={iters!r}"
+        )
     return int(iters)
 
 

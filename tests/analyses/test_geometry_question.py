@@ -3,6 +3,7 @@ report rebuilt from the committed per-run results alone (no checkpoint)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -35,8 +36,10 @@ def test_every_stage_runs_resumes_and_reports_without_checkpoints(tmp_path):
     ]
     logs = [w.communicate(timeout=900)[1] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], logs
-    trained = [line for log in logs for line in log.splitlines() if " training " in line]
-    assert len(trained) == 16 and all(" training " in log for log in logs)
+    trained = [
+        line.split()[-1] for log in logs for line in log.splitlines() if " training " in line
+    ]
+    assert sorted(trained) == sorted(set(trained)) and len(trained) == 16  # each once
     _run("all", tmp_path)  # finds everything done and builds the report
     out = tmp_path / "out"
     per_run = sorted((out / "runs").glob("*.nc"))
@@ -70,13 +73,13 @@ def test_every_stage_runs_resumes_and_reports_without_checkpoints(tmp_path):
         assert results.attrs["commit"] and results.attrs["hardware"]
 
 
-def _script():
+def _script(name="geometry_question"):
+    """A module of analyses/ (which imports its siblings by their bare names)."""
     sys.path.insert(0, str(SCRIPT.parent))
     try:
-        import geometry_question
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(SCRIPT.parent))
-    return geometry_question
 
 
 def test_a_claimed_run_is_refused_to_a_second_claimant_until_released(tmp_path):
@@ -98,3 +101,18 @@ def test_the_committed_per_run_results_are_not_git_ignored():
     target = "reports/fashion-mnist-converged/runs/regular-s0.nc"
     ignored = subprocess.run(["git", "check-ignore", "-q", target], cwd=root)
     assert ignored.returncode == 1, f"{target} is git-ignored"
+
+
+def test_the_report_lists_the_protocol_trials_by_length(tmp_path):
+    protocol_trials = _script("_question_report").protocol_trials
+    folder = tmp_path / "protocol"
+    folder.mkdir()
+    for name, accs in {"regular-lr0.05-wd0-e3": [0.8, 0.86, 0.85], "a-e2": [0.7, 0.75]}.items():
+        records = [{"epoch": e, "test_acc": a, "seconds": 1.0} for e, a in enumerate(accs, 1)]
+        (folder / f"{name}.metrics.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in records)
+        )
+    assert protocol_trials(folder) == [
+        ("a-e2", 2, 0.75, 0.75),
+        ("regular-lr0.05-wd0-e3", 3, 0.85, 0.86),
+    ]

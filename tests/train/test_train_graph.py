@@ -389,7 +389,7 @@ def test_on_cuda_a_step_on_another_device_is_captured_there():
     assert any(not torch.equal(before[k], v) for k, v in _state(model).items())
 
 
-def test_capture_is_refused_off_cuda_and_without_a_device_rate():
+def test_capture_is_refused_off_cuda():
     config = _config("regular")
     model = _model(config)
     params, opt = _sgd(model, config)
@@ -469,8 +469,10 @@ def test_cuda_graph_settings_that_can_be_captured_are_accepted(regime):
         cuda_graph=True, device="cuda", regime=regime, whitening_method="newton_schulz"
     )
     assert config.cuda_graph
-    # Without whitening the method does not matter.
-    TrainConfig(cuda_graph=True, regime="sgt", device="auto")
+
+
+def test_a_regime_without_whitening_can_be_captured_with_the_default_method():
+    assert TrainConfig(cuda_graph=True, regime="sgt", device="auto").whitening_method == "zca"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="'auto' resolves to the GPU here")
