@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from tiny_runs import tiny_config
 
 from geomxai.data import load_dataset
 from geomxai.train import (
@@ -42,19 +43,8 @@ def _whitening_problem():
 
 
 def _config(out_dir, **changes) -> TrainConfig:
-    values = {
-        "dataset": "digits",
-        "device": "cpu",  # gloo on the CPU, also on a machine with GPUs
-        "epochs": 1,
-        "batch_size": 32,
-        "train_subset": 128,
-        "test_subset": 64,
-        "group_size": 8,
-        "lr": 0.05,
-        "progress": False,
-        "out_dir": str(out_dir),
-    }
-    return TrainConfig(**{**values, **changes})
+    # gloo on the CPU, also on a machine with GPUs
+    return tiny_config(out_dir, **{"device": "cpu", **changes})
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:

@@ -16,6 +16,7 @@ import sys
 
 import pytest
 import torch
+from tiny_runs import tiny_config
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import geomxai.train._loop as loop_module
@@ -274,20 +275,7 @@ def digits():
 
 
 def _run_config(tmp_path, name="run", **changes) -> TrainConfig:
-    values = {
-        "dataset": "digits",
-        "model": "cnn2",
-        "epochs": 1,
-        "batch_size": 32,
-        "train_subset": 128,
-        "test_subset": 64,
-        "group_size": 8,
-        "lr": 0.05,
-        "progress": False,
-        "out_dir": str(tmp_path / name),
-    }
-    values.update(changes)
-    return TrainConfig(**values)
+    return tiny_config(tmp_path / name, **changes)
 
 
 def test_an_epoch_reads_the_host_only_at_its_checks(tmp_path, digits, monkeypatch):

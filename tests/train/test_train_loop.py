@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from tiny_runs import tiny_config
 from torch.utils.data import Dataset, TensorDataset
 
 import geomxai
@@ -41,20 +42,7 @@ def digits() -> DatasetBundle:
 
 
 def _config(tmp_path, name="run", **changes) -> TrainConfig:
-    values = {
-        "dataset": "digits",
-        "model": "cnn2",
-        "epochs": 2,
-        "batch_size": 32,
-        "train_subset": 128,
-        "test_subset": 64,
-        "group_size": 8,
-        "lr": 0.05,
-        "progress": False,
-        "out_dir": str(tmp_path / name),
-    }
-    values.update(changes)
-    return TrainConfig(**values)
+    return tiny_config(tmp_path / name, **{"epochs": 2, **changes})
 
 
 def _state(path):
