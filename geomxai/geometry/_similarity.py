@@ -1,4 +1,5 @@
-"""Representation similarity of two feature sets on the same samples: linear CKA and Procrustes.
+"""Representation similarity of feature sets on the same samples: linear and kernel (RBF) CKA, CKA
+matrices, Procrustes.
 
 Both functions compare representations that may have different widths (two layers, two
 checkpoints, two regimes) through the only thing they share, the samples. They are pure, work
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
@@ -296,3 +298,211 @@ def procrustes_distance(a, b, *, kind: Literal["angular", "euclidean"] = "angula
         return euclidean
     # The chord of the unit sphere to its angle: ||A - BQ|| = 2 sin(theta / 2).
     return float(2.0 * math.asin(euclidean / 2.0))
+
+
+def _rbf_gram(x: np.ndarray, sigma: float | None, median_scale: float) -> tuple[np.ndarray, float]:
+    """The RBF kernel ``exp(-||x_i - x_j||^2 / (2 sigma^2))`` of centred ``x`` and its ``sigma``.
+
+    ``sigma=None``: the median heuristic, ``median_scale`` times the median Euclidean distance
+    between distinct samples (Gretton et al. 2005; Kornblith et al. 2019 use 0.2 to 2 times it).
+    """
+    sq = np.einsum("ij,ij->i", x, x)
+    # Squared distances from the Gram matrix; clipped because rounding can make a zero
+    # distance -1e-16.
+    d2 = np.clip(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0, None)
+    np.fill_diagonal(d2, 0.0)
+    if sigma is None:
+        off = d2[np.triu_indices_from(d2, k=1)]
+        off = off[off > 0]
+        if off.size == 0:
+            raise ValueError("every sample is the same point; the RBF bandwidth is undefined")
+        sigma = median_scale * float(np.sqrt(np.median(off)))
+    return np.exp(-d2 / (2.0 * sigma * sigma)), float(sigma)
+
+
+def _check_bandwidth(sigma, median_scale) -> None:
+    if sigma is not None and not (isinstance(sigma, (int, float)) and 0 < sigma < math.inf):
+        raise ValueError(
+            f"sigma must be None (median heuristic) or a positive number; got {sigma!r}"
+        )
+    if not (isinstance(median_scale, (int, float)) and 0 < median_scale < math.inf):
+        raise ValueError(f"median_scale must be a positive number; got {median_scale!r}")
+
+
+def kernel_cka(
+    a,
+    b,
+    *,
+    sigma: float | None = None,
+    median_scale: float = 1.0,
+    unbiased: bool = True,
+) -> float:
+    """Centred kernel alignment with Gaussian (RBF) kernels, bandwidth by the median heuristic.
+
+    ``K_ij = exp(-||a_i - a_j||^2 / (2 sigma_a^2))`` and likewise ``L`` for ``b``;
+    ``CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` (Kornblith et al. 2019, section 3 and
+    their ``gram_rbf``). Each set gets its own bandwidth: ``sigma_a = median_scale x`` the
+    median Euclidean distance between its distinct samples (the median heuristic, Gretton et
+    al. 2005), so the value is invariant to isotropic scaling, translation and orthogonal
+    transforms of either set, and to permuting the samples of both alike. The estimators are
+    those of :func:`linear_cka`: the unbiased U-statistic HSIC (default; ``n >= 4``) or the plain
+    ``tr(K H L H) / (n-1)^2`` (``unbiased=False``, in [0, 1]).
+
+    Parameters
+    ----------
+    a : array (n, d1), Tensor (n, d1) or DataArray (sample, unit_*)
+    b : array (n, d2), Tensor (n, d2) or DataArray (sample, unit_*)
+        The same samples in the same order.
+    sigma : float, optional
+        A fixed bandwidth for both sets instead of the median heuristic (then only orthogonal
+        transforms and translations leave the value unchanged).
+    median_scale : float
+        Factor on the median distance (Kornblith et al.'s ``threshold``); 1 by default.
+    unbiased : bool
+        Which HSIC estimator.
+
+    Returns
+    -------
+    float
+        NaN with a ``RuntimeWarning`` when a self-similarity estimate is not positive.
+
+    Raises
+    ------
+    ValueError
+        As :func:`linear_cka`; also a non-positive ``sigma`` or ``median_scale``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(60, 5))
+    >>> q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    >>> round(kernel_cka(x, 4.0 * x @ q + 1.0), 10)
+    1.0
+    >>> kernel_cka(x, np.tanh(x)) > kernel_cka(x, rng.normal(size=(60, 5)))
+    True
+    """
+    if not isinstance(unbiased, (bool, np.bool_)):
+        raise TypeError(f"unbiased must be a bool; got unbiased={unbiased!r}")
+    _check_bandwidth(sigma, median_scale)
+    x, y = _pair(
+        a,
+        b,
+        min_samples=4 if unbiased else 2,
+        why="unbiased kernel CKA" if unbiased else "kernel CKA",
+    )
+    n = x.shape[0]
+    k, _ = _rbf_gram(x, sigma, median_scale)
+    l_, _ = _rbf_gram(y, sigma, median_scale)
+    if unbiased:
+        kl = _hsic_unbiased(_hsic_terms_gram(k, l_), n)
+        kk = _hsic_unbiased(_hsic_terms_gram(k, k), n)
+        ll = _hsic_unbiased(_hsic_terms_gram(l_, l_), n)
+        # An RBF kernel's entries lie in [0, 1]; the self-similarities are compared with 1.
+        if not (kk > 1e-12 and ll > 1e-12):
+            warnings.warn(
+                f"unbiased kernel CKA is undefined here: HSIC(a, a)={kk:.3g}, HSIC(b, b)={ll:.3g} "
+                f"on n={n} samples (must be > 0); use more samples or unbiased=False",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return float("nan")
+        return float(kl / math.sqrt(kk * ll))
+    # tr(K H L H) with H the centring matrix; the common 1 / (n-1)^2 cancels.
+    kc = k - k.mean(axis=0) - k.mean(axis=1)[:, None] + k.mean()
+    lc = l_ - l_.mean(axis=0) - l_.mean(axis=1)[:, None] + l_.mean()
+    kl, kk, ll = np.sum(kc * lc), np.sum(kc * kc), np.sum(lc * lc)
+    if not (kk > 0 and ll > 0):
+        warnings.warn(
+            "kernel CKA is undefined: a centred kernel is zero", RuntimeWarning, stacklevel=2
+        )
+        return float("nan")
+    return float(kl / math.sqrt(kk * ll))
+
+
+_CKA_KINDS = ("linear", "rbf")
+
+
+def cka_matrix(
+    features,
+    *,
+    kernel: Literal["linear", "rbf"] = "linear",
+    dim: str = "layer",
+    unbiased: bool = True,
+    **kernel_kwargs,
+) -> xr.DataArray:
+    """CKA of every pair of representations of the same samples: layers x layers, or
+    checkpoints x checkpoints.
+
+    Parameters
+    ----------
+    features : mapping of label to features, or a sequence of features
+        Each entry (n, d_i) as :func:`linear_cka` takes it (widths may differ); the labels
+        (layer names, epochs) become the coordinates; a sequence is labelled ``0 .. m-1``. A
+        ``xr.Dataset`` from :func:`geomxai.collect.collect_features` is read as a mapping of
+        its layers.
+    kernel : {"linear", "rbf"}
+        :func:`linear_cka` or :func:`kernel_cka` (``kernel_kwargs``: ``sigma``,
+        ``median_scale``).
+    dim : str
+        Name of the first dim; the second is ``dim + "_b"``.
+    unbiased : bool
+        The HSIC estimator of both functions.
+
+    Returns
+    -------
+    xr.DataArray
+        Dims ``(dim, dim_b)``, symmetric, 1 on the diagonal (where defined). A pair whose CKA is
+        undefined (a constant representation) is NaN, and ``attrs["nan_reason"]`` names it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(50, 4))
+    >>> m = cka_matrix({"a": x, "b": 2 * x, "c": rng.normal(size=(50, 3))})
+    >>> m.dims, float(m.sel(layer="a", layer_b="b").round(6))
+    (('layer', 'layer_b'), 1.0)
+    """
+    if kernel not in _CKA_KINDS:
+        raise ValueError(f"kernel must be one of {_CKA_KINDS}; got kernel={kernel!r}")
+    if kernel == "linear" and kernel_kwargs:
+        raise TypeError(f"linear CKA takes no kernel arguments; got {sorted(kernel_kwargs)}")
+    if isinstance(features, xr.Dataset):
+        features = {str(name): features[name] for name in features.data_vars}
+    if isinstance(features, Mapping):
+        labels, items = list(features), list(features.values())
+    else:
+        items = list(features)
+        labels = list(range(len(items)))
+    if len(items) < 1:
+        raise ValueError("cka_matrix needs at least one representation")
+    out = np.full((len(items), len(items)), np.nan)
+    reasons = []
+    for i in range(len(items)):
+        for j in range(i, len(items)):
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", RuntimeWarning)
+                    if kernel == "linear":
+                        value = linear_cka(items[i], items[j], unbiased=unbiased)
+                    else:
+                        value = kernel_cka(items[i], items[j], unbiased=unbiased, **kernel_kwargs)
+                if math.isnan(value) and caught:
+                    reasons.append(f"{labels[i]!s} vs {labels[j]!s}: {caught[0].message}")
+            except ValueError as err:
+                if "zero variance" not in str(err) and "same point" not in str(err):
+                    raise
+                value = math.nan
+                reasons.append(f"{labels[i]!s} vs {labels[j]!s}: {err}")
+            out[i, j] = out[j, i] = value
+    da = xr.DataArray(
+        out,
+        dims=(dim, f"{dim}_b"),
+        coords={dim: labels, f"{dim}_b": labels},
+        name=f"cka_{kernel}",
+        attrs={"kernel": kernel, "estimator": "unbiased" if unbiased else "biased"},
+    )
+    if reasons:
+        da.attrs["nan_reason"] = "; ".join(reasons)
+    return da
