@@ -66,7 +66,7 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_ATTRIBUTES[name]), name)
         globals()[name] = value  # later look-ups skip this function
         return value
-    from geomxai._util import did_you_mean
+    from geomxai._hints import did_you_mean
 
     raise AttributeError(
         f"module 'geomxai' has no attribute {name!r}"

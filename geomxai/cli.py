@@ -8,7 +8,7 @@ import logging
 import sys
 
 from geomxai._allocator import tune_cpu_allocator
-from geomxai._util import check_nonempty_path, check_writable
+from geomxai._fs import check_nonempty_path, check_writable
 
 log = logging.getLogger("geomxai")
 

@@ -15,12 +15,9 @@ from pathlib import Path
 
 import xarray as xr
 
-from geomxai._util import (
-    DirectoryLock,
-    check_nonempty_path,
-    check_path_component,
-    close_matches,
-)
+from geomxai._fs import check_nonempty_path, check_path_component
+from geomxai._hints import close_matches
+from geomxai._lock import DirectoryLock
 from geomxai.data import DatasetNotFoundError, load_dataset
 from geomxai.report import build_report
 from geomxai.study import (
@@ -107,7 +104,7 @@ def run_study(
     ValueError
         The study name is not one folder name (``../x``, ``a/b``, empty, ``.``), or a root is
         an empty path: names never reach outside ``runs_root`` and ``reports_root``.
-    geomxai._util.DirectoryLockedError
+    geomxai._lock.DirectoryLockedError
         Another process runs the same study (``runs_root/NAME`` is locked), or trains one of
         its runs; the message names it.
     """

@@ -25,8 +25,8 @@ from captum.attr import (
 )
 from torch import nn
 
+from geomxai._hints import did_you_mean
 from geomxai._model_state import evaluating, module_device
-from geomxai._util import did_you_mean
 from geomxai.attribution._layout import REDUCTIONS, Layout, as_batch, layout_of, reduce_channels
 from geomxai.attribution._utils import as_labels, check_batch_size, compute_dtype
 

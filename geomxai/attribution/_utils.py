@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from geomxai._finite import check_finite
+from geomxai._hints import close_matches
 from geomxai._model_state import module_dtype
-from geomxai._util import close_matches
 
 PIXEL_HINT = (
     "replace or drop the images that hold them, e.g. keep x[torch.isfinite(x).flatten(1).all(1)]"

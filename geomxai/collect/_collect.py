@@ -16,8 +16,8 @@ import xarray as xr
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler
 
+from geomxai._fs import atomic_path
 from geomxai._model_state import evaluating, module_dtype, placed_on
-from geomxai._util import atomic_path
 from geomxai.collect._collector import FeatureCollector
 from geomxai.collect._layers import LayerSelector, _is_wrapped, unwrap_model
 from geomxai.collect._reduce import Reduction
@@ -174,7 +174,7 @@ class _MomentsSink:
 class _NetCDFSink:
     """Appends each batch to an HDF5-backed netCDF-4 file along an unlimited ``sample`` dim.
 
-    ``path`` is the temporary file of :func:`geomxai._util.atomic_path`, which renames it into
+    ``path`` is the temporary file of :func:`geomxai._fs.atomic_path`, which renames it into
     place once :meth:`finish` has closed it, so a failed run never leaves a truncated file under
     the final name.
     """

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 from torch import nn
 
-from geomxai._util import close_matches
+from geomxai._hints import close_matches
 
 LayerSelector = str | Iterable[str] | Callable[[str, nn.Module], bool]
 """What a ``layers`` argument accepts: a dotted name, a glob, a list of either, or a predicate."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from geomxai._util import close_matches
+from geomxai._hints import close_matches
 from geomxai.data._base import DatasetBundle
 from geomxai.data._offline import load_blocks, load_breast_cancer, load_digits, load_wine
 from geomxai.data._torchvision import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from geomxai._util import close_matches
+from geomxai._hints import close_matches
 from geomxai.models._base import FeatureModel, ModelTraits
 from geomxai.models._cnn import cnn2
 from geomxai.models._resnet import resnet18, resnet50

@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 
 from geomxai import schema
-from geomxai._util import atomic_folder
+from geomxai._fs import atomic_folder
 from geomxai.report._style import new_figure, plain, regime_colour, save
 
 log = logging.getLogger(__name__)
@@ -662,7 +662,7 @@ def build_report(results: xr.Dataset, out_dir) -> Path:
 
     Notes
     -----
-    The report is written whole or not at all (:func:`geomxai._util.atomic_folder`): it is
+    The report is written whole or not at all (:func:`geomxai._fs.atomic_folder`): it is
     built in a temporary folder beside ``out_dir`` (``.<name>.<host>-<pid>-<random>.tmp``),
     which then takes ``out_dir``'s place in one step, so a full disk or a crash mid-way leaves
     the old report exactly as it was, never a page with some figures replaced. Leftover

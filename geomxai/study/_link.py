@@ -18,7 +18,7 @@ import xarray as xr
 from scipy import stats
 
 from geomxai import schema
-from geomxai._util import close_matches
+from geomxai._hints import close_matches
 
 GEOMETRY_METRICS = schema.geometry_metrics()
 """Geometry metrics linked by default (those present in the results)."""

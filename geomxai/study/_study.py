@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import xarray as xr
 
-from geomxai._util import atomic_path, check_nonempty_path
+from geomxai._fs import atomic_path, check_nonempty_path
 from geomxai.study._analyze import AnalysisOptions, measure
 from geomxai.study._link import link_geometry_fidelity
 

@@ -6,7 +6,7 @@ its run directory (``config.json``, ``checkpoints/epoch_NNNN.pt``, ``metrics.jso
 ``read_metrics``, ...) is :mod:`geomxai.rundir`, re-exported here.
 """
 
-from geomxai._util import DirectoryLockedError
+from geomxai._lock import DirectoryLockedError
 from geomxai.rundir import (
     Run,
     checkpoint_path,

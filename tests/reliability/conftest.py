@@ -50,7 +50,7 @@ def read_only(monkeypatch) -> ReadOnly:
 # -- processes ---------------------------------------------------------------------------------
 HOLD_LOCK = (
     "import sys, time\n"
-    "from geomxai._util import DirectoryLock\n"
+    "from geomxai._lock import DirectoryLock\n"
     "DirectoryLock(sys.argv[1]).acquire()\n"
     "print('locked', flush=True)\n"
     "time.sleep(600)\n"
@@ -91,7 +91,7 @@ def dead_pid() -> int:
 @pytest.fixture
 def checkpoint_writer_killed():
     """Leftover-file names a writer killed mid-write leaves, for a given pid."""
-    from geomxai._util import _host_tag
+    from geomxai._fs import _host_tag
 
     def names(target: str, pid: int) -> list[str]:
         return [f".{target}.{_host_tag()}-{pid}-k2j4x9q_.tmp", f".{target}.a1b2c3d4.tmp"]

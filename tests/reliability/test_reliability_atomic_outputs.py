@@ -15,7 +15,7 @@ import xarray as xr
 from reliability_helpers import TRAIN_FIELDS, one_error_line, toml_config
 
 import geomxai.train._loop as loop_module
-from geomxai._util import (
+from geomxai._fs import (
     STALE_AFTER_S,
     _host_tag,
     atomic_path,

@@ -17,7 +17,7 @@ import pytest
 import xarray as xr
 from reliability_helpers import TRAIN_FIELDS, one_error_line, toml_config
 
-from geomxai._util import DirectoryLock, DirectoryLockedError
+from geomxai._lock import DirectoryLock, DirectoryLockedError
 from geomxai.pipeline import run_study
 from geomxai.rundir import LOCK_FILE, list_checkpoints, read_metrics
 from geomxai.train import TrainConfig, train
@@ -67,7 +67,7 @@ class TestDirectoryLock:
         script = textwrap.dedent(
             """
             import sys, time
-            from geomxai._util import DirectoryLock, DirectoryLockedError
+            from geomxai._lock import DirectoryLock, DirectoryLockedError
             while time.time() < float(sys.argv[2]):
                 time.sleep(0.001)
             try:

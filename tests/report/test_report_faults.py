@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from synthetic_results import check_figures, make_results, read_page
 
-import geomxai._util as util
+import geomxai._fs as util
 from geomxai.report import _report as report_module
 from geomxai.report import build_report, plot_geometry_fidelity
 
