@@ -8,13 +8,21 @@
 - Probabilistic faithfulness (RISE): :func:`deletion_curve`, :func:`insertion_curve`.
 - Saliency gaps: :func:`topq_contrast`, :func:`gini`, and against ground-truth masks
   :func:`mask_auroc`, :func:`mass_inside`, :func:`pointing_game`.
-- :func:`gradient_entanglement` and :func:`entanglement_from_gradients`.
+- :func:`gradient_entanglement` (on live units by default), :func:`entanglement_from_gradients`
+  and :func:`entanglement_of`; :func:`layer_gradients`, the features of a layer and the logits'
+  gradients there, which they and the function-invariant geometry share.
 - :func:`cascading_randomization`, the parameter-randomisation sanity check.
 
 Formulas and conventions: ``docs/metrics.md``.
 """
 
-from geomxai.attribution._entanglement import entanglement_from_gradients, gradient_entanglement
+from geomxai.attribution._entanglement import (
+    LayerGradients,
+    entanglement_from_gradients,
+    entanglement_of,
+    gradient_entanglement,
+    layer_gradients,
+)
 from geomxai.attribution._gaps import gini, mask_auroc, mass_inside, pointing_game, topq_contrast
 from geomxai.attribution._insertion_deletion import deletion_curve, insertion_curve
 from geomxai.attribution._masking import fidelity_gap, masking_auc, masking_curve, road_impute
@@ -23,15 +31,18 @@ from geomxai.attribution._saliency import check_saliency_method, method_name, sa
 from geomxai.attribution._sanity import cascading_randomization
 
 __all__ = [
+    "LayerGradients",
     "SALIENCY_METHODS",
     "cascading_randomization",
     "check_saliency_method",
     "deletion_curve",
     "entanglement_from_gradients",
+    "entanglement_of",
     "fidelity_gap",
     "gini",
     "gradient_entanglement",
     "insertion_curve",
+    "layer_gradients",
     "mask_auroc",
     "masking_auc",
     "masking_curve",

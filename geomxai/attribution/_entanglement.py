@@ -1,6 +1,12 @@
-"""Gradient entanglement: how much of the feature-layer gradient lies on correlated units."""
+"""Gradient entanglement: how much of the feature-layer gradient lies on correlated units.
+
+Also the one hook that reads a layer's features and the gradients of the logits there
+(:func:`layer_gradients`), which entanglement and the function-invariant geometry share.
+"""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -45,7 +51,11 @@ def _correlation(h: np.ndarray, *, tol: float = DEAD_UNIT_TOL) -> np.ndarray:
     return r
 
 
-def entanglement_from_gradients(grads, correlation) -> float:
+UNITS = ("live", "all")
+"""Which units gradient entanglement is computed over (``units=``)."""
+
+
+def entanglement_from_gradients(grads, correlation, *, live=None) -> float:
     """Gradient entanglement from per-sample feature gradients and a correlation matrix.
 
     For each sample ``g`` (d,):
@@ -62,6 +72,9 @@ def entanglement_from_gradients(grads, correlation) -> float:
         ``d logit_y / d h`` per sample.
     correlation : array or Tensor (d, d)
         Correlation matrix of the feature layer; its diagonal is ignored.
+    live : array of bool (d,), optional
+        Units to keep: the sum runs over live units only, so a dead unit's gradient counts in
+        neither sum (with all units, it counts in the denominator and dilutes the value).
 
     Returns
     -------
@@ -87,6 +100,11 @@ def entanglement_from_gradients(grads, correlation) -> float:
     d = g.shape[1]
     if r.shape != (d, d):
         raise ValueError(f"correlation must have shape ({d}, {d}); got shape {r.shape}")
+    if live is not None:
+        keep = np.asarray(live)
+        if keep.shape != (d,) or keep.dtype != bool:
+            raise ValueError(f"live must be a boolean mask of shape ({d},); got {keep.shape}")
+        g, r = g[:, keep], r[np.ix_(keep, keep)]
     a = np.abs(g)
     abs_r = np.abs(r)
     # a^T |R| a counts the diagonal too; remove it instead of building a masked copy of R.
@@ -99,49 +117,65 @@ def entanglement_from_gradients(grads, correlation) -> float:
     return float(np.mean(num[ok] / den[ok]))
 
 
-def gradient_entanglement(
+class LayerGradients(NamedTuple):
+    """A layer's features and the logits' gradients there, float64 on the CPU.
+
+    Attributes
+    ----------
+    features : ndarray (n, d)
+        The layer's output, flattened per sample.
+    gradients : ndarray (n, d)
+        ``d logit_{y_i} / d h`` of each sample's target.
+    jacobians : ndarray (n, C, d) or None
+        ``d logits / d h`` of every output (``outputs="all"``), else None.
+    logits : ndarray (n, C)
+    """
+
+    features: np.ndarray
+    gradients: np.ndarray
+    jacobians: np.ndarray | None
+    logits: np.ndarray
+
+
+def layer_gradients(
     model: nn.Module,
     x,
     y,
     *,
     layer: str = "body",
-    correlation=None,
+    outputs: str = "target",
     batch_size: int | None = 256,
-) -> float:
-    """Gradient entanglement of ``model`` at ``layer`` (design.md, "Metric definitions").
-
-    For each sample, ``g = d logit_y / d h`` at the output ``h`` of ``layer`` (flattened to
-    (n, d)); the correlation matrix ``R`` is that of ``h`` over the given batch (float64;
-    dead units, by the correlation spectrum's threshold, correlate with nothing) unless
-    ``correlation`` is given. The value is
-    :func:`entanglement_from_gradients` of the two.
+) -> LayerGradients:
+    """Features of ``layer`` and the gradients of the logits with respect to them.
 
     A forward hook on ``layer`` replaces its output by a detached copy that requires grad, so
-    ``g`` comes from ``torch.autograd.grad`` with respect to that copy only: the part of the
-    model below the layer is not differentiated, no parameter ``.grad`` is touched, and the
+    the gradients come from ``torch.autograd.grad`` with respect to that copy only: the part of
+    the model below the layer is not differentiated, no parameter ``.grad`` is touched, and the
     hook is removed in a ``finally`` block. The model runs in eval mode and every submodule
-    gets its own train/eval flag back.
+    gets its own train/eval flag back. Samples do not interact in eval mode, so the gradient
+    of a sum of logits over the batch holds each sample's own gradient.
 
     Parameters
     ----------
     model : nn.Module
         Any module with a submodule named ``layer`` (a dotted ``named_modules()`` name).
     x : Tensor (n, c, h, w), (n, c, t) or (n, d)
-        Finite images, sequences or tabular rows (NaN or inf values are refused), of any
-        floating dtype: cast to the model's floating parameter dtype.
+        Finite inputs, cast to the model's floating parameter dtype.
     y : int or Tensor (n,)
-        Class whose logit is differentiated.
+        Each sample's target class.
     layer : str
-        The feature layer; "body" in every geomxai model.
-    correlation : array or Tensor (d, d) or None
-        A fixed correlation matrix, e.g. from a larger probe set.
+        The layer; "body" (the feature layer) in every geomxai model.
+    outputs : {"target", "all"}
+        ``"all"`` also returns the Jacobian of every logit (one backward pass per output
+        through the part of the model above ``layer``).
     batch_size : int or None
 
     Returns
     -------
-    float
-        In [0, 1].
+    LayerGradients
     """
+    if outputs not in ("target", "all"):
+        raise ValueError(f"outputs must be 'target' or 'all'; got outputs={outputs!r}")
     x = as_batch(x)
     n = x.shape[0]
     labels = as_labels(y, n)
@@ -160,7 +194,7 @@ def gradient_entanglement(
         # the leaf the gradient is taken against, nor the features stored from it.
         return leaf.clone()
 
-    feats, grads = [], []
+    feats, grads, jacs, outs = [], [], [], []
     handle = module.register_forward_hook(hook)
     try:
         with evaluating(model), torch.enable_grad():
@@ -172,28 +206,117 @@ def gradient_entanglement(
                 if len(captured) != 1:
                     raise RuntimeError(
                         f"layer {layer!r} ran {len(captured)} times in one forward pass; "
-                        "gradient entanglement needs a layer that runs exactly once"
+                        "gradients at a layer need a layer that runs exactly once"
                     )
                 h = captured[0]
-                # Samples do not interact in eval mode, so the gradient of the sum of the
-                # selected logits holds each sample's own gradient.
+                if logits.ndim != 2 or not 0 <= int(yb.max()) < logits.shape[1]:
+                    raise ValueError(
+                        f"the model must return logits (n, C) with C above every target; got "
+                        f"shape {tuple(logits.shape)} for targets up to {int(yb.max())}"
+                    )
+                keep = outputs == "all"
                 (g,) = torch.autograd.grad(
-                    logits.gather(1, yb[:, None]).sum(), h, allow_unused=True
+                    logits.gather(1, yb[:, None]).sum(), h, allow_unused=True, retain_graph=keep
                 )
                 if g is None:
                     raise ValueError(
                         f"the logits do not depend on the output of layer {layer!r}; choose a "
                         "layer on the path to the logits"
                     )
+                if keep:
+                    rows = []
+                    for c in range(logits.shape[1]):
+                        (gc,) = torch.autograd.grad(
+                            logits[:, c].sum(), h, retain_graph=c + 1 < logits.shape[1]
+                        )
+                        rows.append(gc.flatten(1).to("cpu", torch.float64))
+                    jacs.append(torch.stack(rows, dim=1))
                 feats.append(h.detach().flatten(1).to("cpu", torch.float64))
                 grads.append(g.flatten(1).to("cpu", torch.float64))
+                outs.append(logits.detach().to("cpu", torch.float64))
     finally:
         handle.remove()
         captured.clear()
-    h_all = torch.cat(feats).numpy()
-    g_all = torch.cat(grads).numpy()
+    return LayerGradients(
+        torch.cat(feats).numpy(),
+        torch.cat(grads).numpy(),
+        torch.cat(jacs).numpy() if jacs else None,
+        torch.cat(outs).numpy(),
+    )
+
+
+def gradient_entanglement(
+    model: nn.Module,
+    x,
+    y,
+    *,
+    layer: str = "body",
+    correlation=None,
+    batch_size: int | None = 256,
+    units: str = "live",
+) -> float:
+    """Gradient entanglement of ``model`` at ``layer`` (design.md, "Metric definitions").
+
+    For each sample, ``g = d logit_y / d h`` at the output ``h`` of ``layer`` (flattened to
+    (n, d), :func:`layer_gradients`); the correlation matrix ``R`` is that of ``h`` over the
+    given batch (float64) unless ``correlation`` is given. The value is
+    :func:`entanglement_from_gradients` of the two.
+
+    ``units="live"`` (the default) sums over the live units only: those whose variance on the
+    batch exceeds :data:`geomxai._finite.DEAD_UNIT_TOL` times the largest (the threshold of the
+    correlation spectrum and of the study's live-unit counts). ``units="all"`` keeps every unit,
+    a dead one correlating with nothing: its gradient then counts in the denominator and none
+    of the numerator, so a layer whose gradient mass sits on dead units (a whitened model's
+    can put most of it there) reads as disentangled whatever its live units do.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any module with a submodule named ``layer`` (a dotted ``named_modules()`` name).
+    x : Tensor (n, c, h, w), (n, c, t) or (n, d)
+        Finite images, sequences or tabular rows (NaN or inf values are refused), of any
+        floating dtype: cast to the model's floating parameter dtype.
+    y : int or Tensor (n,)
+        Class whose logit is differentiated.
+    layer : str
+        The feature layer; "body" in every geomxai model.
+    correlation : array or Tensor (d, d) or None
+        A fixed correlation matrix, e.g. from a larger probe set.
+    batch_size : int or None
+    units : {"live", "all"}
+        Which units the sums run over (above). Live units are judged on the batch ``x``, also
+        when ``correlation`` is given.
+
+    Returns
+    -------
+    float
+        In [0, 1]; NaN when no sample has two non-zero gradient entries on those units.
+    """
+    if units not in UNITS:
+        raise ValueError(f"units must be one of {UNITS}; got units={units!r}")
+    grads = layer_gradients(model, x, y, layer=layer, batch_size=batch_size)
+    return entanglement_of(grads.features, grads.gradients, correlation=correlation, units=units)
+
+
+def entanglement_of(features, grads, *, correlation=None, units: str = "live") -> float:
+    """Gradient entanglement from a layer's features (n, d) and gradients (n, d) there.
+
+    :func:`gradient_entanglement` once the gradients are taken (:func:`layer_gradients`): the
+    correlation of ``features`` (unless ``correlation`` is given), its live units by
+    :data:`geomxai._finite.DEAD_UNIT_TOL`, and :func:`entanglement_from_gradients` over the
+    ``units`` asked for.
+    """
+    if units not in UNITS:
+        raise ValueError(f"units must be one of {UNITS}; got units={units!r}")
+    h = _as_float64(features, name="features")
+    if h.ndim != 2:
+        raise ValueError(f"features must be 2-D (n_samples, n_units); got shape {h.shape}")
     if correlation is None:
-        if n < 2:
+        if h.shape[0] < 2:
             raise ValueError("a correlation over the batch needs at least 2 samples; got 1")
-        correlation = _correlation(h_all)
-    return entanglement_from_gradients(g_all, correlation)
+        correlation = _correlation(h)
+    live = None
+    if units == "live":
+        c = h - h.mean(axis=0)
+        live = live_units(np.einsum("ij,ij->j", c, c))
+    return entanglement_from_gradients(grads, correlation, live=live)

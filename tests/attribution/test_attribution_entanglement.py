@@ -125,3 +125,58 @@ def test_unknown_layer_and_bad_shapes(tiny_cnn, images):
         entanglement_from_gradients(np.ones((2, 3)), np.eye(4))
     with pytest.raises(ValueError, match="2-D"):
         entanglement_from_gradients(np.ones(3), np.eye(3))
+
+
+# ---- live units (issue 23): a dead unit's gradient must not dilute entanglement
+
+
+def planted_dead_cnn(dead=(0, 2), channels=4):
+    """cnn2 whose feature channels ``dead`` never fire (zero weights, negative bias)."""
+    from geomxai.models import cnn2
+
+    torch.manual_seed(0)
+    model = cnn2(feature_channels=channels).eval()
+    with torch.no_grad():
+        model.body[3].weight[list(dead)] = 0.0
+        model.body[3].bias[list(dead)] = -1.0
+    return model
+
+
+def test_live_unit_entanglement_on_planted_dead_channels():
+    from geomxai.attribution import layer_gradients
+
+    model = planted_dead_cnn()
+    torch.manual_seed(1)
+    x, y = torch.rand(120, 1, 28, 28), torch.randint(0, 10, (120,))
+    h = model.body(x).detach().double().numpy()
+    g = model.head.weight.detach().double().numpy()[y.numpy()]
+    live = np.ones(4 * 49, dtype=bool)
+    for c in (0, 2):
+        live[c * 49 : (c + 1) * 49] = False
+    assert np.all(h[:, ~live] == 0) and np.all(h[:, live].std(0) > 0)
+    r_live = np.corrcoef(h[:, live], rowvar=False)
+    expected_live = slow_entanglement(g[:, live], r_live)
+    r_all = np.zeros((4 * 49, 4 * 49))
+    r_all[np.ix_(live, live)] = r_live
+    expected_all = slow_entanglement(g, r_all)
+    assert gradient_entanglement(model, x, y) == pytest.approx(expected_live, rel=1e-6)
+    assert gradient_entanglement(model, x, y, units="all") == pytest.approx(expected_all, rel=1e-6)
+    # Half the gradient mass sits on dead units: all-units entanglement is diluted by it.
+    assert gradient_entanglement(model, x, y, units="all") < 0.6 * expected_live
+    grads = layer_gradients(model, x, y, outputs="all")
+    np.testing.assert_allclose(grads.features, h, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grads.gradients, g, rtol=1e-6)
+    w = model.head.weight.detach().double().numpy()
+    np.testing.assert_allclose(grads.jacobians, np.broadcast_to(w, (120, *w.shape)), rtol=1e-6)
+
+
+def test_live_mask_of_entanglement_from_gradients():
+    g = np.array([[1.0, 1.0, 5.0]])
+    r = np.array([[1.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    live = np.array([True, True, False])
+    assert entanglement_from_gradients(g, r, live=live) == pytest.approx(0.5)
+    assert entanglement_from_gradients(g, r) < 0.5
+    with pytest.raises(ValueError, match="boolean mask of shape"):
+        entanglement_from_gradients(g, r, live=np.array([1, 1, 0]))
+    with pytest.raises(ValueError, match="units must be one of"):
+        gradient_entanglement(nn.Linear(2, 2), torch.zeros(3, 2), 0, units="some")
