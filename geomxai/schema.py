@@ -6,7 +6,7 @@ so a metric is spelled in one place. :func:`annotate` writes the declarations in
 variable attrs the way the CF conventions do (``long_name``, ``units``), plus ``direction`` and
 ``block``, so any xarray or netCDF tool reads them from a saved ``results.nc``.
 
-A leaf module: it imports xarray and geomxai's stdlib-only ``_util``, so every part of geomxai
+A leaf module: it imports xarray and geomxai's stdlib-only ``_hints``, so every part of geomxai
 (and a notebook that only opens a results file) may read it without loading torch.
 
 Examples
@@ -27,7 +27,7 @@ from types import MappingProxyType
 
 import xarray as xr
 
-from geomxai._util import did_you_mean
+from geomxai._hints import did_you_mean
 
 BLOCKS = (
     "geometry",

@@ -20,7 +20,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from geomxai import schema
-from geomxai._util import atomic_path, check_nonempty_path, check_writable, remove_stale_temps
+from geomxai._fs import atomic_path, check_nonempty_path, check_writable, remove_stale_temps
 from geomxai.data import dataset_tensors, load_dataset
 from geomxai.models import FEATURE_LAYER
 from geomxai.rundir import list_checkpoints, read_run

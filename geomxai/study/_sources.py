@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 
 import geomxai
-from geomxai._util import close_matches
+from geomxai._hints import close_matches
 from geomxai.models import MODELS, build_model
 
 # The checkpoint format belongs to geomxai.train; its names are read from the lazy package root

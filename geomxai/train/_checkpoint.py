@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from geomxai._util import write_atomic
+from geomxai._fs import write_atomic
 
 FORMAT = "geomxai-checkpoint"
 VERSION = 1

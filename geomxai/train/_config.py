@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from geomxai._fill import TRAINING_FILLS
-from geomxai._util import close_matches, did_you_mean
+from geomxai._hints import close_matches, did_you_mean
 from geomxai.train._masking import MASK_BY
 from geomxai.whitening import DECORRELATION_KINDS, WHITENING_METHODS, check_iters
 

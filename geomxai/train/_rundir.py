@@ -11,13 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from geomxai._util import (
-    DirectoryLock,
-    naming_errors,
-    remove_stale_temps,
-    write_atomic,
-    write_text_atomic,
-)
+from geomxai._fs import naming_errors, remove_stale_temps, write_atomic, write_text_atomic
+from geomxai._lock import DirectoryLock
 from geomxai.rundir import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -112,7 +107,7 @@ def lock_run_dir(run_dir) -> DirectoryLock:
 
     Raises
     ------
-    geomxai._util.DirectoryLockedError
+    geomxai._lock.DirectoryLockedError
         Another live process trains this run; the message names it.
     OSError
         The directory cannot be created or written (read-only, no permission), naming it.
