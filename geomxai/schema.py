@@ -172,6 +172,7 @@ _DECLARED = (
     _v("cka_final", _LAYER, "dynamics", "linear CKA to the final checkpoint"),
     _v("procrustes_previous", _LAYER, "dynamics", "Procrustes distance to the previous checkpoint"),
     _v("procrustes_final", _LAYER, "dynamics", "Procrustes distance to the final checkpoint"),
+    _v("cka_checkpoints", ("layer", "epoch_b"), "dynamics", "linear CKA between checkpoints"),
     _v("saliency_stability", (), "dynamics", "saliency stability", "higher", "fidelity"),
     # ---- localisation against ground-truth masks (datasets with masks only)
     _v("mask_auroc", (), "localisation", "mask AUROC", "higher", "fidelity"),

@@ -10,13 +10,16 @@ resolve, for code written before the move: a module ``__getattr__`` forwards the
 from geomxai.study._analyze import (
     AnalysisOptions,
     Probe,
+    add_dynamics,
     analyze_checkpoint,
     analyze_run,
     analyze_runs,
     checkpoints_of,
+    combine_runs,
     make_probe,
     measure,
 )
+from geomxai.study._checkpoints import analyze_checkpoints, read_state, step_from_name
 from geomxai.study._control import CONTROL_METRICS, INVARIANCE_RTOL, reparametrization_control
 from geomxai.study._design import (
     BASELINES,
@@ -38,6 +41,7 @@ from geomxai.study._link import (
     GEOMETRY_METRICS,
     link_geometry_fidelity,
 )
+from geomxai.study._preprocess import PreprocessingWarning
 from geomxai.study._probe import ProbeSizeWarning
 from geomxai.study._runlink import (
     WITHIN_RUN_NOTE,
@@ -73,14 +77,18 @@ __all__ = [
     "PAPER_STATED_DIFFERENCES",
     "WITHIN_RUN_NOTE",
     "AnalysisOptions",
+    "PreprocessingWarning",
     "Probe",
     "ProbeSizeWarning",
+    "add_dynamics",
     "analyze_checkpoint",
+    "analyze_checkpoints",
     "analyze_model",
     "analyze_run",
     "analyze_runs",
     "bh_adjust",
     "checkpoints_of",
+    "combine_runs",
     "dose_response",
     "factorial_effects",
     "imagenet_normalization",
@@ -93,6 +101,7 @@ __all__ = [
     "open_results_file",
     "paired_contrasts",
     "partial_spearman",
+    "read_state",
     "power_analysis",
     "reparametrization_control",
     "resolve_model",
@@ -101,6 +110,7 @@ __all__ = [
     "save_results",
     "squeeze_results",
     "stamp",
+    "step_from_name",
     "within_run_link",
 ]
 

@@ -79,6 +79,18 @@ class AnalysisOptions:
         Seed of random-order masking and uniform fills.
     batch_size : int
         Batch size of every forward and backward pass.
+    entanglement : bool
+        Compute gradient entanglement.
+    reduce : str, int or mapping
+        How a layer's output becomes one vector per sample (the ``reduce`` of
+        :func:`geomxai.collect.collect_features`): ``"auto"`` (default: mean over space for conv maps, token 0 of a token
+        sequence, (n, d) as is), ``"mean"``, ``"max"``, ``"flatten"``, ``"cls"``,
+        ``"token_mean"``, an int (that token of an (n, tokens, d) sequence; ``-1`` the last), or
+        a mapping of layer name to one of those. The reduction applied to each layer is
+        recorded in the results' ``attrs["reduction"]``. Stored as sorted ``(layer, value)``
+        pairs when a mapping.
+    entanglement_layer : str or None
+        The layer gradient entanglement is measured at; ``None`` = the model's feature layer.
     """
 
     probe_size: int = 512
@@ -92,6 +104,8 @@ class AnalysisOptions:
     batch_size: int = 256
     entanglement: bool = True
     saliency_kwargs: tuple[tuple[str, object], ...] | None = None
+    reduce: object = "auto"
+    entanglement_layer: str | None = None
 
     def __post_init__(self):
         if self.probe_size < 2:
@@ -103,6 +117,14 @@ class AnalysisOptions:
         _check_saliency_method(self.saliency_method)
         kwargs = _check_saliency_kwargs(self.saliency_kwargs, self.saliency_method)
         object.__setattr__(self, "saliency_kwargs", kwargs)
+        object.__setattr__(self, "reduce", _check_reduce_option(self.reduce))
+        if self.entanglement_layer is not None and (
+            not isinstance(self.entanglement_layer, str) or not self.entanglement_layer
+        ):
+            raise TypeError(
+                "entanglement_layer must be None (the feature layer) or a layer name; got "
+                f"{self.entanglement_layer!r}"
+            )
 
     def as_dict(self) -> dict:
         """The fields by name, values as they are (``dataclasses.asdict`` would deep-copy a
@@ -122,7 +144,63 @@ class AnalysisOptions:
         origin = _callable_origin(self.saliency_method)
         if origin is not None:
             fields_["saliency_callable"] = origin
+        # Fields added after cache version 6 enter the key only when set, so the cache entries
+        # of analyses that do not use them stay valid.
+        for name, default in (("reduce", "auto"), ("entanglement_layer", None)):
+            if fields_[name] == default:
+                del fields_[name]
+            elif name == "reduce" and isinstance(fields_[name], tuple):
+                fields_[name] = dict(fields_[name])
         return json.dumps(fields_, sort_keys=True, default=_key_value)
+
+
+def _check_reduce_option(reduce):
+    """``reduce`` checked: a reduction name, a token index, or sorted ``(layer, value)`` pairs."""
+    from geomxai.collect._reduce import REDUCTIONS
+
+    def one(value, where):
+        if isinstance(value, str) and value in REDUCTIONS:
+            return value
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            return int(value)
+        raise ValueError(
+            f"{where} must be one of {', '.join(REDUCTIONS)} or a token index (int); got {value!r}"
+        )
+
+    if isinstance(reduce, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in reduce):
+        reduce = dict(reduce)
+    if isinstance(reduce, Mapping):
+        if not reduce:
+            return "auto"
+        return tuple(sorted((str(k), one(v, f"reduce[{k!r}]")) for k, v in reduce.items()))
+    return one(reduce, "reduce")
+
+
+class _TokenAt:
+    """The reduction ``output (n, tokens, d) -> output[:, index]`` (a picklable callable)."""
+
+    def __init__(self, index: int):
+        self.index = index
+        self.__qualname__ = f"token[{index}]"
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        if output.ndim != 3:
+            raise ValueError(
+                f"reduce={self.index} takes token {self.index} of a token sequence (n, tokens, "
+                f"d); the layer gave shape {tuple(output.shape)}"
+            )
+        return output[:, self.index]
+
+
+def _collect_reduce(reduce, layers: list[str]):
+    """``AnalysisOptions.reduce`` as :func:`geomxai.collect.collect_features` takes it."""
+
+    def one(value):
+        return _TokenAt(value) if isinstance(value, int) else value
+
+    if isinstance(reduce, tuple):
+        return {name: one(value) for name, value in reduce if name in layers}
+    return one(reduce)
 
 
 def _check_saliency_method(method) -> str:
@@ -385,7 +463,13 @@ def _geometry_block(model, probe: Probe, layers: list[str], options: AnalysisOpt
     """Geometry of each layer: the scalars over ``layer``, the spectra and top eigenpairs padded."""
     from geomxai.collect import collect_features
 
-    feats = collect_features(model, probe.images, layers, batch_size=options.batch_size)
+    feats = collect_features(
+        model,
+        probe.images,
+        layers,
+        batch_size=options.batch_size,
+        reduce=_collect_reduce(options.reduce, layers),
+    )
     layer_names = [v for v in feats.data_vars if v in layers] or list(feats.data_vars)
     rows = [_layer_geometry(feats[name], options.top_k) for name in layer_names]
     failed = [(name, row.reason) for name, row in zip(layer_names, rows, strict=True) if row.reason]
@@ -433,6 +517,10 @@ def _geometry_block(model, probe: Probe, layers: list[str], options: AnalysisOpt
         attrs={"nan_reason": "padding past a layer's width"},
     )
     ds["probe_size"] = xr.DataArray(len(probe.images))
+    # What each layer's output was reduced by ("mean" where "auto" chose it), for the attrs.
+    ds.attrs["reduction"] = json.dumps(
+        {name: str(feats[name].attrs.get("reduction", "")) for name in layer_names}
+    )
     return ds.assign_coords(
         layer=layer_names,
         component=np.arange(1, width + 1),
@@ -642,6 +730,7 @@ def measure(
     from geomxai.study._probe import apply_minimums, warn_probe
 
     layer = _feature_layer(model, options)
+    tangle_layer = options.entanglement_layer or layer
     n = len(probe.images)
     labelled = probe.labels is not None
     method = options.saliency_method
@@ -677,7 +766,7 @@ def measure(
                 _faithfulness_block(model, probe, sal, options),
                 _saliency_block(sal),
                 _localisation_block(sal, probe.masks),
-                _entanglement_block(model, probe, layer, options),
+                _entanglement_block(model, probe, tangle_layer, options),
                 _examples_block(sal, options),
             ]
     ds = xr.merge(parts, compat="no_conflicts", join="outer", combine_attrs="drop_conflicts")
@@ -685,7 +774,11 @@ def measure(
     ds = apply_minimums(ds, n, skip=unmeasured)
     widths = dict(zip(map(str, ds["layer"].values), ds["n_units"].values.astype(int), strict=True))
     warn_probe(n, widths, labelled=labelled)
-    ds.attrs = {"saliency_method": method_name(method)}
+    ds.attrs = {
+        "saliency_method": method_name(method),
+        "reduction": parts[0].attrs["reduction"],
+        "entanglement_layer": tangle_layer,
+    }
     return schema.annotate(ds)
 
 
@@ -1052,6 +1145,7 @@ def _run_attrs(run, options: AnalysisOptions, parts: list[xr.Dataset]) -> dict:
         "saliency_method": parts[0].attrs.get("saliency_method")
         or json.loads(options.key())["saliency_method"],
         "run_dir": str(run.path),
+        **{k: v for k, v in parts[0].attrs.items() if k in ("reduction", "entanglement_layer")},
     }
 
 
@@ -1095,6 +1189,21 @@ def analyze_runs(run_dirs, **kwargs) -> xr.Dataset:
     runs = [analyze_run(r, **kwargs) for r in run_dirs]
     if not runs:
         raise ValueError("analyze_runs needs at least one run directory")
+    return combine_runs(runs)
+
+
+def combine_runs(runs: list[xr.Dataset]) -> xr.Dataset:
+    """Per-run results (of :func:`analyze_run` or :func:`~geomxai.study.analyze_checkpoints`)
+    merged along ``regime`` and ``seed`` (their attrs), the layout a study's results and
+    :func:`geomxai.report.build_report` have.
+
+    Drops the per-run bulk variables (every probe map, the eigenvectors, per-sample areas) and
+    keeps ``configs``, ``dataset``, ``analysis`` and ``saliency_method`` in attrs. Two runs with
+    the same ``(regime, seed)`` raise a ``ValueError``.
+    """
+    runs = list(runs)
+    if not runs:
+        raise ValueError("combine_runs needs at least one run's results")
     tagged = []
     for ds in runs:
         attrs = dict(ds.attrs)
@@ -1122,4 +1231,7 @@ def analyze_runs(run_dirs, **kwargs) -> xr.Dataset:
     merged.attrs["dataset"] = tagged[0][0]["dataset"]
     merged.attrs["analysis"] = tagged[0][0]["analysis"]
     merged.attrs["saliency_method"] = tagged[0][0]["saliency_method"]
+    for key in ("reduction", "entanglement_layer", "preprocessing", "checkpoint_index"):
+        if key in tagged[0][0]:
+            merged.attrs[key] = tagged[0][0][key]
     return merged

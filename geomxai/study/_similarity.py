@@ -13,6 +13,9 @@ FIRST_EPOCH = "no previous checkpoint at the first epoch"
 
 SIMILARITY_VARIABLES = ("cka_previous", "cka_final", "procrustes_previous", "procrustes_final")
 
+CHECKPOINT_MATRIX = "cka_checkpoints"
+"""Linear CKA of every pair of checkpoints, dims ``(epoch, layer, epoch_b)``."""
+
 
 def _layer_features(features: xr.DataArray, layer: int) -> list[np.ndarray]:
     """One layer's probe features (sample, unit) at every epoch, its NaN padding cut off."""
@@ -72,6 +75,7 @@ def add_similarity(ds: xr.Dataset) -> xr.Dataset:
             out["cka_previous"][t, j], out["procrustes_previous"][t, j] = cka, dist
             if reason:
                 reasons["previous"].append(f"{where}: {reason}")
+    ds = _add_checkpoint_matrix(ds, features, epochs, layers)
     for name, values in out.items():
         kind = "previous" if name.endswith("_previous") else "final"
         why = ([FIRST_EPOCH] if kind == "previous" else []) + reasons[kind]
@@ -79,4 +83,33 @@ def add_similarity(ds: xr.Dataset) -> xr.Dataset:
         if why and np.isnan(values).any():
             da.attrs["nan_reason"] = "; ".join(why)
         ds[name] = da
+    return ds
+
+
+def _add_checkpoint_matrix(
+    ds: xr.Dataset, features: xr.DataArray, epochs: list[int], layers: list[str]
+) -> xr.Dataset:
+    """``cka_checkpoints`` (epoch, layer, epoch_b): :func:`geomxai.geometry.cka_matrix` of each
+    layer's probe features over the checkpoints (linear, unbiased), NaN where undefined."""
+    from geomxai.geometry import cka_matrix
+
+    values = np.full((len(epochs), len(layers), len(epochs)), np.nan)
+    reasons = []
+    for j, layer in enumerate(layers):
+        per_epoch = _layer_features(features, j)
+        if per_epoch[0].shape[1] == 0:
+            reasons.append(f"layer {layer!r}: the layer has no units with finite features")
+            continue
+        try:
+            matrix = cka_matrix(dict(zip(epochs, per_epoch, strict=True)), dim="epoch")
+        except ValueError as err:  # too few samples
+            reasons.append(f"layer {layer!r}: {err}")
+            continue
+        values[:, j, :] = matrix.values
+        if "nan_reason" in matrix.attrs:
+            reasons.append(f"layer {layer!r}: {matrix.attrs['nan_reason']}")
+    da = xr.DataArray(values, dims=("epoch", "layer", "epoch_b"), coords={"epoch_b": epochs})
+    if reasons and np.isnan(values).any():
+        da.attrs["nan_reason"] = "; ".join(reasons)
+    ds[CHECKPOINT_MATRIX] = da
     return ds

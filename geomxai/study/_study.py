@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -207,6 +208,8 @@ def analyze_model(
     image_size: int | None = None,
     normalize: str | None = None,
     name: str | None = None,
+    reduce=None,
+    entanglement_layer: str | None = None,
 ) -> xr.Dataset:
     """Analyse any model on any data: what a researcher brings, in the layout of a study.
 
@@ -258,6 +261,11 @@ def analyze_model(
         own data config and nothing to other models.
     name : str, optional
         The ``regime`` label; default the spec string or the module's class name.
+    reduce, entanglement_layer : optional
+        :class:`AnalysisOptions` fields set on top of ``options``: how each layer's output
+        becomes one vector per sample (``"auto"``, ``"mean"``, ``"flatten"``, ``"cls"``,
+        ``"token_mean"``, a token index, or a mapping by layer) and the layer of gradient
+        entanglement.
 
     Returns
     -------
@@ -268,7 +276,11 @@ def analyze_model(
         checkpoints, so they are absent. ``probe_size`` holds the samples used;
         ``probe_images`` the first ``n_examples`` inputs (image data). ``attrs``: ``dataset``,
         ``model``, ``weights`` (where they came from), ``labels`` ("yes"/"no"),
-        ``saliency_method``, ``created``, ``hardware``, ``commit``.
+        ``saliency_method``, ``reduction`` (JSON: the reduction applied to each layer),
+        ``entanglement_layer``, ``preprocessing`` (the transform applied to every input; with
+        ``input_size`` and ``resize_factor`` when it resized images: a resize by more than 2x
+        also warns, :class:`~geomxai.study.PreprocessingWarning`), ``created``, ``hardware``,
+        ``commit``.
 
     Raises
     ------
@@ -288,7 +300,13 @@ def analyze_model(
         if isinstance(layers, str):
             layers = (layers,)
         options = AnalysisOptions(probe_size=probe_size, layers=tuple(layers) if layers else None)
+    if reduce is not None or entanglement_layer is not None:
+        changes = {"reduce": reduce, "entanglement_layer": entanglement_layer}
+        options = replace(options, **{k: v for k, v in changes.items() if v is not None})
+    from geomxai.study._preprocess import RecordingTransform, record
+
     steps, preferred = preprocessing(model, image_size, transform, normalize)
+    steps = None if steps is None else RecordingTransform(steps)
     source_data = resolve_data(
         data,
         size=options.probe_size,
@@ -297,6 +315,7 @@ def analyze_model(
         image_size=image_size,
         preferred_size=preferred,
     )
+    pre_attrs = record(steps, where="analyze_model")
     source = resolve_source(
         model, source_data, weights=weights, num_classes=num_classes, labels=labels
     )
@@ -323,6 +342,7 @@ def analyze_model(
         model=source.name,
         weights=source.weights,
         labels="yes" if probe.labels is not None else "no",
+        **pre_attrs,
     )
 
 
