@@ -6,10 +6,12 @@ A leaf module: it imports only geomxai's stdlib-only :mod:`geomxai._fs`.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import logging
 import os
 import socket
+import stat
 import sys
 from pathlib import Path
 
@@ -22,11 +24,23 @@ except ImportError:  # pragma: no cover - Windows
 
 log = logging.getLogger("geomxai")
 
-__all__ = ["DirectoryLock", "DirectoryLockedError"]
+__all__ = ["DirectoryLock", "DirectoryLockedError", "UnsafeLockError"]
 
 
 class DirectoryLockedError(RuntimeError):
     """Another live process holds the folder's lock; the message names it (pid, host, start)."""
+
+
+class UnsafeLockError(OSError):
+    """The lock file's name holds something geomxai must not write into: a symbolic link, a
+    hard link to another file, a folder or a device. The message names it and the fix."""
+
+    def __init__(self, message: str, *, path=None):
+        super().__init__(message)
+        self.filename = None if path is None else str(path)
+
+    def __str__(self) -> str:  # the message alone (OSError's would print "[Errno None]")
+        return str(self.args[0])
 
 
 class DirectoryLock:
@@ -76,6 +90,9 @@ class DirectoryLock:
         ------
         DirectoryLockedError
             A live process holds it.
+        UnsafeLockError
+            The lock file's name is a symbolic link, a hard link to another file or not a
+            plain file: nothing is written through it, and it is not removed.
         OSError
             The folder cannot be created or written (read-only, no permission), naming it.
         """
@@ -91,7 +108,7 @@ class DirectoryLock:
         for _ in range(20):  # a holder releasing at the same moment may remove the folder
             self.folder.mkdir(parents=True, exist_ok=True)
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+                fd = self._open()
             except FileNotFoundError:
                 continue
             try:
@@ -138,6 +155,59 @@ class DirectoryLock:
             raise
         return self
 
+    def _open(self) -> int:
+        """The lock file, opened for reading and writing, never through a link.
+
+        A new file is created exclusively (``O_CREAT | O_EXCL``); an existing one (a holder's,
+        or the leftover of a killed one) is opened with ``O_NOFOLLOW``. Anything else at the
+        lock's name (a symbolic link, a hard link to another file, a folder, a device) is
+        refused: the holder truncates and writes its file, so a link would let a run overwrite
+        whatever it points to.
+        """
+        flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            return os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            pass
+        try:
+            info = os.lstat(self.path)
+        except FileNotFoundError:
+            raise  # its holder removed it in between: the caller tries again
+        self._refuse_unless_plain(info)
+        try:
+            # O_NONBLOCK: should a FIFO appear in between, the open must not wait for a writer.
+            fd = os.open(self.path, flags | getattr(os, "O_NONBLOCK", 0))
+        except OSError as err:
+            if err.errno == errno.ELOOP:  # it became a link after the check above
+                self._refuse_unless_plain(os.lstat(self.path))
+            raise
+        try:
+            self._refuse_unless_plain(os.fstat(fd))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _refuse_unless_plain(self, info: os.stat_result) -> None:
+        if stat.S_ISLNK(info.st_mode):
+            try:
+                target = f" to {os.readlink(self.path)!r}"
+            except OSError:
+                target = ""
+            kind = f"a symbolic link{target}"
+        elif not stat.S_ISREG(info.st_mode):
+            kind = "not a plain file"
+        elif info.st_nlink > 1:
+            kind = f"a hard link shared with {info.st_nlink - 1} other name(s)"
+        else:
+            return
+        raise UnsafeLockError(
+            f"the lock file {str(self.path)!r} of {self.what} {str(self.folder)!r} is {kind}; "
+            "geomxai never writes through it. Remove it (only the name; what it points to is "
+            "not touched) and run again",
+            path=self.path,
+        )
+
     def release(self) -> None:
         """Give the lock up, remove its file, and remove the folders :meth:`acquire` created if
         nothing else was written into them."""
@@ -145,8 +215,10 @@ class DirectoryLock:
         if fd is None:
             return
         try:
-            # Removed while still held, so no other process can have locked this file.
-            self.path.unlink(missing_ok=True)
+            # Removed while still held, so no other process can have locked this file; only if
+            # the name still is our file (never a link or a file put there since).
+            if os.path.samestat(os.fstat(fd), os.lstat(self.path)):
+                self.path.unlink()
         except OSError:
             pass
         os.close(fd)
