@@ -76,3 +76,40 @@ def test_moved_names_still_resolve():
     assert geomxai.study.find_profile is geomxai.pipeline.find_profile
     with pytest.raises(AttributeError):
         _ = geomxai.study.no_such_name
+
+
+def _third_party_after(code: str) -> list[str]:
+    """The heavy optional libraries in ``sys.modules`` after ``code`` runs in a fresh process."""
+    heavy = ("timm", "captum", "dask", "xarray", "torchvision", "scipy", "pandas", "matplotlib")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import json, sys\n{code}\n"
+            f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {set(heavy)!r})))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_layers_command_loads_only_what_it_uses():
+    # `geomxai layers cnn2` builds a model and lists its modules: none of these is needed, and
+    # together they cost seconds of start-up (issue 26).
+    loaded = _third_party_after("from geomxai.cli import main\nmain(['layers', 'cnn2'])")
+    assert loaded == []
+
+
+def test_lazy_packages_still_resolve_every_public_name():
+    import geomxai.collect
+    import geomxai.study
+
+    for package in (geomxai.study, geomxai.collect):
+        for name in package.__all__:
+            assert getattr(package, name) is not None
+        assert set(package.__all__) <= set(dir(package))
+    with pytest.raises(AttributeError, match="did you mean 'analyze_model'"):
+        _ = geomxai.study.analyze_modle

@@ -5,29 +5,20 @@ runs data through a model and returns an ``xr.Dataset`` (dims ``sample``, ``unit
 :func:`collect_moments` keeps only running means and covariances; and
 :func:`collect_features_to_netcdf` streams the features to disk. :func:`available_layers`,
 :func:`layer_shapes` and :func:`format_layers` say what can be collected.
+
+Names are imported on first use, so listing a model's layers loads no xarray.
 """
 
-from geomxai.collect._collect import (
-    collect_features,
-    collect_features_to_netcdf,
-    collect_moments,
-)
-from geomxai.collect._collector import FeatureCollector
-from geomxai.collect._inspect import available_layers, format_layers, layer_shapes
-from geomxai.collect._layers import UnknownLayerError, unwrap_model
-from geomxai.collect._reduce import REDUCTIONS
-from geomxai.moments import FeatureMoments
+from geomxai._lazy import attach
 
-__all__ = [
-    "REDUCTIONS",
-    "FeatureCollector",
-    "FeatureMoments",
-    "UnknownLayerError",
-    "available_layers",
-    "collect_features",
-    "collect_features_to_netcdf",
-    "collect_moments",
-    "format_layers",
-    "layer_shapes",
-    "unwrap_model",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "._collect": ["collect_features", "collect_features_to_netcdf", "collect_moments"],
+        "._collector": ["FeatureCollector"],
+        "._inspect": ["available_layers", "format_layers", "layer_shapes"],
+        "._layers": ["UnknownLayerError", "unwrap_model"],
+        "._reduce": ["REDUCTIONS"],
+        "geomxai.moments": ["FeatureMoments"],
+    },
+)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import torchvision
 from torch import nn
 
 from geomxai.models._base import FeatureModel
 
 
 def _small_image_resnet(arch: str, in_channels: int, num_classes: int, image_size: int):
+    import torchvision.models  # here, not at the top: torchvision takes seconds to import
+
     net = getattr(torchvision.models, arch)(weights=None)
     feature_dim = net.fc.in_features
     if image_size <= 64:

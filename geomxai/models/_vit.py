@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
-from torchvision.models.vision_transformer import VisionTransformer
 
 from geomxai.models._base import FeatureModel, ModelTraits
+
+if TYPE_CHECKING:  # imported where a ViT is built: torchvision takes seconds to import
+    from torchvision.models.vision_transformer import VisionTransformer
 
 VIT_TRAITS = ModelTraits(is_sequence_model=True, whiten_in_path=False)
 """A ViT is a sequence model, and its whitening feeds only the auxiliary loss by default."""
@@ -54,6 +58,8 @@ def vit_tiny(
             f"image_size must be a multiple of patch_size; got image_size={image_size}, "
             f"patch_size={patch_size}"
         )
+    from torchvision.models.vision_transformer import VisionTransformer
+
     vit = VisionTransformer(
         image_size=image_size,
         patch_size=patch_size,

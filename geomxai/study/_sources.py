@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 import geomxai
@@ -57,6 +56,8 @@ def load_state_dict_file(path) -> dict:
 
 
 def _torchvision(arch: str, num_classes: int | None) -> nn.Module:
+    import torchvision  # here, not at the top: torchvision takes seconds to import
+
     available = torchvision.models.list_models()
     if arch not in available:
         close = close_matches(arch, available)
