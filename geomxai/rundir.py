@@ -36,6 +36,13 @@ _CHECKPOINT_RE = re.compile(r"^epoch_(\d{4,})\.pt$")
 
 log = logging.getLogger("geomxai.rundir")
 
+_CONFIG_NEEDS = (
+    ("dataset", str, "a string", True),
+    ("regime", str, "a string", False),
+    ("seed", int, "an integer", False),
+)
+"""Fields of ``config.json`` every reader of a run uses (the analysis labels results with them)."""
+
 __all__ = [
     "CHECKPOINT_DIR",
     "CONFIG_FILE",
@@ -108,7 +115,8 @@ def read_metrics(run_dir) -> list[dict[str, Any]]:
     Raises
     ------
     ValueError
-        A line before the last one is not valid JSON, or a line is not a JSON object; the
+        A line before the last one is not valid JSON, a line is not a JSON object, or its
+        ``epoch`` is not a non-negative integer (``"x"``, ``[1]``, ``null``, ``1e999``); the
         message names the file and the line.
     """
     path = Path(run_dir) / METRICS_FILE
@@ -130,6 +138,13 @@ def read_metrics(run_dir) -> list[dict[str, Any]]:
             raise ValueError(
                 f"{str(path)!r} line {number} must be a JSON object; got {type(row).__name__}"
             )
+        epoch = row.get("epoch", 0)
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise ValueError(
+                f"{str(path)!r} line {number}: its 'epoch' must be a non-negative integer; got "
+                f"{json.dumps(epoch)[:40]}, so this file was damaged or edited. Fix or remove "
+                "that line (a resumed run restores lost lines from the checkpoints)"
+            )
         rows.append(row)
     return rows
 
@@ -142,7 +157,9 @@ def read_config(run_dir) -> dict[str, Any]:
     FileNotFoundError
         No ``config.json``: the message names the directory.
     ValueError
-        ``config.json`` is not a JSON object.
+        ``config.json`` is not a JSON object, has no ``dataset`` string, or has a ``regime``
+        that is not a string or a ``seed`` that is not an integer (the fields every reader
+        labels results with); the message names the file.
     """
     run_dir = Path(run_dir)
     path = run_dir / CONFIG_FILE
@@ -154,6 +171,17 @@ def read_config(run_dir) -> dict[str, Any]:
         raise ValueError(f"{str(path)!r} is not valid JSON ({err})") from err
     if not isinstance(config, dict):
         raise ValueError(f"{str(path)!r} must hold a JSON object; got {type(config).__name__}")
+    for key, kind, name, required in _CONFIG_NEEDS:
+        value = config.get(key)
+        if key not in config and not required:
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool):
+            got = "nothing" if key not in config else json.dumps(value)[:40]
+            raise ValueError(
+                f"{str(path)!r}: its {key!r} must be {name}; got {got}, so the file was edited "
+                "or damaged. Restore it from a checkpoint's 'config' entry (every checkpoint "
+                "holds the run's config) or retrain"
+            )
     return config
 
 

@@ -1038,6 +1038,10 @@ def analyze_run(
         )
     run = read_run(run_dir)
     epochs = _selected_epochs(run, epochs)
+    from geomxai.train._checkpoint import check_run_identity
+
+    # A checkpoint copied in from another run would be labelled with this run's regime and seed.
+    check_run_identity(run.path, run.config, [run.checkpoints[e] for e in epochs])
     if probe is None:
         probe = make_probe(run.config["dataset"], options.probe_size)
     parts = _checkpoint_parts(

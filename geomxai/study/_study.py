@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import xarray as xr
 
-from geomxai._fs import atomic_path, check_nonempty_path
+from geomxai._fs import check_nonempty_path, write_bytes_atomic
 from geomxai.study._analyze import AnalysisOptions, measure
 from geomxai.study._link import link_geometry_fidelity
 
@@ -97,13 +97,18 @@ def save_results(ds: xr.Dataset, path) -> Path:
 
     A crash or a full disk leaves the previous file (if any) as it was, never a truncated one;
     temporary files that a killed writer of the same path left beside it are removed first.
+    The file is serialised in memory first and written with checked ``os.write`` calls
+    (:func:`geomxai._fs.write_bytes_atomic`): a disk without room for it is refused before
+    anything is written, and no disk error reaches HDF5, which ends the process with SIGSEGV
+    when its own writes meet a full disk.
 
     Raises
     ------
     ValueError
         ``path`` is empty or an existing folder.
     OSError
-        The location cannot be written (read-only, no permission, disk full), naming ``path``.
+        The location cannot be written (read-only, no permission), naming ``path``; a full disk
+        is ``ENOSPC`` "No space left on device (need about N MB, M MB free)" naming ``path``.
     """
     path = check_nonempty_path(path, "the results path")
     if path.is_dir():
@@ -111,7 +116,7 @@ def save_results(ds: xr.Dataset, path) -> Path:
             f"the results path must be a file; {str(path)!r} is a folder (give a file path "
             f"such as {str(path / 'results.nc')!r})"
         )
-    return atomic_path(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
+    return write_bytes_atomic(path, ds.to_netcdf(engine="h5netcdf"))
 
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -129,6 +134,65 @@ def _check_results_path(path: Path) -> None:
         raise FileNotFoundError(
             f"no results file at {str(path)!r}; write one with `geomxai analyze` "
             "(or `geomxai study`)"
+        )
+    _refuse_outside_reads(path)
+
+
+def _outside_reads(path: Path) -> list[str]:
+    """What in the HDF5 file at ``path`` would make a reader open another file: external links,
+    datasets kept in external raw files, virtual datasets (each mapping other files' data).
+
+    The file is walked with h5py without following any link, before xarray opens it. ``[]`` for
+    a file h5py cannot open (the open that follows says what is wrong with it).
+    """
+    import h5py
+
+    found: list[str] = []
+    try:
+        fh = h5py.File(path, "r")
+    except OSError:
+        return found
+    with fh:
+        seen: set = set()
+        groups = [("", fh)]
+        while groups:
+            prefix, group = groups.pop()
+            for name in group:
+                where = f"{prefix}/{name}"
+                link = group.get(name, getlink=True)
+                if isinstance(link, h5py.ExternalLink):
+                    found.append(f"{where!r} is an external link to {link.filename!r}")
+                    continue
+                if isinstance(link, h5py.SoftLink):
+                    continue  # a name for an object of this file, walked where it lives
+                obj = group[name]
+                if obj.id in seen:
+                    continue
+                seen.add(obj.id)
+                if isinstance(obj, h5py.Group):
+                    groups.append((where, obj))
+                elif isinstance(obj, h5py.Dataset):
+                    if obj.external:
+                        files = sorted({os.fsdecode(f[0]) for f in obj.external})
+                        found.append(f"{where!r} is HDF5 external storage in {files}")
+                    if obj.is_virtual:
+                        files = sorted({m.file_name for m in obj.virtual_sources()})
+                        found.append(f"{where!r} is a virtual dataset reading {files}")
+    return found
+
+
+def _refuse_outside_reads(path: Path) -> None:
+    with open(path, "rb") as fh:
+        if fh.read(8) != _HDF5_SIGNATURE:
+            return
+    found = _outside_reads(path)
+    if found:
+        raise ValueError(
+            f"refused to open {str(path)!r}: it would read other files ("
+            + "; ".join(found[:3])
+            + (f"; and {len(found) - 3} more" if len(found) > 3 else "")
+            + "). geomxai results keep all their data inside the file, so this one was made "
+            "or edited by other code; write it again with `geomxai analyze` or `geomxai study`"
         )
 
 
@@ -159,8 +223,9 @@ def open_results(paths, *, parallel: bool = False) -> xr.Dataset:
     FileNotFoundError
         A path holds no file (the message says how to write one).
     ValueError
-        A path is a folder, or a file that is truncated or not a netCDF-4 results file; the
-        message names it.
+        A path is a folder, or a file that is truncated or not a netCDF-4 results file, or an
+        HDF5 file that would make the reader open other files (external links, external
+        storage, virtual datasets: refused before xarray opens it); the message names it.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -210,6 +275,7 @@ def analyze_model(
     name: str | None = None,
     reduce=None,
     entanglement_layer: str | None = None,
+    probe_split: str = "test",
 ) -> xr.Dataset:
     """Analyse any model on any data: what a researcher brings, in the layout of a study.
 
@@ -266,6 +332,9 @@ def analyze_model(
         becomes one vector per sample (``"auto"``, ``"mean"``, ``"flatten"``, ``"cls"``,
         ``"token_mean"``, a token index, or a mapping by layer) and the layer of gradient
         entanglement.
+    probe_split : {"test", "all"}
+        Data read by name: the probe comes from the held-out test split (``"test"``), or from
+        every sample (``"all"``), for an image folder too small to hold out enough.
 
     Returns
     -------
@@ -289,7 +358,7 @@ def analyze_model(
         (``num_classes=`` / ``--num-classes``, or ``labels=False`` / ``--no-labels``); an
         unknown spec; a model without a feature layer and no ``layers``.
     """
-    from geomxai.study._inputs import preprocessing, resolve_data, resolve_source
+    from geomxai.study._inputs import preprocessing, probe_advice, resolve_data, resolve_source
     from geomxai.study._probe import ProbeSizeWarning, warn_probe, widths_of
 
     if not isinstance(labels, bool):
@@ -314,6 +383,7 @@ def analyze_model(
         transform=steps,
         image_size=image_size,
         preferred_size=preferred,
+        split=probe_split,
     )
     pre_attrs = record(steps, where="analyze_model")
     source = resolve_source(
@@ -324,7 +394,9 @@ def analyze_model(
         # Said below, pointing at the caller's line rather than this one.
         warnings.simplefilter("ignore", ProbeSizeWarning)
         ds = measure(source.model, probe, options, device=device)
-    warn_probe(len(probe.images), widths_of(ds), labelled=probe.labels is not None)
+    n = len(probe.images)
+    advice = probe_advice(data, got=n, asked=options.probe_size, split=probe_split)
+    warn_probe(n, widths_of(ds), labelled=probe.labels is not None, advice=advice)
     ds = ds.drop_vars(["probe_saliency", "top_eigvecs", "probe_features"], errors="ignore")
     label = name or source.name
     ds = ds.expand_dims(regime=[label], seed=[0], epoch=[0])
@@ -342,6 +414,7 @@ def analyze_model(
         model=source.name,
         weights=source.weights,
         labels="yes" if probe.labels is not None else "no",
+        probe_split=probe_split,
         **pre_attrs,
     )
 

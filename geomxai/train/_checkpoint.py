@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
+import json
+import math
 import pickle
+import shutil
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,7 +16,7 @@ from typing import Any
 
 import torch
 
-from geomxai._fs import write_atomic
+from geomxai._fs import naming_errors, write_atomic
 
 FORMAT = "geomxai-checkpoint"
 VERSION = 1
@@ -43,17 +49,89 @@ def _writer() -> str:
     return f"geomxai {__version__}"
 
 
+IDENTITY_FIELDS = ("config_hash", "seed", "regime")
+"""What a checkpoint's ``identity`` entry holds: the run it belongs to."""
+
+_FREE_MARGIN = 64 * 1024
+"""Bytes a write leaves free beyond the file itself (the folder entry, the file system's own)."""
+
+
+def run_identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The identity of the run a config describes: a hash of every field a resume keeps, and
+    the seed and regime, which results are labelled with.
+
+    Fields a resumed run may change (``epochs``, ``resume``, ``progress``, ``out_dir``) are left
+    out of the hash, and a field the config lacks counts as its default, so a run keeps one
+    identity over resumes, moves and geomxai versions that add fields.
+
+    Raises
+    ------
+    ValueError
+        ``config`` is not a valid TrainConfig (the message names the field).
+    """
+    from geomxai.train._config import TrainConfig
+    from geomxai.train._rundir import RESUMABLE_CHANGES
+
+    full = TrainConfig.from_dict({**config, "resume": False}).to_dict()
+    kept = {k: v for k, v in sorted(full.items()) if k not in RESUMABLE_CHANGES}
+    digest = hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+    return {"config_hash": digest, "seed": full["seed"], "regime": full["regime"]}
+
+
+def _need(nbytes: int) -> str:
+    return f"need about {max(nbytes / 2**20, 0.1):.1f} MB"
+
+
+def _no_space(path: Path, nbytes: int, free: int | None = None) -> OSError:
+    have = "" if free is None else f", {free / 2**20:.1f} MB free"
+    return OSError(errno.ENOSPC, f"No space left on device ({_need(nbytes)}{have})", str(path))
+
+
 def save_checkpoint(path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (tensors and plain data) to ``path`` atomically.
 
     The file is written next to its destination under a temporary name, flushed to disk and
     renamed, so a crash leaves either the old file or the new one, never half of one. The
-    payload is stamped with ``format``, ``version`` and ``writer`` (``"geomxai X.Y.Z"``).
+    payload is stamped with ``format``, ``version`` and ``writer`` (``"geomxai X.Y.Z"``), and,
+    when it has a ``config``, with ``identity`` (:func:`run_identity`: config hash, seed,
+    regime), by which the analysis refuses a checkpoint copied in from another run.
+
+    The payload is serialised in memory first: its size is then known, so a disk without room
+    for it is refused before anything is written, and a disk that fills during the write
+    raises an ordinary ``OSError`` (torch's own writer would end in "unexpected pos").
+
+    Raises
+    ------
+    OSError
+        ``ENOSPC`` "No space left on device (need about N MB ...)" naming ``path``, or what else
+        the write met; the previous file at ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, "writer": _writer(), **payload}
-    return write_atomic(path, lambda fh: torch.save(payload, fh), binary=True)
+    if isinstance(payload.get("config"), Mapping) and "identity" not in payload:
+        try:
+            payload["identity"] = run_identity(payload["config"])
+        except (KeyError, TypeError, ValueError):
+            pass  # not a TrainConfig (a hand-made checkpoint): nothing to identify it by
+    buffer = io.BytesIO()
+    with naming_errors(path):
+        torch.save(payload, buffer)
+    data = buffer.getbuffer()
+    nbytes = data.nbytes
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    # A file being replaced frees its blocks only after the rename; count it as taken.
+    if free is not None and free < nbytes + _FREE_MARGIN:
+        raise _no_space(path, nbytes, free)
+    try:
+        return write_atomic(path, lambda fh: fh.write(data), binary=True)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _no_space(path, nbytes) from err
+        raise
 
 
 def _what_file(path: Path) -> str:
@@ -184,6 +262,220 @@ def check_payload(payload: dict[str, Any], path, keys=None) -> dict[str, Any]:
     return payload
 
 
+def _spec_model(spec: dict, path):
+    """The model ``spec`` describes, built on the meta device (no memory is allocated, so a
+    spec that asks for 10**13 classes costs nothing); CheckpointError naming ``path`` if it
+    cannot be built."""
+    from geomxai.train._build import build_from_spec
+
+    for key in ("in_channels", "num_classes", "image_size"):
+        value = spec.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise CheckpointError(
+                f"{str(path)!r}: its model_spec cannot be built: {key} must be a positive integer; got "
+                f"{value!r}, so the file was edited or damaged; use a checkpoint written by "
+                "`geomxai train`"
+            )
+    try:
+        with torch.device("meta"):
+            return build_from_spec(spec)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(
+            f"{str(path)!r}: its model_spec cannot be built ({type(err).__name__}: {err})"
+        ) from err
+
+
+def check_weights(spec: dict, weights: Mapping, path) -> None:
+    """Refuse weights that do not fit ``spec`` (names and shapes, before any model of that
+    size is built) or that hold NaN or infinite values; the CheckpointError names ``path``."""
+    expected = {k: tuple(v.shape) for k, v in _spec_model(spec, path).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in weights.items()}
+    if expected != got:
+        missing = sorted(set(expected) - set(got))[:3]
+        extra = sorted(set(got) - set(expected))[:3]
+        shapes = [
+            f"{k}: spec {expected[k]}, weights {got[k]}"
+            for k in sorted(set(expected) & set(got))
+            if expected[k] != got[k]
+        ][:3]
+        raise CheckpointError(
+            f"{str(path)!r}: its weights do not fit its model_spec ("
+            + "; ".join(
+                part
+                for part in (
+                    f"missing {missing}" if missing else "",
+                    f"unexpected {extra}" if extra else "",
+                    "; ".join(shapes),
+                )
+                if part
+            )
+            + "); the file was edited or damaged"
+        )
+    bad = [
+        k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{str(path)!r}: its weights hold NaN or infinite values (in {', '.join(bad[:3])}"
+            + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            + "); a diverged or damaged model cannot be analysed or resumed. Use an earlier "
+            "checkpoint of the run"
+        )
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _plain_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_metrics_entry(payload: dict[str, Any], path, epoch: int) -> dict[str, Any] | None:
+    """The checkpoint's copy of its epoch's metrics line (None if it has none), after checking
+    it is one: a mapping of names to plain numbers, strings or null, with ``epoch`` = ``epoch``.
+    """
+    if "metrics" not in payload:
+        return None
+    metrics = payload["metrics"]
+    where = f"{str(path)!r}: its 'metrics' entry"
+    if not isinstance(metrics, dict):
+        raise CheckpointError(
+            f"{where} must be a mapping of names to numbers (a metrics.jsonl line); got "
+            f"{type(metrics).__name__}, so the file was edited or damaged"
+        )
+    for key, value in metrics.items():
+        if not isinstance(key, str) or not (
+            value is None or isinstance(value, str) or _plain_number(value)
+        ):
+            raise CheckpointError(
+                f"{where} must map names to plain numbers or strings; got {key!r}: "
+                f"{type(value).__name__}, so the file was edited or damaged"
+            )
+    if metrics.get("epoch") != epoch or not _is_int(metrics.get("epoch")):
+        raise CheckpointError(
+            f"{where} is for epoch {metrics.get('epoch')!r}, but the checkpoint holds epoch "
+            f"{epoch}; the file was edited or damaged"
+        )
+    return metrics
+
+
+def check_resume_payload(payload: dict[str, Any], path, *, epoch: int) -> None:
+    """Refuse a checkpoint that a resume cannot continue from, before anything of the run is
+    touched: every entry the resume restores is checked here, and a CheckpointError names
+    ``path``.
+
+    Checked: ``epoch`` equals the file's epoch ``epoch``; the weights fit ``model_spec`` and are
+    finite; the optimizer state loads into an SGD over those weights, with momentum buffers of
+    the parameters' shapes; the scheduler has a finite ``base_lr`` and a step count; the
+    metrics copy is a metrics line of that epoch.
+    """
+    path = str(path)
+    check_payload(payload, path, RESUME_KEYS)
+    if payload["epoch"] != epoch or epoch < 0:
+        raise CheckpointError(
+            f"{path!r}: its 'epoch' entry says {payload['epoch']}, but the file is the "
+            f"checkpoint of epoch {epoch}; the file was edited or damaged. Move it out of the "
+            "run's checkpoints/ folder to resume from the one before"
+        )
+    check_weights(payload["model_spec"], payload["model"], path)
+    scheduler = payload["scheduler"]
+    base_lr, step = scheduler.get("base_lr"), scheduler.get("step")
+    if not (_plain_number(base_lr) and math.isfinite(base_lr) and base_lr > 0) or not (
+        _is_int(step) and step >= 0
+    ):
+        raise CheckpointError(
+            f"{path!r}: its 'scheduler' entry must hold a finite positive 'base_lr' and a "
+            f"non-negative integer 'step'; got {scheduler!r:.200}, so the file was edited or "
+            "damaged"
+        )
+    model = _spec_model(payload["model_spec"], path)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = [torch.nn.Parameter(payload["model"][n].detach().clone()) for n in names]
+    trial = torch.optim.SGD(params, lr=1.0, momentum=0.9)
+    try:
+        trial.load_state_dict(payload["optimizer"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+        raise CheckpointError(
+            f"{path!r}: its 'optimizer' entry does not fit the model's parameters "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); the file "
+            "was edited or damaged"
+        ) from err
+    for name, param in zip(names, params, strict=True):
+        buf = trial.state.get(param, {}).get("momentum_buffer")
+        if buf is not None and (
+            not isinstance(buf, torch.Tensor)
+            or buf.shape != param.shape
+            or not bool(torch.isfinite(buf).all())
+        ):
+            raise CheckpointError(
+                f"{path!r}: its optimizer's momentum for {name} is not a finite tensor of the "
+                f"parameter's shape {tuple(param.shape)}; the file was edited or damaged"
+            )
+    check_metrics_entry(payload, path, epoch)
+
+
+def read_identity(path) -> dict[str, Any] | None:
+    """The ``identity`` of a checkpoint (see :func:`run_identity`) without reading its tensors
+    (they are memory-mapped, not loaded); derived from its ``config`` for checkpoints written
+    before identities; None when it has neither."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        payload = read_checkpoint(path)  # raises the CheckpointError that says what it is
+    if not isinstance(payload, dict):
+        return None
+    identity = payload.get("identity")
+    if isinstance(identity, dict) and all(k in identity for k in IDENTITY_FIELDS):
+        return {k: identity[k] for k in IDENTITY_FIELDS}
+    if isinstance(payload.get("config"), Mapping):
+        try:
+            return run_identity(payload["config"])
+        except (KeyError, TypeError, ValueError):
+            return None
+    return None
+
+
+def check_run_identity(run_dir, run_config: Mapping[str, Any], checkpoints) -> None:
+    """Refuse checkpoints of another run among ``checkpoints`` of the run in ``run_dir``.
+
+    Each checkpoint's identity (config hash, seed, regime) must equal that of the run's
+    ``config.json``: a checkpoint copied in from another run would otherwise be analysed and
+    labelled with this run's regime and seed. Checkpoints with no identity and no config (not
+    written by `geomxai train`) pass.
+
+    Raises
+    ------
+    CheckpointError
+        A checkpoint belongs to another run; the message names it, what differs, and the fix.
+    ValueError
+        ``config.json`` is not a valid TrainConfig (naming it).
+    """
+    run_dir = Path(run_dir)
+    try:
+        expected = run_identity(run_config)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"{str(run_dir / 'config.json')!r} is not a valid run config ({err}); it was "
+            "edited or damaged: restore it from a checkpoint's 'config' entry or retrain"
+        ) from err
+    for path in checkpoints:
+        found = read_identity(path)
+        if found is None or found == expected:
+            continue
+        diffs = [
+            f"{k} {found[k]!r} (the run's: {expected[k]!r})"
+            for k in IDENTITY_FIELDS
+            if found[k] != expected[k]
+        ]
+        raise CheckpointError(
+            f"{str(path)!r} belongs to another run: its " + ", ".join(diffs) + " differ from "
+            f"{str(run_dir / 'config.json')!r}. Move it out of the run's checkpoints/ folder, "
+            "or analyse it on its own (geomxai analyze --model FILE)"
+        )
+
+
 def load_checkpoint(path, *, map_location="cpu"):
     """Rebuild the model of a geomxai checkpoint, in eval mode, with its config.
 
@@ -206,15 +498,18 @@ def load_checkpoint(path, *, map_location="cpu"):
     CheckpointError
         Anything :func:`read_checkpoint` refuses; an entry the model needs (``config``,
         ``model_spec``, ``model``) missing or of the wrong type; a model spec or config this
-        geomxai cannot build; weights that do not fit the spec.
+        geomxai cannot build (sizes are checked against the weights before the model is built,
+        so a spec that asks for 10**13 classes allocates nothing); weights that do not fit the
+        spec or hold NaN or infinite values.
     """
     from geomxai.train._build import build_from_spec
     from geomxai.train._config import TrainConfig
 
     payload = check_payload(read_checkpoint(path, map_location=map_location), path)
+    check_weights(payload["model_spec"], payload["model"], path)
     try:
         model = build_from_spec(payload["model_spec"])
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(
             f"{str(path)!r}: its model_spec cannot be built ({type(err).__name__}: {err})"
         ) from err

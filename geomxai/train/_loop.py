@@ -21,7 +21,12 @@ from geomxai.data import DatasetBundle, dataset_tensors, load_dataset
 from geomxai.models import FeatureModel
 from geomxai.train._augment import random_flip_crop
 from geomxai.train._build import build_from_spec, model_spec
-from geomxai.train._checkpoint import RESUME_KEYS, check_payload, read_checkpoint, save_checkpoint
+from geomxai.train._checkpoint import (
+    check_metrics_entry,
+    check_resume_payload,
+    read_checkpoint,
+    save_checkpoint,
+)
 from geomxai.train._config import ConfigError, TrainConfig
 from geomxai.train._distributed import (
     DistEnv,
@@ -336,7 +341,11 @@ class Trainer:
                 log.info("no checkpoint in %s yet; starting the run from scratch", run_dir)
             return None
         last = max(found)
-        payload = check_payload(read_checkpoint(found[last]), found[last], RESUME_KEYS)
+        # Every entry the resume restores is checked now, before anything of the run (its
+        # config.json, its metrics.jsonl) is rewritten: a refused resume leaves the run as it was.
+        payload = read_checkpoint(found[last])
+        check_resume_payload(payload, found[last], epoch=last)
+        self._resume_rows = self._metrics_rows(last, found)
         check_resumable(payload["config"], cfg, run_dir)
         if payload["model_spec"] != spec:
             raise ConfigError(
@@ -520,25 +529,28 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.run_dir / CONFIG_FILE, self.config.to_json() + "\n")
             if resumed:
-                self._reconcile_metrics(start_epoch)
+                # Read and checked in _check_run_dir, before anything was written.
+                rewrite_metrics(self.run_dir, self._resume_rows)
         if not resumed:
             initial = {"epoch": 0, "test_acc": self.evaluate()}
             if self.env.is_main:
                 self._save(0, initial)
 
-    def _reconcile_metrics(self, last_epoch: int) -> None:
-        """Keep one metrics line per checkpointed epoch: drop lines of the lost epoch, and
-        restore a line a crash kept from being written (from the checkpoint's copy)."""
+    def _metrics_rows(self, last_epoch: int, found: dict[int, Path]) -> list[dict[str, Any]]:
+        """The metrics lines a resume keeps: one per checkpointed epoch up to ``last_epoch``,
+        dropping lines of the lost epoch and restoring a line a crash kept from being written
+        (from the checkpoint's copy). Only reads: damage raises here, naming the file, before
+        the resume writes anything."""
         rows = {
             r["epoch"]: r
             for r in read_metrics(self.run_dir)
             if 1 <= r.get("epoch", 0) <= last_epoch
         }
-        found = list_checkpoints(self.run_dir)
         for epoch in range(1, last_epoch + 1):
             if epoch not in rows and epoch in found:
-                rows[epoch] = read_checkpoint(found[epoch]).get("metrics", {"epoch": epoch})
-        rewrite_metrics(self.run_dir, [rows[e] for e in sorted(rows)])
+                payload = read_checkpoint(found[epoch])
+                rows[epoch] = check_metrics_entry(payload, found[epoch], epoch) or {"epoch": epoch}
+        return [rows[e] for e in sorted(rows)]
 
     # ------------------------------------------------------------------ the loop
     def _epoch_index_batches(self, epoch: int) -> list[torch.Tensor]:

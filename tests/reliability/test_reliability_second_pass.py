@@ -1,0 +1,431 @@
+"""The second adversarial pass (issue 24), with real faults: a real full tmpfs, real forged
+checkpoints (torch.save of plain data), real damaged run files, real HDF5 files that reach
+outside themselves, a real PNG whose header claims 40000x40000 pixels.
+
+Each class is one item of the issue; each test fails on the code before the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from reliability_helpers import TRAIN_FIELDS, one_error_line, toml_config
+
+from geomxai.rundir import read_metrics, read_run
+from geomxai.train import CheckpointError, TrainConfig, load_checkpoint, save_checkpoint, train
+from geomxai.train._checkpoint import check_run_identity, read_identity
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _snapshot(run: Path) -> dict[str, bytes]:
+    """Every file of a run directory, by relative path, with its bytes."""
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def _forge(path: Path, **changes) -> None:
+    """Rewrite a checkpoint with some entries changed (plain data, as an attacker would)."""
+    payload = torch.load(path, weights_only=True)
+    for key, value in changes.items():
+        if value is _DROP:
+            payload.pop(key, None)
+        else:
+            payload[key] = value
+    torch.save(payload, path)
+
+
+_DROP = object()
+
+
+# -- a real small disk ---------------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk(kib) -> folder`` on a real tmpfs of that size (root only; skipped if the
+    mount is refused, e.g. in an unprivileged container)."""
+    mounted = []
+
+    def mount(kib: int) -> Path:
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); needs root")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def _free(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def _fill(folder: Path, leave: int) -> None:
+    """Fill ``folder``'s file system until about ``leave`` bytes are free."""
+    with open(folder / "ballast", "wb") as fh:
+        fh.write(b"\0" * max(_free(folder) - leave, 0))
+
+
+class TestTrainOnARealFullDisk:
+    """Item 3: torch.save on a full disk said "[enforce fail at inline_container.cc] unexpected
+    pos", with no path and no "no space left"."""
+
+    def test_train_names_the_checkpoint_and_the_space_it_needs(
+        self, tmp_path, small_disk, trained_run, cli
+    ):
+        disk = small_disk(1024)
+        out = Path(shutil.copytree(trained_run, disk / "run"))
+        config = toml_config(tmp_path / "c.toml", out, epochs=2)
+        before = _snapshot(out / "checkpoints")
+        _fill(disk, 24 * 1024)  # room for config.json and metrics, not for a 35 kB checkpoint
+        status, text = cli("train", "--config", config, "--set", "resume=true")
+        assert status == 2
+        line = one_error_line(text)
+        assert repr(str(out / "checkpoints" / "epoch_0002.pt")) in line
+        assert "no space left on device (need about" in line and "MB" in line
+        assert "inline_container" not in line and "unexpected pos" not in line
+        assert _snapshot(out / "checkpoints") == before  # no temporary file, nothing changed
+        (disk / "ballast").unlink()
+        assert cli("train", "--config", config, "--set", "resume=true")[0] == 0
+        assert [r["epoch"] for r in read_metrics(out)] == [1, 2]
+
+    def test_a_disk_that_fills_during_the_write_names_the_file(
+        self, small_disk, trained_run, monkeypatch
+    ):
+        # The free-space check passes (another writer fills the disk right after it): the
+        # write itself meets the real ENOSPC of the tmpfs.
+        disk = small_disk(256)
+        payload = torch.load(trained_run / "checkpoints" / "epoch_0001.pt", weights_only=True)
+        old = save_checkpoint(disk / "epoch_0001.pt", payload)
+        before = old.read_bytes()
+        _fill(disk, 8 * 1024)
+        monkeypatch.setattr(
+            shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(2**40, 0, 2**40)
+        )
+        with pytest.raises(OSError, match=r"No space left on device \(need about") as info:
+            save_checkpoint(disk / "epoch_0001.pt", payload)
+        assert info.value.filename == str(disk / "epoch_0001.pt")
+        assert old.read_bytes() == before
+        assert sorted(p.name for p in disk.iterdir()) == ["ballast", "epoch_0001.pt"]
+
+
+# -- forged resume checkpoints -------------------------------------------------------------------
+def _bad_optimizer(payload):
+    optimizer = payload["optimizer"]
+    group = dict(optimizer["param_groups"][0])
+    return {**optimizer, "param_groups": [{**group, "params": group["params"][:-1]}]}
+
+
+def _bad_momentum(payload):
+    optimizer = payload["optimizer"]
+    state = {k: {"momentum_buffer": torch.zeros(3)} for k in optimizer["state"]}
+    return {**optimizer, "state": state}
+
+
+def _nan_weights(payload):
+    model = dict(payload["model"])
+    name = next(k for k, v in model.items() if v.is_floating_point())
+    model[name] = torch.full_like(model[name], math.nan)
+    return model
+
+
+FORGERIES = {
+    # item 4: the resume wiped metrics.jsonl before failing on this
+    "epoch=-3": {"epoch": -3},
+    "epoch of another file": {"epoch": 7},
+    # item 8
+    "scheduler={}": {"scheduler": {}},
+    "scheduler base_lr=nan": {"scheduler": {"name": "cosine", "base_lr": math.nan, "step": 2}},
+    "metrics={'x': tensor}": {"metrics": {"x": torch.ones(2)}},
+    "metrics=[1, 2, 3]": {"metrics": [1, 2, 3]},
+    "metrics of another epoch": {"metrics": {"epoch": 5, "test_acc": 0.5}},
+    "optimizer groups that do not fit": _bad_optimizer,
+    "momentum of the wrong shape": _bad_momentum,
+    "optimizer={}": {"optimizer": {}},
+    # item 10
+    "NaN weights": _nan_weights,
+}
+
+
+class TestAFailedResumeChangesNothing:
+    """Items 4 and 8: a forged last checkpoint is refused before anything of the run is
+    rewritten; the one line names the checkpoint."""
+
+    @pytest.mark.parametrize("forgery", list(FORGERIES))
+    def test_forged_last_checkpoint(self, tmp_path, run, cli, forgery):
+        last = run / "checkpoints" / "epoch_0001.pt"
+        change = FORGERIES[forgery]
+        if callable(change):
+            payload = torch.load(last, weights_only=True)
+            key = {"_nan_weights": "model"}.get(change.__name__, "optimizer")
+            change = {key: change(payload)}
+        _forge(last, **change)
+        before = _snapshot(run)
+        assert read_metrics(run), "the run has a metrics line to lose"
+        config = toml_config(tmp_path / "c.toml", run, epochs=2)
+        status, text = cli("train", "--config", config, "--set", "resume=true")
+        assert status == 2, text
+        line = one_error_line(text)
+        assert repr(str(last)) in line, line
+        assert _snapshot(run) == before
+
+    def test_a_forged_earlier_checkpoint_that_the_resume_reads(self, tmp_path, run, cli):
+        # metrics.jsonl lost its line for epoch 1: the resume restores it from checkpoint 1's
+        # copy, which must be a metrics line; checked before anything is written.
+        train(TrainConfig(**{**TRAIN_FIELDS, "out_dir": str(run), "epochs": 2, "resume": True}))
+        (run / "metrics.jsonl").write_text(json.dumps(read_metrics(run)[1], sort_keys=True) + "\n")
+        first = run / "checkpoints" / "epoch_0001.pt"
+        _forge(first, metrics=[1, 2, 3])
+        before = _snapshot(run)
+        config = toml_config(tmp_path / "c.toml", run, epochs=3)
+        status, text = cli("train", "--config", config, "--set", "resume=true")
+        assert status == 2
+        assert repr(str(first)) in one_error_line(text)
+        assert _snapshot(run) == before
+
+    def test_an_untouched_run_still_resumes(self, tmp_path, run, cli):
+        config = toml_config(tmp_path / "c.toml", run, epochs=2)
+        assert cli("train", "--config", config, "--set", "resume=true")[0] == 0
+        assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
+
+
+# -- damaged run files ---------------------------------------------------------------------------
+DAMAGED_ROWS = {
+    "list": '{"epoch": [1]}',
+    "null": '{"epoch": null}',
+    "1e999": '{"epoch": 1e999}',
+    "string": '{"epoch": "x"}',
+    "negative": '{"epoch": -1}',
+    "bool": '{"epoch": true}',
+}
+
+DAMAGED_CONFIGS = {
+    "empty object": {},
+    "dataset=5": {"dataset": 5},
+    "seed='x'": {"seed": "x"},
+    "regime=null": {"regime": None},
+}
+
+
+class TestDamagedRunFiles:
+    """Item 7: damaged metrics.jsonl rows and config.json gave tracebacks (TypeError,
+    OverflowError, KeyError, AttributeError) or messages that named no file."""
+
+    @pytest.mark.parametrize("row", list(DAMAGED_ROWS))
+    def test_a_damaged_metrics_row(self, tmp_path, run, cli, row):
+        metrics = run / "metrics.jsonl"
+        good = metrics.read_text()
+        metrics.write_text(DAMAGED_ROWS[row] + "\n" + good)
+        with pytest.raises(ValueError, match="line 1: its 'epoch' must be a non-negative"):
+            read_run(run)
+        before = _snapshot(run)
+        status, text = cli("analyze", run, "--out", tmp_path / "r.nc", "--no-cache")
+        assert status == 2
+        line = one_error_line(text)
+        assert repr(str(metrics)) in line and "line 1" in line
+        config = toml_config(tmp_path / "c.toml", run, epochs=2)
+        status, text = cli("train", "--config", config, "--set", "resume=true")
+        assert status == 2
+        assert repr(str(metrics)) in one_error_line(text)
+        assert _snapshot(run) == before
+
+    @pytest.mark.parametrize("damage", list(DAMAGED_CONFIGS))
+    def test_a_damaged_config_json(self, tmp_path, run, cli, damage):
+        path = run / "config.json"
+        config = json.loads(path.read_text())
+        changed = {} if damage == "empty object" else {**config, **DAMAGED_CONFIGS[damage]}
+        path.write_text(json.dumps(changed))
+        status, text = cli("analyze", run, "--out", tmp_path / "r.nc", "--no-cache")
+        assert status == 2
+        line = one_error_line(text)
+        assert repr(str(path)) in line and "restore it from a checkpoint" in line.lower()
+
+    def test_a_config_json_that_is_not_a_train_config(self, tmp_path, run, cli):
+        path = run / "config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "lr": "fast"}))
+        status, text = cli("analyze", run, "--out", tmp_path / "r.nc", "--no-cache")
+        assert status == 2
+        assert repr(str(path)) in one_error_line(text)
+
+
+# -- a checkpoint of another run -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def other_run(tmp_path_factory) -> Path:
+    """A run of another seed and regime."""
+    out = tmp_path_factory.mktemp("other") / "run"
+    fields = {**TRAIN_FIELDS, "seed": 1, "regime": "dbn", "out_dir": str(out)}
+    return train(TrainConfig(**fields))
+
+
+class TestACheckpointOfAnotherRun:
+    """Item 6: a checkpoint copied in from another run was analysed and labelled with this
+    run's regime and seed. Refused (not warned): results labelled wrongly end up in papers."""
+
+    def test_checkpoints_carry_their_run_identity(self, run):
+        identity = read_identity(run / "checkpoints" / "epoch_0001.pt")
+        assert identity["seed"] == 0 and identity["regime"] == "regular"
+        assert len(identity["config_hash"]) == 16
+        raw = torch.load(run / "checkpoints" / "epoch_0000.pt", weights_only=True)
+        assert raw["identity"] == identity  # written, not only derived
+
+    def test_a_copied_checkpoint_is_refused(self, tmp_path, run, other_run, cli):
+        copied = run / "checkpoints" / "epoch_0002.pt"
+        shutil.copy(other_run / "checkpoints" / "epoch_0001.pt", copied)
+        status, text = cli("analyze", run, "--out", tmp_path / "r.nc", "--no-cache")
+        assert status == 2
+        line = one_error_line(text)
+        assert repr(str(copied)) in line and "belongs to another run" in line
+        assert "seed 1" in line and "'dbn'" in line
+        assert not (tmp_path / "r.nc").exists()
+
+    def test_same_seed_and_regime_but_another_config(self, tmp_path, run):
+        # Identity is more than the labels: a run with another lr is another run.
+        other = train(
+            TrainConfig(**{**TRAIN_FIELDS, "lr": 0.01, "out_dir": str(tmp_path / "other")})
+        )
+        shutil.copy(other / "checkpoints" / "epoch_0001.pt", run / "checkpoints" / "epoch_0001.pt")
+        config = json.loads((run / "config.json").read_text())
+        with pytest.raises(CheckpointError, match="config_hash"):
+            check_run_identity(run, config, list((run / "checkpoints").glob("*.pt")))
+
+    def test_a_checkpoint_without_identity_still_loads_and_is_checked_by_its_config(self, run):
+        path = run / "checkpoints" / "epoch_0001.pt"
+        _forge(path, identity=_DROP)  # as written before identities
+        model, config = load_checkpoint(path)
+        assert config.seed == 0
+        config_json = json.loads((run / "config.json").read_text())
+        check_run_identity(run, config_json, [path])  # its config says it is this run's
+        assert read_identity(path) == read_identity(run / "checkpoints" / "epoch_0000.pt")
+
+    def test_a_moved_and_extended_run_keeps_its_identity(self, tmp_path, run):
+        moved = Path(shutil.move(run, tmp_path / "moved"))
+        train(TrainConfig(**{**TRAIN_FIELDS, "out_dir": str(moved), "epochs": 2, "resume": True}))
+        config = json.loads((moved / "config.json").read_text())
+        check_run_identity(moved, config, sorted((moved / "checkpoints").glob("*.pt")))
+
+
+# -- checkpoints too big or broken ---------------------------------------------------------------
+class TestCheckpointSpecsThatAllocateOrBreak:
+    """Item 10: a 15 kB checkpoint whose model_spec asks for num_classes=10**13 made torch try
+    to allocate 1280000000000000 bytes; in_channels=-3 gave a RuntimeError; NaN weights were
+    refused without naming the checkpoint."""
+
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [("num_classes", 10**13), ("in_channels", -3), ("image_size", 0), ("num_classes", 2.5)],
+    )
+    def test_a_forged_spec_is_a_checkpoint_error_naming_the_file(self, run, field, value):
+        path = run / "checkpoints" / "epoch_0001.pt"
+        payload = torch.load(path, weights_only=True)
+        _forge(path, model_spec={**payload["model_spec"], field: value})
+        with pytest.raises(CheckpointError, match=repr(str(path)).replace("\\", "\\\\")):
+            load_checkpoint(path)
+
+    def test_a_spec_that_does_not_fit_the_weights_allocates_nothing(self, run):
+        path = run / "checkpoints" / "epoch_0001.pt"
+        payload = torch.load(path, weights_only=True)
+        _forge(path, model_spec={**payload["model_spec"], "num_classes": 10**13})
+        with pytest.raises(CheckpointError, match="do not fit its model_spec"):
+            load_checkpoint(path)
+
+    def test_nan_weights_name_the_checkpoint(self, run, cli):
+        path = run / "checkpoints" / "epoch_0001.pt"
+        _forge(path, model=_nan_weights(torch.load(path, weights_only=True)))
+        with pytest.raises(CheckpointError, match="NaN or infinite") as info:
+            load_checkpoint(path)
+        assert repr(str(path)) in str(info.value)
+        status, text = cli("layers", path)
+        assert status == 2 and repr(str(path)) in one_error_line(text)
+
+
+# -- results files that read other files ---------------------------------------------------------
+def _results_with(tmp_path: Path, kind: str) -> tuple[Path, bytes]:
+    """A netCDF results file whose ``test_acc`` reaches another file the HDF5 way ``kind``
+    (made with h5py, as an attacker would), and the bytes it would read there."""
+    import h5py
+    import xarray as xr
+
+    from geomxai.study import save_results
+
+    secret = np.frombuffer(b"SECRET!!" * 3, dtype="<f8").copy()
+    path = save_results(
+        xr.Dataset({"test_acc": ("regime", [0.1, 0.2, 0.3])}, coords={"regime": ["a", "b", "c"]}),
+        tmp_path / "results.nc",
+    )
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as fh:
+        fh["data"] = secret
+    raw = tmp_path / "other.bin"
+    raw.write_bytes(secret.tobytes())
+    with h5py.File(path, "r+") as fh:
+        del fh["test_acc"]
+        if kind == "external storage":
+            fh.create_dataset("test_acc", shape=(3,), dtype="<f8", external=[(str(raw), 0, 24)])
+        elif kind == "virtual dataset":
+            layout = h5py.VirtualLayout(shape=(3,), dtype="<f8")
+            layout[:] = h5py.VirtualSource(str(other), "data", shape=(3,))
+            fh.create_virtual_dataset("test_acc", layout)
+        elif kind == "external link":
+            fh["test_acc"] = h5py.ExternalLink(str(other), "/data")
+        if kind != "external link":
+            fh["test_acc"].dims[0].attach_scale(fh["regime"])
+    return path, secret.tobytes()
+
+
+OUTSIDE = ["external storage", "virtual dataset", "external link"]
+
+
+class TestResultsThatReadOtherFiles:
+    """Item 5: a results.nc whose test_acc is HDF5 external storage made `geomxai report` and
+    `open_results_file` show another file's bytes. Refused before xarray opens the file."""
+
+    @pytest.mark.parametrize("kind", OUTSIDE)
+    def test_open_results_file_refuses(self, tmp_path, kind):
+        from geomxai.study import open_results, open_results_file
+
+        path, _ = _results_with(tmp_path, kind)
+        for opener in (open_results_file, open_results):
+            with pytest.raises(ValueError, match="would read other files") as info:
+                opener(path)
+            assert repr(str(path)) in str(info.value)
+
+    @pytest.mark.parametrize("kind", ["external storage", "virtual dataset"])
+    def test_the_fault_is_real(self, tmp_path, kind):
+        # Without the check, h5py reads the other file's bytes through the results file.
+        import h5py
+
+        path, secret = _results_with(tmp_path, kind)
+        with h5py.File(path, "r") as fh:
+            assert fh["test_acc"][()].tobytes() == secret
+
+    @pytest.mark.parametrize("kind", OUTSIDE)
+    def test_report_exits_with_one_line(self, tmp_path, cli, kind):
+        path, _ = _results_with(tmp_path, kind)
+        status, text = cli("report", path, "--out", tmp_path / "report")
+        assert status == 2
+        line = one_error_line(text)
+        assert repr(str(path)) in line and kind.split()[-1] in line
+        assert "SECRET" not in text and not (tmp_path / "report").exists()
+
+    def test_ordinary_results_still_open(self, tmp_path):
+        import xarray as xr
+
+        from geomxai.study import open_results_file, save_results
+
+        ds = xr.Dataset({"test_acc": ("regime", [0.5])}, coords={"regime": ["a"]})
+        path = save_results(ds, tmp_path / "r.nc")
+        with open_results_file(path) as opened:
+            assert float(opened.test_acc[0]) == 0.5
