@@ -4,6 +4,8 @@
 
     config.json                 the run's TrainConfig as JSON
     checkpoints/epoch_0000.pt   the initial weights; epoch_0001.pt, ... one per trained epoch
+    checkpoints/step_00000150.pt  sub-epoch checkpoints, where the config asks for them
+                                (``checkpoint_every_steps``), named by global optimizer step
     metrics.jsonl               one JSON object per trained epoch (its "epoch" key says which)
     .geomxai.lock               only while a trainer writes the run: its pid, host and start
 
@@ -16,13 +18,20 @@ Tolerance, the same everywhere: a last ``metrics.jsonl`` line that is not valid 
 crash cut short while it was being appended, and is skipped; an invalid line before the last
 one is damage that a skip would hide, and raises :class:`ValueError` naming the file and line.
 Temporary files of an interrupted checkpoint write never match ``epoch_NNNN.pt`` and are ignored;
-an ``epoch_NNNN.pt`` that is not a file (a folder of that name) is ignored with a warning.
+an ``epoch_NNNN.pt`` that is not a file (a folder of that name) is ignored with a warning. The same
+holds for ``step_NNNNNNNN.pt``.
+
+Training time: :func:`list_checkpoints` lists the epoch checkpoints (epoch -> path, the contract
+the trainer's resume and most readers need); :func:`training_checkpoints` lists every checkpoint,
+epoch and sub-epoch, in training order, each with its global optimizer step and its epoch as
+training time (``step / steps_per_epoch``: 1.5 is half-way through the second epoch).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +42,7 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 LOCK_FILE = ".geomxai.lock"
 _CHECKPOINT_RE = re.compile(r"^epoch_(\d{4,})\.pt$")
+_STEP_CHECKPOINT_RE = re.compile(r"^step_(\d{8,})\.pt$")
 
 log = logging.getLogger("geomxai.rundir")
 
@@ -48,12 +58,17 @@ __all__ = [
     "CONFIG_FILE",
     "LOCK_FILE",
     "METRICS_FILE",
+    "Checkpoint",
     "Run",
     "checkpoint_path",
     "list_checkpoints",
+    "list_step_checkpoints",
     "read_config",
     "read_metrics",
     "read_run",
+    "step_checkpoint_path",
+    "steps_per_epoch",
+    "training_checkpoints",
 ]
 
 
@@ -93,18 +108,131 @@ def list_checkpoints(run_dir, *, missing_ok: bool = True) -> dict[int, Path]:
         ``missing_ok=False`` and there is no checkpoint: the message names the directory.
     """
     run_dir = Path(run_dir)
-    folder = run_dir / CHECKPOINT_DIR
+    found = _scan(run_dir / CHECKPOINT_DIR, _CHECKPOINT_RE)
+    if not found and not missing_ok:
+        raise _not_a_run(run_dir, f"checkpoints under {str(run_dir / CHECKPOINT_DIR)!r}")
+    return found
+
+
+def _scan(folder: Path, pattern: re.Pattern) -> dict[int, Path]:
+    """Number -> path of the files in ``folder`` whose names match ``pattern``, sorted."""
     found = {}
     if folder.is_dir():
         for path in folder.iterdir():
-            match = _CHECKPOINT_RE.match(path.name)
+            match = pattern.match(path.name)
             if match and path.is_file():
                 found[int(match.group(1))] = path
             elif match:
                 log.warning("ignoring %s: it is not a checkpoint file", path)
-    if not found and not missing_ok:
-        raise _not_a_run(run_dir, f"checkpoints under {str(folder)!r}")
     return dict(sorted(found.items()))
+
+
+def step_checkpoint_path(run_dir, step: int) -> Path:
+    """``run_dir/checkpoints/step_NNNNNNNN.pt``: the sub-epoch checkpoint after global optimizer
+    step ``step`` (counted from 1 over the whole run, across epochs).
+
+    Examples
+    --------
+    >>> step_checkpoint_path("runs/a", 150).as_posix()
+    'runs/a/checkpoints/step_00000150.pt'
+    """
+    return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:08d}.pt"
+
+
+def list_step_checkpoints(run_dir) -> dict[int, Path]:
+    """Global step -> path of every complete sub-epoch checkpoint, in step order (``{}`` when
+    there is none). Ignored entries as in :func:`list_checkpoints`."""
+    return _scan(Path(run_dir) / CHECKPOINT_DIR, _STEP_CHECKPOINT_RE)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint on the run's time line (:func:`training_checkpoints`).
+
+    Attributes
+    ----------
+    path : Path
+    step : int or None
+        Global optimizer steps taken when it was written (0 for the initial weights); None
+        only where the run's steps per epoch are unknown (see :func:`steps_per_epoch`).
+    epoch : float
+        Training time in epochs: the epoch number of an epoch checkpoint, ``step /
+        steps_per_epoch`` of a sub-epoch one (NaN where the steps per epoch are unknown).
+    sub_epoch : bool
+        True for a ``step_NNNNNNNN.pt`` checkpoint.
+    """
+
+    path: Path
+    step: int | None
+    epoch: float
+    sub_epoch: bool
+
+
+def steps_per_epoch(run_dir, metrics: list[dict[str, Any]] | None = None) -> int | None:
+    """Optimizer steps per epoch of a run: from ``metrics.jsonl`` (a row's ``steps`` divided by
+    its ``epoch``), else from the newest checkpoint's ``steps_per_epoch`` entry (checkpoints
+    written since sub-epoch checkpoints exist carry it); None when neither says.
+
+    Parameters
+    ----------
+    run_dir : path-like
+    metrics : list of dict, optional
+        The rows of :func:`read_metrics`, when the caller has them already.
+    """
+    rows = read_metrics(run_dir) if metrics is None else metrics
+    for row in reversed(rows):
+        steps, epoch = row.get("steps"), row.get("epoch")
+        if isinstance(steps, int) and isinstance(epoch, int) and epoch > 0 and steps % epoch == 0:
+            return steps // epoch
+    paths = [*list_checkpoints(run_dir).values(), *list_step_checkpoints(run_dir).values()]
+    for path in sorted(paths, key=lambda p: p.stat().st_mtime_ns, reverse=True)[:1]:
+        # Only where metrics.jsonl cannot say (a run stopped in its first epoch): one checkpoint
+        # is read, with torch's weights-only loader (tensors and plain data, never code).
+        import torch
+
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # an unreadable file says nothing; its reader reports it
+            return None
+        value = payload.get("steps_per_epoch") if isinstance(payload, dict) else None
+        return value if isinstance(value, int) and value > 0 else None
+    return None
+
+
+def training_checkpoints(
+    run_dir, *, metrics: list[dict[str, Any]] | None = None, missing_ok: bool = True
+) -> list[Checkpoint]:
+    """Every checkpoint of a run, epoch and sub-epoch, in training order.
+
+    An epoch checkpoint's step is ``epoch * steps_per_epoch``; a sub-epoch checkpoint's epoch is
+    ``step / steps_per_epoch`` (:func:`steps_per_epoch`). Where both kinds name the same step,
+    the epoch checkpoint is listed (the trainer writes no sub-epoch checkpoint at an epoch's
+    end, so this only happens to files put there by hand).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``missing_ok=False`` and there is no checkpoint at all.
+    """
+    run_dir = Path(run_dir)
+    epochs = list_checkpoints(run_dir)
+    steps = list_step_checkpoints(run_dir)
+    if not epochs and not steps:
+        if not missing_ok:
+            raise _not_a_run(run_dir, f"checkpoints under {str(run_dir / CHECKPOINT_DIR)!r}")
+        return []
+    per_epoch = steps_per_epoch(run_dir, metrics) if (steps or max(epochs, default=0)) else None
+    out = {}
+    for step, path in steps.items():
+        epoch = step / per_epoch if per_epoch else math.nan
+        out[step] = Checkpoint(path, step, epoch, True)
+    for epoch, path in epochs.items():
+        step = epoch * per_epoch if per_epoch else (0 if epoch == 0 else None)
+        if step is not None:
+            out[step] = Checkpoint(path, step, float(epoch), False)
+        else:  # unknown steps: ordered by epoch, after the known ones
+            out[(math.inf, epoch)] = Checkpoint(path, None, float(epoch), False)
+    return [out[k] for k in sorted(out, key=lambda k: k if isinstance(k, tuple) else (k, 0))]
 
 
 def read_metrics(run_dir) -> list[dict[str, Any]]:
@@ -200,12 +328,16 @@ class Run:
     metrics : dict of int to dict
         Epoch -> its ``metrics.jsonl`` row; the last row wins where an epoch appears twice.
         Epoch 0 (the initial model) has no row.
+    timeline : tuple of Checkpoint
+        Every checkpoint, sub-epoch ones included, in training order
+        (:func:`training_checkpoints`).
     """
 
     path: Path
     config: dict[str, Any]
     checkpoints: dict[int, Path]
     metrics: dict[int, dict[str, Any]]
+    timeline: tuple[Checkpoint, ...] = ()
 
     @property
     def epochs(self) -> list[int]:
@@ -229,10 +361,12 @@ def read_run(run_dir) -> Run:
     checkpoints = list_checkpoints(run_dir, missing_ok=False)
     config = read_config(run_dir)
     metrics = {}
-    for row in read_metrics(run_dir):
+    rows = read_metrics(run_dir)
+    for row in rows:
         if "epoch" not in row:
             raise ValueError(
                 f"{str(run_dir / METRICS_FILE)!r} has a row without an 'epoch' key: {row}"
             )
         metrics[int(row["epoch"])] = row
-    return Run(run_dir, config, checkpoints, metrics)
+    timeline = tuple(training_checkpoints(run_dir, metrics=rows))
+    return Run(run_dir, config, checkpoints, metrics, timeline)

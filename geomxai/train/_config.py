@@ -63,6 +63,9 @@ class TrainConfig:
     test_subset: int | None = None
     resume: bool = False
     augment: bool = False
+    # sub-epoch checkpoints (step_NNNNNNNN.pt every N optimizer steps, in the first epochs)
+    checkpoint_every_steps: int | None = None
+    checkpoint_steps_epochs: int | None = None
     # SaliencyDecor / baselines
     group_size: int = 16
     decor_weight: float = 0.01
@@ -118,10 +121,22 @@ class TrainConfig:
         for name in ("seed", "num_workers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be non-negative; got {name}={getattr(self, name)}")
-        for name in ("train_subset", "test_subset"):
+        for name in ("train_subset", "test_subset", "checkpoint_every_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be None or at least 1; got {name}={value}")
+        if self.checkpoint_steps_epochs is not None:
+            if self.checkpoint_every_steps is None:
+                raise ConfigError(
+                    "checkpoint_steps_epochs limits the sub-epoch checkpoints to the first "
+                    "epochs, but checkpoint_every_steps is None (none are written); set "
+                    "checkpoint_every_steps or leave checkpoint_steps_epochs unset"
+                )
+            if self.checkpoint_steps_epochs < 1:
+                raise ConfigError(
+                    "checkpoint_steps_epochs must be None (every epoch) or at least 1; got "
+                    f"checkpoint_steps_epochs={self.checkpoint_steps_epochs}"
+                )
         for name in ("lr", "decor_weight", "kl_weight", "whitening_eps", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be non-negative; got {name}={getattr(self, name)}")

@@ -22,6 +22,7 @@ from geomxai.models import FeatureModel
 from geomxai.train._augment import random_flip_crop
 from geomxai.train._build import build_from_spec, model_spec
 from geomxai.train._checkpoint import (
+    CheckpointError,
     check_metrics_entry,
     check_resume_payload,
     read_checkpoint,
@@ -45,9 +46,11 @@ from geomxai.train._rundir import (
     check_resumable,
     checkpoint_path,
     list_checkpoints,
+    list_step_checkpoints,
     lock_run_dir,
     read_metrics,
     rewrite_metrics,
+    step_checkpoint_path,
     write_text_atomic,
 )
 from geomxai.train._step import TERMS, TrainForward, train_step
@@ -65,6 +68,51 @@ def check_interval(device: torch.device) -> int:
     """Steps between host reads of the finite-loss flags: every step on the CPU (a read costs
     nothing there); every 50 on a GPU, where each read waits for the device to drain."""
     return 1 if device.type == "cpu" else 50
+
+
+def _check_partial_epoch(
+    payload: dict[str, Any], path, step: int, steps_per_epoch: int, world_size: int
+) -> None:
+    """Refuse a sub-epoch checkpoint a mid-epoch resume cannot continue from exactly, before
+    anything of the run is rewritten: its ``partial_epoch`` must hold the steps done (matching
+    the file's global step ``step``), finite loss sums of one entry per loss term and a
+    generator state for each of ``world_size`` processes."""
+    where = str(path)
+    partial = payload.get("partial_epoch")
+    done = step % steps_per_epoch
+    rng = partial.get("rng") if isinstance(partial, dict) else None
+    sums = partial.get("sums") if isinstance(partial, dict) else None
+    ok = (
+        isinstance(partial, dict)
+        and partial.get("steps_done") == done
+        and partial.get("epoch") == step // steps_per_epoch + 1
+        and payload.get("step") == step
+        and isinstance(sums, torch.Tensor)
+        and tuple(sums.shape) == (len(TERMS),)
+        and bool(torch.isfinite(sums).all())
+        and isinstance(rng, list)
+        and all(
+            isinstance(r, dict)
+            and all(isinstance(r.get(k), torch.Tensor) for k in ("torch", "mask", "augment"))
+            for r in rng
+        )
+    )
+    if not ok:
+        raise CheckpointError(
+            f"{where!r} is not a sub-epoch checkpoint of global step {step} that a resume can "
+            f"continue from (its 'partial_epoch' entry must hold {done} steps done of epoch "
+            f"{step // steps_per_epoch + 1} of {steps_per_epoch} steps, finite loss sums and "
+            "every process's generator states); the file was edited, damaged or written with "
+            "another batch size. Move it out of the run's checkpoints/ folder to resume from "
+            "the checkpoint before it"
+        )
+    if len(rng) != world_size:
+        raise ConfigError(
+            f"cannot resume mid-epoch from {where!r}: it was written by {len(rng)} process(es) "
+            f"and this run has {world_size}; each process's random streams continue from its "
+            "own saved state. Resume with the same number of processes, or move the sub-epoch "
+            "checkpoints after the last epoch checkpoint out of checkpoints/"
+        )
 
 
 class TrainingDivergedError(RuntimeError):
@@ -341,10 +389,18 @@ class Trainer:
                 log.info("no checkpoint in %s yet; starting the run from scratch", run_dir)
             return None
         last = max(found)
+        path, step = found[last], None
+        steps = list_step_checkpoints(run_dir)
+        if steps and max(steps) > last * self.steps_per_epoch:
+            # A sub-epoch checkpoint after the last epoch one: the run continues mid-epoch.
+            step = max(steps)
+            path, last = steps[step], step // self.steps_per_epoch
         # Every entry the resume restores is checked now, before anything of the run (its
         # config.json, its metrics.jsonl) is rewritten: a refused resume leaves the run as it was.
-        payload = read_checkpoint(found[last])
-        check_resume_payload(payload, found[last], epoch=last)
+        payload = read_checkpoint(path)
+        check_resume_payload(payload, path, epoch=last)
+        if step is not None:
+            _check_partial_epoch(payload, path, step, self.steps_per_epoch, self.env.world_size)
         self._resume_rows = self._metrics_rows(last, found)
         check_resumable(payload["config"], cfg, run_dir)
         if payload["model_spec"] != spec:
@@ -369,6 +425,8 @@ class Trainer:
         model, self.spec = self._build_model(bundle)
         self.train_split, self.test_split, self.steps_per_epoch = self._split_data(bundle)
         payload = self._claim_run_dir()
+        # A sub-epoch checkpoint's unfinished epoch: its steps done, loss sums and RNG states.
+        self._partial = None if payload is None else payload.get("partial_epoch")
         self.model = self._place_model(model, payload)
         start_epoch = self._make_optimizer(payload)
         self.net, self.no_sync = self._wrap_forward(self.model)
@@ -608,11 +666,24 @@ class Trainer:
         cfg, env = self.config, self.env
         device = env.device
         _, aug_gen = self._epoch_generators(epoch)
-        index_batches = self._epoch_index_batches(epoch)
+        partial, self._partial = self._partial, None
+        done = 0 if partial is None else int(partial["steps_done"])
+        if partial is not None:
+            # Resumed mid-epoch: the generators continue from where the checkpoint left them,
+            # and the epoch's batches from the next one, so the rest replays a straight run.
+            self._restore_rng(partial["rng"][env.rank])
+        index_batches = self._epoch_index_batches(epoch)[done:]
         check_every = check_interval(device)
+        # Sub-epoch checkpoints every ``every`` global steps in this epoch (0: none). One int
+        # test per step when they are off.
+        every = cfg.checkpoint_every_steps or 0
+        if cfg.checkpoint_steps_epochs is not None and epoch > cfg.checkpoint_steps_epochs:
+            every = 0
 
         self.model.train()
         sums = torch.zeros(len(TERMS), device=device)
+        if partial is not None:
+            sums.copy_(partial["sums"])
         # Per loss term, the first step (1-based) at which it was NaN or inf; inf while finite.
         # Kept on the device and read every ``check_every`` steps, so the term that went bad
         # first is named, not one it contaminated by the time the host looked.
@@ -620,6 +691,7 @@ class Trainer:
         start = time.perf_counter()
         bar = tqdm(
             total=self.steps_per_epoch,
+            initial=done,
             desc=f"{cfg.regime} epoch {epoch}/{cfg.epochs}",
             unit="step",
             leave=False,
@@ -627,7 +699,7 @@ class Trainer:
         )
         lr = self.schedule.lr()
         try:
-            for i, (x, y) in enumerate(self.train_split.batches(index_batches)):
+            for i, (x, y) in enumerate(self.train_split.batches(index_batches), start=done):
                 if cfg.augment:
                     x = random_flip_crop(x, generator=aug_gen)
                 if self.channels_last:
@@ -642,6 +714,9 @@ class Trainer:
                 first_bad = torch.minimum(first_bad, now_bad)
                 if (i + 1) % check_every == 0 or i + 1 == self.steps_per_epoch:
                     self._check_finite(first_bad, sums, epoch, i + 1, bar)
+                if every and self.schedule.step % every == 0 and i + 1 < self.steps_per_epoch:
+                    self._check_finite(first_bad, sums, epoch, i + 1, bar)
+                    self._save_sub_epoch(epoch, i + 1, sums)
                 bar.update(1)
         finally:
             bar.close()
@@ -649,7 +724,14 @@ class Trainer:
             torch.cuda.synchronize(device)
         train_seconds = time.perf_counter() - start
         self._check_weights_finite(epoch)
-        return self._epoch_metrics(epoch, sums, lr=lr, start=start, train_seconds=train_seconds)
+        return self._epoch_metrics(
+            epoch,
+            sums,
+            lr=lr,
+            start=start,
+            train_seconds=train_seconds,
+            n_run=self.steps_per_epoch - done,
+        )
 
     def _check_weights_finite(self, epoch: int) -> None:
         """Raise if a weight is NaN or infinite at the end of ``epoch``.
@@ -664,11 +746,20 @@ class Trainer:
             )
 
     def _epoch_metrics(
-        self, epoch: int, sums: torch.Tensor, *, lr: float, start: float, train_seconds: float
+        self,
+        epoch: int,
+        sums: torch.Tensor,
+        *,
+        lr: float,
+        start: float,
+        train_seconds: float,
+        n_run: int | None = None,
     ) -> dict[str, Any]:
         """The epoch's metrics line: mean loss terms and train accuracy over all ranks (from
         this rank's ``sums``, shape ``(len(TERMS),)``, which is summed in place across ranks),
-        test accuracy, throughput, seconds since ``start`` (evaluation included), lr and steps."""
+        test accuracy, throughput (over the ``n_run`` steps this process ran: fewer than the
+        epoch's after a mid-epoch resume), seconds since ``start`` (evaluation included), lr
+        and steps."""
         cfg, env = self.config, self.env
         all_reduce_(sums)
         n_steps = self.steps_per_epoch
@@ -680,7 +771,7 @@ class Trainer:
             **{name: value for name, value in zip(TERMS[:-1], means, strict=True)},
             "train_acc": train_acc,
             "test_acc": test_acc,
-            "images_per_s": n_steps * cfg.batch_size / train_seconds,
+            "images_per_s": (n_steps if n_run is None else n_run) * cfg.batch_size / train_seconds,
             "seconds": time.perf_counter() - start,
             "lr": lr,
             "steps": self.schedule.step,
@@ -733,6 +824,55 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, epoch: int, metrics: dict[str, Any]) -> Path:
+        payload = {**self._payload(epoch), "metrics": metrics}
+        return save_checkpoint(checkpoint_path(self.run_dir, epoch), payload)
+
+    def _rng_states(self) -> list[dict[str, torch.Tensor]]:
+        """Every rank's generator states now (torch's global one, CUDA's, the masking and the
+        augmentation generators), gathered in rank order; a collective in a multi-process run."""
+        state = {
+            "torch": torch.get_rng_state(),
+            "mask": self.mask_gen.get_state(),
+            "augment": self.aug_gen.get_state(),
+        }
+        if self.env.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.env.device)
+        if not self.env.distributed:
+            return [state]
+        gathered: list[Any] = [None] * self.env.world_size
+        torch.distributed.all_gather_object(gathered, state)
+        return gathered
+
+    def _restore_rng(self, state: dict[str, torch.Tensor]) -> None:
+        torch.set_rng_state(state["torch"])
+        self.mask_gen.set_state(state["mask"])
+        self.aug_gen.set_state(state["augment"])
+        if "cuda" in state and self.env.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"], self.env.device)
+
+    def _save_sub_epoch(self, epoch: int, done: int, sums: torch.Tensor) -> Path | None:
+        """A sub-epoch checkpoint after ``done`` steps of ``epoch`` (global step
+        ``self.schedule.step``): the weights and optimiser as an epoch checkpoint holds them,
+        with ``epoch`` the epochs completed, plus what a resume needs to finish the epoch as a
+        straight run would (``partial_epoch``: the steps done, this rank's loss sums so far and
+        every rank's generator states). No metrics line: the epoch is not over."""
+        rng = self._rng_states()  # every rank takes part
+        if not self.env.is_main:
+            return None
+        self._check_weights_finite(epoch)
+        payload = self._payload(epoch - 1)
+        payload["partial_epoch"] = {
+            "epoch": epoch,
+            "steps_done": done,
+            "sums": sums.detach().cpu().clone(),
+            "rng": rng,
+        }
+        return save_checkpoint(step_checkpoint_path(self.run_dir, self.schedule.step), payload)
+
+    def _payload(self, epoch: int) -> dict[str, Any]:
+        """What every checkpoint holds: config, model, optimiser, schedule, RNG (for the record),
+        ``epoch`` (epochs completed), ``step`` (global optimiser steps taken) and
+        ``steps_per_epoch``."""
         env = self.env
         rng: dict[str, Any] = {
             "note": "every epoch reseeds its generators from (seed, epoch, rank, stream); "
@@ -755,9 +895,10 @@ class Trainer:
             "scheduler": self.schedule.state_dict(),
             "rng": rng,
             "epoch": epoch,
-            "metrics": metrics,
+            "step": self.schedule.step,
+            "steps_per_epoch": self.steps_per_epoch,
         }
-        return save_checkpoint(checkpoint_path(self.run_dir, epoch), payload)
+        return payload
 
 
 def train(config: TrainConfig, *, dataset: DatasetBundle | None = None) -> Path:

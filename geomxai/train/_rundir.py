@@ -20,7 +20,10 @@ from geomxai.rundir import (
     METRICS_FILE,
     checkpoint_path,
     list_checkpoints,
+    list_step_checkpoints,
     read_metrics,
+    step_checkpoint_path,
+    training_checkpoints,
 )
 from geomxai.train._config import ConfigError, TrainConfig
 
@@ -34,16 +37,40 @@ __all__ = [
     "check_resumable",
     "checkpoint_path",
     "config_differences",
+    "latest_checkpoint",
     "list_checkpoints",
+    "list_step_checkpoints",
     "lock_run_dir",
     "read_metrics",
     "rewrite_metrics",
+    "step_checkpoint_path",
+    "training_checkpoints",
     "write_atomic",
     "write_text_atomic",
 ]
 
-RESUMABLE_CHANGES = frozenset({"epochs", "resume", "progress", "out_dir"})
-"""Fields a resumed run may change: how long to go on, display, and where the directory now is."""
+RESUMABLE_CHANGES = frozenset(
+    {
+        "epochs",
+        "resume",
+        "progress",
+        "out_dir",
+        "checkpoint_every_steps",
+        "checkpoint_steps_epochs",
+        "tensorboard_dir",
+    }
+)
+"""Fields a resumed run may change: how long to go on, display, where the directory now is,
+which extra (sub-epoch) checkpoints it keeps and where it logs; none of them changes a
+weight."""
+
+
+def latest_checkpoint(run_dir) -> Path | None:
+    """The checkpoint a resumed run continues from: the last in training order, epoch or
+    sub-epoch (by global step, read from the file names and ``metrics.jsonl``); None when the
+    run has none."""
+    timeline = training_checkpoints(run_dir)
+    return timeline[-1].path if timeline else None
 
 
 def config_differences(saved: dict[str, Any], config: TrainConfig) -> list[str]:
@@ -93,7 +120,7 @@ def rewrite_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _is_checkpoint_name(name: str) -> bool:
-    return name.startswith("epoch_") and name.endswith(".pt")
+    return name.startswith(("epoch_", "step_")) and name.endswith(".pt")
 
 
 def lock_run_dir(run_dir) -> DirectoryLock:
