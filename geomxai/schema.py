@@ -130,7 +130,10 @@ _DECLARED = (
     # beside spectrum_alpha (the correlation spectrum's), not linked by default (docs/metrics.md)
     _v("spectrum_alpha_req", _LAYER, "geometry", "alpha-ReQ (covariance spectrum decay)"),
     _v("spectrum_alpha_req_r2", _LAYER, "geometry", "R² of the alpha-ReQ fit"),
-    _v("n_dead", _LAYER, "geometry", "dead units"),
+    # Live-unit accounting (issue 23): one threshold, geomxai._finite.DEAD_UNIT_TOL on each
+    # unit's variance over the probe relative to the layer's largest; n_live + n_dead = n_units
+    _v("n_live_units", _LAYER, "geometry", "live units"),
+    _v("n_dead_units", _LAYER, "geometry", "dead units"),
     _v("corr_spectrum", ("layer", "component"), "geometry", "correlation eigenvalue"),
     _v("top_eigvals", ("layer", "axis"), "geometry", "top covariance eigenvalues"),
     _v("top_eigvecs", ("layer", "unit", "axis"), "geometry", "top covariance eigenvectors"),
@@ -155,8 +158,19 @@ _DECLARED = (
     # ---- saliency quality without ground truth
     _v("topq_contrast", (), "saliency", "top-10% contrast", "higher", "fidelity"),
     _v("gini", (), "saliency", "Gini", "higher", "fidelity"),
-    # ---- gradient entanglement at the model's feature layer
-    _v("entanglement", (), "entanglement", "entanglement", role="geometry"),
+    # ---- gradient entanglement at the model's feature layer (or AnalysisOptions'
+    # entanglement_layer): over the live units (issue 23); the all-units value beside it, not
+    # linked (a dead unit's gradient dilutes it)
+    _v("entanglement", (), "entanglement", "entanglement (live units)", role="geometry"),
+    _v("entanglement_all_units", (), "entanglement", "entanglement (all units)"),
+    # Function-invariant geometry at the same layer (geomxai.geometry.head_geometry and
+    # gradient_metric_geometry): no invertible map folded into the layer and out of its head
+    # moves them, so the reparametrisation control can pass them (docs/metrics.md)
+    _v("head_effective_rank", (), "entanglement", "effective rank through the head", role="geometry"),
+    _v("head_participation_ratio", (), "entanglement", "participation ratio through the head", role="geometry"),
+    _v("head_mean_abs_corr", (), "entanglement", "mean |corr| through the head", role="geometry"),
+    _v("grad_metric_effective_rank", (), "entanglement", "effective rank of Σ G (gradient in the feature metric)", role="geometry"),
+    _v("grad_metric_participation_ratio", (), "entanglement", "participation ratio of Σ G", role="geometry"),
     # ---- dynamics: each checkpoint against the previous one (NaN at the first)
     # The link uses the non-degenerate swaps: a swap between axes of nearly equal eigenvalue (at
     # either checkpoint) is an arbitrary relabelling, not a movement of the representation.
@@ -272,7 +286,24 @@ of a ``d``-unit layer estimated from fewer than ``2 d`` samples is visibly disto
 eigenvalues spread out, Marchenko-Pastur), and from fewer than ``d + 1`` it is cut at
 ``n - 1`` components."""
 
-_NO_MINIMUM = frozenset({"n_units", "probe_size", "probe_features", "top_eigvals", "top_eigvecs"})
+MIN_LIVE_UNITS = 8
+"""Live units below which a layer's geometry is reported with a warning (values kept): with
+``k`` live units the effective rank and participation ratio are at most ``k``, the correlation
+spectrum has ``k`` points to fit a decay to, and alpha-ReQ (ranks 6 to 100) has at most
+``k - 5``; below 8 the numbers say how few units are alive more than how they share the
+variance."""
+
+_NO_MINIMUM = frozenset(
+    {
+        "n_units",
+        "n_live_units",
+        "n_dead_units",
+        "probe_size",
+        "probe_features",
+        "top_eigvals",
+        "top_eigvecs",
+    }
+)
 
 
 def min_samples(name: str) -> int | None:

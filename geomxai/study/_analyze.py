@@ -27,9 +27,10 @@ from geomxai.rundir import list_checkpoints, read_run
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 6  # 4: NaN reasons on the variables, schema attrs, entanglement's layer
+CACHE_VERSION = 7  # 4: NaN reasons on the variables, schema attrs, entanglement's layer
 # 5: probe_size, n_units and probe_features (the run's similarity), probe minimums (issue 16)
 # 6: the faithfulness_probability block (deletion and insertion curves), saliency_kwargs
+# 7: live-unit counts, entanglement on live units, the invariant geometry, warnings (issue 23)
 
 
 @dataclass(frozen=True)
@@ -380,7 +381,6 @@ _SUMMARY_KEYS = {
     "spectrum_r2": "alpha_r2",
     "spectrum_alpha_req": "alpha_req",
     "spectrum_alpha_req_r2": "alpha_req_r2",
-    "n_dead": "n_dead",
 }
 
 
@@ -435,6 +435,13 @@ def _layer_geometry(h: xr.DataArray, top_k: int) -> _LayerGeometry:
             "participation_ratio": _scalar(participation_ratio(h)),
             "n_units": float(h.shape[1]),
         }
+    # Live-unit accounting: the one threshold (geomxai._finite.DEAD_UNIT_TOL) and definition
+    # the correlation spectrum and entanglement use, counted for every layer.
+    from geomxai._finite import live_units
+
+    live = live_units(np.var(np.asarray(h.values, dtype=np.float64), axis=0))
+    scalars["n_live_units"] = float(live.sum())
+    scalars["n_dead_units"] = float(live.size - live.sum())
     reason = None
     try:
         summary = correlation_summary(h)
@@ -650,18 +657,68 @@ def _localisation_block(sal: torch.Tensor, masks: torch.Tensor | None) -> xr.Dat
     )
 
 
-def _entanglement_block(model, probe: Probe, layer: str, options: AnalysisOptions) -> xr.Dataset:
-    """Gradient entanglement at the model's own feature layer (the layer geometry defaults to)."""
-    if not options.entanglement:
-        value, reason = math.nan, "the analysis ran with entanglement=False"
-    elif layer not in dict(model.named_modules()):
-        value, reason = math.nan, f"the model has no feature layer named {layer!r}"
-    else:
-        from geomxai.attribution import gradient_entanglement
+_JACOBIAN_ENTRIES = 2**25
+"""Largest probe x outputs x units for which the head-projected geometry keeps the per-sample
+Jacobians (float64: 256 MiB); above it those metrics are NaN saying so."""
 
-        value = _scalar(gradient_entanglement(model, probe.images, probe.labels, layer=layer))
-        reason = f"no probe sample has two or more non-zero gradients at {layer!r}"
-    return xr.Dataset({"entanglement": _with_reason(xr.DataArray(value), reason)})
+
+def _entanglement_block(model, probe: Probe, layer: str, options: AnalysisOptions) -> xr.Dataset:
+    """At the model's feature layer (or ``entanglement_layer``): gradient entanglement on live
+    units and on all units, and the function-invariant geometry (geomxai.geometry's
+    ``head_geometry`` of the head-projected features, ``gradient_metric_geometry`` of the
+    feature gradients), all from one pass of :func:`geomxai.attribution.layer_gradients`."""
+    names = schema.names("entanglement")
+    values = dict.fromkeys(names, math.nan)
+    reasons = dict.fromkeys(names, "")
+    if not options.entanglement:
+        reasons = dict.fromkeys(names, "the analysis ran with entanglement=False")
+    elif layer not in dict(model.named_modules()):
+        reasons = dict.fromkeys(names, f"the model has no layer named {layer!r}")
+    else:
+        from geomxai.attribution import entanglement_of, layer_gradients
+        from geomxai.geometry import gradient_metric_geometry, head_geometry
+
+        # One sample first: the layer's width and the number of outputs size the Jacobians.
+        one = layer_gradients(model, probe.images[:1], probe.labels[:1], layer=layer)
+        n, n_out, d = len(probe.images), one.logits.shape[1], one.features.shape[1]
+        full = n * n_out * d <= _JACOBIAN_ENTRIES
+        grads = layer_gradients(
+            model,
+            probe.images,
+            probe.labels,
+            layer=layer,
+            outputs="all" if full else "target",
+            batch_size=options.batch_size,
+        )
+        none = f"no probe sample has two or more non-zero gradients on the live units of {layer!r}"
+        values["entanglement"] = _scalar(entanglement_of(grads.features, grads.gradients))
+        reasons["entanglement"] = none
+        values["entanglement_all_units"] = _scalar(
+            entanglement_of(grads.features, grads.gradients, units="all")
+        )
+        reasons["entanglement_all_units"] = none.replace("the live units", "the units")
+        gm = gradient_metric_geometry(grads.features, grads.gradients)
+        values["grad_metric_effective_rank"] = gm["effective_rank"]
+        values["grad_metric_participation_ratio"] = gm["participation_ratio"]
+        if grads.jacobians is not None:
+            hg = head_geometry(grads.features, grads.jacobians)
+            values.update({f"head_{k}": hg[k] for k in ("effective_rank", "participation_ratio")})
+            values["head_mean_abs_corr"] = hg["mean_abs_corr"]
+            reasons["head_mean_abs_corr"] = "fewer than 2 live head outputs"
+        else:
+            why = (
+                f"the per-sample Jacobians ({n} samples x {n_out} outputs x the layer's units) "
+                f"exceed {_JACOBIAN_ENTRIES} entries; use a smaller probe"
+            )
+            for k in ("head_effective_rank", "head_participation_ratio", "head_mean_abs_corr"):
+                reasons[k] = why
+    ds = xr.Dataset()
+    for name in names:
+        ds[name] = _with_reason(xr.DataArray(_scalar(values[name])), reasons[name])
+        ds[name].attrs["layer"] = layer
+    ds["entanglement"].attrs["units"] = "live"
+    ds["entanglement_all_units"].attrs["units"] = "all"
+    return ds
 
 
 def _examples_block(sal: torch.Tensor, options: AnalysisOptions) -> xr.Dataset:
@@ -779,6 +836,10 @@ def measure(
         "reduction": parts[0].attrs["reduction"],
         "entanglement_layer": tangle_layer,
     }
+    from geomxai.study._degeneracy import add_degeneracy_warnings
+
+    # After the attrs are set: the warnings go on the variables and on the Dataset itself.
+    add_degeneracy_warnings(ds, labels=probe.labels, fill=options.fill)
     return schema.annotate(ds)
 
 
@@ -876,7 +937,18 @@ def _merge_reasons(merged: xr.Dataset, tagged: list[tuple[str, xr.Dataset]]) -> 
     every part that has it is kept as it is; differing messages (which concat and
     combine_by_coords drop as conflicts) are each kept, prefixed by their part's label.
     """
+    from geomxai.study._degeneracy import WARNINGS_ATTR, warnings_of
+
     for name in merged.data_vars:
+        # Degeneracy warnings (a JSON list per variable): every part's, labelled by the part.
+        labelled = [
+            f"{label}: {w}"
+            for label, part in tagged
+            if name in part.data_vars
+            for w in warnings_of(part[name])
+        ]
+        if labelled:
+            merged[name].attrs[WARNINGS_ATTR] = json.dumps(list(dict.fromkeys(labelled)))
         entries = [
             (label, str(part[name].attrs["nan_reason"]))
             for label, part in tagged

@@ -105,8 +105,10 @@ def make_results(
         values = rng.uniform(0.05, 0.95, [sizes[d] for d in dims])
         if v.name in ("effective_rank", "participation_ratio"):
             values = 1.0 + values * (units - 1)
-        elif v.name == "n_dead":
+        elif v.name == "n_dead_units":
             values = np.ones(values.shape)  # the last unit: its spectrum component is NaN
+        elif v.name == "n_live_units":
+            values = np.full(values.shape, float(units - 1))
         elif v.name == "n_units":
             values = np.full(values.shape, float(units))
         elif v.name == "probe_size":

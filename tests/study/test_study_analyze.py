@@ -291,7 +291,9 @@ def test_measure_is_the_schema_blocks_with_their_dims_and_attrs(runs):
         assert da.dims == v.dims, name
         assert da.attrs["long_name"] == v.label and da.attrs["block"] == v.block, name
         assert da.attrs.get("direction") == v.direction, name
-    assert ds.attrs == {"saliency_method": OPTIONS.saliency_method}
+    assert ds.attrs["saliency_method"] == OPTIONS.saliency_method
+    # (the degeneracy warnings, issue 23, sit beside the analysis' own attrs)
+    assert set(ds.attrs) <= {"saliency_method", "reduction", "entanglement_layer", "warnings"}
     # Ground-truth masks add the localisation block, and only it.
     masked = Probe(probe.images, probe.labels, torch.rand(len(probe.labels), 8, 8) > 0.5)
     extra = set(_analyze.measure(model, masked, OPTIONS).data_vars) - set(ds.data_vars)
@@ -352,7 +354,11 @@ def test_a_layer_without_live_units_says_why_on_its_variables():
     options = AnalysisOptions(probe_size=16, fractions=3, top_k=4, n_examples=2, layers=("2", "3"))
     ds = _analyze.measure(model, make_probe("digits", 16), options)
     assert list(ds["layer"].values) == ["2", "3"]
-    for var in ("mean_abs_corr", "corr_offdiag_fro", "spectrum_alpha", "spectrum_r2", "n_dead"):
+    # The live-unit counts are defined on both layers (layer '3' is all dead).
+    assert ds["n_live_units"].sel(layer="3") == 0 and ds["n_dead_units"].sel(layer="3") == 4
+    assert ds["n_live_units"].sel(layer="2") + ds["n_dead_units"].sel(layer="2") == 16
+    assert "layer '3' has 0 live unit(s)" in ds["effective_rank"].attrs["warnings"]
+    for var in ("mean_abs_corr", "corr_offdiag_fro", "spectrum_alpha", "spectrum_r2"):
         assert np.isfinite(float(ds[var].sel(layer="2"))) and np.isnan(
             float(ds[var].sel(layer="3"))
         )
