@@ -17,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import re
+import shutil
 import socket
 import sys
 import tempfile
@@ -35,10 +37,13 @@ __all__ = [
     "atomic_path",
     "check_nonempty_path",
     "check_path_component",
+    "check_free_space",
     "check_writable",
     "naming_errors",
+    "no_space_error",
     "remove_stale_temps",
     "write_atomic",
+    "write_bytes_atomic",
     "write_text_atomic",
 ]
 
@@ -294,6 +299,114 @@ def atomic_path(path, save: Callable[[Path], object]) -> Path:
             finally:
                 os.close(fd)
             os.replace(name, path)
+        except BaseException:
+            name.unlink(missing_ok=True)
+            raise
+    _sync_folder(path.parent)
+    return path
+
+
+# -- bytes written whole, with the space checked first -----------------------------------------
+FREE_MARGIN = 64 * 1024
+"""Bytes a write leaves free beyond the file itself (its folder entry, the file system's own
+bookkeeping): a write that would leave less is refused before it starts."""
+
+
+def _size(nbytes: float) -> str:
+    """``"1.2 MB"``, or ``"28 kB"`` below a tenth of a megabyte."""
+    if nbytes >= 0.1 * 2**20:
+        return f"{nbytes / 2**20:.1f} MB"
+    return f"{max(math.ceil(nbytes / 1024), 1)} kB"
+
+
+def no_space_error(path, nbytes: int, free: int | None = None) -> OSError:
+    """The ``ENOSPC`` OSError naming ``path``: "No space left on device (need about N MB, M MB
+    free)"; the command line turns it into one line with the fix.
+
+    Examples
+    --------
+    >>> str(no_space_error("/d/results.nc", 3 * 2**20, 28_000))
+    "[Errno 28] No space left on device (need about 3.0 MB, 28 kB free): '/d/results.nc'"
+    """
+    have = "" if free is None else f", {_size(free)} free"
+    return OSError(
+        errno.ENOSPC, f"No space left on device (need about {_size(nbytes)}{have})", str(path)
+    )
+
+
+def check_free_space(path, nbytes: int) -> None:
+    """Raise :func:`no_space_error` now when the file system of ``path`` (the nearest existing
+    folder on the way to it) has less than ``nbytes`` + :data:`FREE_MARGIN` bytes free.
+
+    A file being replaced frees its blocks only after the rename, so it counts as taken. Where
+    the free space cannot be read the check passes: the write itself is checked too.
+    """
+    base = Path(os.path.abspath(path)).parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    try:
+        free = shutil.disk_usage(base).free
+    except OSError:
+        return
+    if free < nbytes + FREE_MARGIN:
+        raise no_space_error(path, nbytes, free)
+
+
+def write_bytes_atomic(path, data) -> Path:
+    """Write the bytes ``data`` to ``path`` whole or not at all, after checking there is room.
+
+    For files serialised in memory first (``ds.to_netcdf(engine="h5netcdf")`` returns the
+    bytes of a netCDF-4 file). Writing them is plain checked ``os.write`` calls into a
+    temporary file beside ``path`` (:func:`write_atomic`'s pattern), an fsync and a rename: a
+    full disk is an ordinary ``OSError`` here, where a library writing the file itself may
+    end the process (HDF5 crashes with SIGSEGV when its own writes meet ENOSPC).
+
+    Parameters
+    ----------
+    path : path-like
+        The destination; its folder is created when missing.
+    data : bytes-like
+        ``bytes``, ``bytearray`` or a ``memoryview``.
+
+    Raises
+    ------
+    OSError
+        ``ENOSPC`` "No space left on device (need about N MB ...)" naming ``path`` when the
+        disk has no room for ``data`` (checked before anything is written) or fills during the
+        write; otherwise what the write met (read-only, no permission), naming ``path``. The
+        previous file at ``path``, if any, is left as it was; the temporary file is removed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "a.bin"
+    >>> write_bytes_atomic(target, b"abc").read_bytes()
+    b'abc'
+    """
+    path = Path(path)
+    view = memoryview(data).cast("B")
+    nbytes = view.nbytes
+    with naming_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path.parent, [path.name])
+        check_free_space(path, nbytes)
+        fd, name = _new_temp(path)
+        try:
+            try:
+                done = 0
+                while done < nbytes:  # os.write may write less than asked (a signal, a quota)
+                    done += os.write(fd, view[done:])
+                if hasattr(os, "fchmod"):
+                    os.fchmod(fd, _new_file_mode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(name, path)
+        except OSError as err:
+            name.unlink(missing_ok=True)
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise no_space_error(path, nbytes) from err
+            raise
         except BaseException:
             name.unlink(missing_ok=True)
             raise
