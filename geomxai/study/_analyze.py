@@ -20,7 +20,12 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from geomxai import schema
-from geomxai._fs import atomic_path, check_nonempty_path, check_writable, remove_stale_temps
+from geomxai._fs import (
+    check_nonempty_path,
+    check_writable,
+    remove_stale_temps,
+    write_bytes_atomic,
+)
 from geomxai.data import dataset_tensors, load_dataset
 from geomxai.models import FEATURE_LAYER
 from geomxai.rundir import list_checkpoints, read_run
@@ -859,9 +864,10 @@ def _read_cache(cache: Path) -> xr.Dataset | None:
 def _write_cache(cache: Path, ds: xr.Dataset) -> None:
     # A unique temporary name, renamed into place: parallel workers and concurrent
     # `geomxai analyze` processes may cache the same checkpoint at once, and each rename
-    # leaves a whole entry (the same numbers, whichever lands last).
+    # leaves a whole entry (the same numbers, whichever lands last). Serialised in memory
+    # first, so a full disk is a checked OSError here, never an HDF5 write that crashes.
     try:
-        atomic_path(cache, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
+        write_bytes_atomic(cache, ds.to_netcdf(engine="h5netcdf"))
     except OSError as err:
         log.warning(
             "cannot write the analysis cache entry %s (%s); the result is used without being "
