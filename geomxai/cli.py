@@ -71,16 +71,22 @@ def cmd_train(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from geomxai.pipeline import run_study
+    from geomxai.pipeline import ALL, run_study
 
-    index = run_study(
-        args.profile,
+    design = args.design or args.profile or "quick"
+    stages = args.stage or list(ALL)
+    if "all" in stages:
+        stages = list(ALL)
+    out = run_study(
+        design,
         overrides=args.set,
         runs_root=args.runs,
         reports_root=args.reports,
-        workers=args.workers,
+        stages=stages,
+        seeds=args.seeds,
     )
-    print(f"report: {index}")
+    if out is not None:
+        print(f"{'report' if str(out).endswith('.html') else 'results'}: {out}")
     return 0
 
 
@@ -102,6 +108,8 @@ def cmd_analyze(args) -> int:
         "--image-size": args.image_size,
         "--normalize": args.normalize,
         "--no-labels": args.no_labels or None,
+        "--probe-split": args.probe_split,
+        "--model-arg": args.model_arg,
     }
     if args.model:
         if args.run_dirs:
@@ -118,7 +126,7 @@ def cmd_analyze(args) -> int:
         from geomxai.study import AnalysisOptions
 
         results = analyze_model(
-            args.model,
+            _own_model(args.model, args.model_arg),
             args.data,
             weights=args.weights,
             options=AnalysisOptions(
@@ -129,6 +137,7 @@ def cmd_analyze(args) -> int:
             device=args.device,
             image_size=args.image_size,
             normalize=args.normalize,
+            probe_split=args.probe_split or "test",
         )
     else:
         if not args.run_dirs:
@@ -154,7 +163,101 @@ def cmd_analyze(args) -> int:
         results = linked(results, runs=json.dumps([str(d) for d in args.run_dirs]))
     out = save_results(results, out)
     print(f"results: {out}")
+    table = summary_table(results)
+    if table:
+        print(table)
     return 0
+
+
+def _own_model(spec: str, model_args):
+    """``spec`` as it is, or for ``path/to/file.py:ClassName`` the module it builds (the file is
+    imported here, on this explicit request only); ``--model-arg`` goes with such a spec."""
+    from geomxai.study._sources import is_model_file, parse_model_args, resolve_model
+
+    if not is_model_file(spec):
+        if model_args:
+            raise ValueError(
+                f"--model-arg goes with --model path/to/file.py:ClassName; --model {spec} takes "
+                "none"
+            )
+        return spec
+    return resolve_model(spec, model_args=parse_model_args(model_args))
+
+
+# The numbers a reader looks at first, in this order; those a results file lacks are left out.
+HEADLINE = (
+    "probe_acc",
+    "test_acc",
+    "effective_rank",
+    "mean_abs_corr",
+    "entanglement",
+    "morf_auc",
+    "lerf_auc",
+    "fidelity_gap",
+    "gini",
+    "mask_auroc",
+    "saliency_stability",
+)
+
+
+def summary_table(results, names=HEADLINE) -> str:
+    """The headline numbers of a results Dataset as a text table: one row per metric (and
+    layer), one column per regime (or model), at the last checkpoint, the mean over seeds.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> ds = xr.Dataset({"probe_acc": ("regime", [0.75])}, coords={"regime": ["cnn2"]})
+    >>> print(summary_table(ds))
+    headline numbers (last checkpoint):
+                    cnn2
+    probe accuracy  0.75
+    """
+    import numpy as np
+
+    from geomxai import schema
+
+    rows = []
+    regimes = None
+    seeds = 1
+    for name in names:
+        if name not in results.data_vars:
+            continue
+        var = results[name]
+        if "epoch" in var.dims:
+            var = var.isel(epoch=-1)
+        if "seed" in var.dims:
+            seeds = max(seeds, int(var.sizes["seed"]))
+            var = var.mean("seed", skipna=True)
+        if "regime" not in var.dims:
+            var = var.expand_dims(regime=[str(results.attrs.get("model", "value"))])
+        extra = [d for d in var.dims if d not in ("regime", "layer")]
+        if extra or var.dtype.kind not in "fiu":
+            continue  # curves, maps: not one number
+        regimes = [str(r) for r in var["regime"].values]
+        label = schema.VARIABLES[name].label if name in schema.VARIABLES else name
+        layers = [str(x) for x in var["layer"].values] if "layer" in var.dims else [None]
+        for layer in layers:
+            values = var.sel(layer=layer) if layer is not None else var
+            text = [
+                "n/a" if not np.isfinite(v) else f"{v:.4g}"
+                for v in np.asarray(values.transpose("regime").values, dtype=float)
+            ]
+            rows.append((label if layer is None else f"{label} [{layer}]", text))
+    if not rows:
+        return ""
+    first = max(len(r[0]) for r in rows)
+    widths = [max(len(regimes[i]), *(len(r[1][i]) for r in rows)) for i in range(len(regimes))]
+    title = "headline numbers (last checkpoint" + (f"; mean of {seeds} seeds" if seeds > 1 else "")
+    lines = [
+        title + "):",
+        " " * first + "".join(f"  {r:>{w}}" for r, w in zip(regimes, widths, strict=True)),
+    ]
+    for label, text in rows:
+        lines.append(
+            f"{label:<{first}}" + "".join(f"  {t:>{w}}" for t, w in zip(text, widths, strict=True))
+        )
+    return "\n".join(lines)
 
 
 def cmd_report(args) -> int:
@@ -166,14 +269,51 @@ def cmd_report(args) -> int:
     check_writable(out, folder=True)
     with open_results_file(args.results) as ds:
         results = ds.load()
+    check_layout(results, args.results)
     if not any(name in schema.VARIABLES for name in results.data_vars):
         raise ValueError(
             f"{args.results!r} is a netCDF file but holds none of geomxai's result variables; "
             "give a results file written by `geomxai analyze` or `geomxai study`"
         )
-    index = build_report(results, out)
+    if "schema_version" in results.attrs:  # a study's results: its own sections
+        from geomxai.report import build_study_report
+
+        index = build_study_report(results, out)
+    else:
+        index = build_report(results, out)
     print(f"report: {index}")
     return 0
+
+
+def check_layout(results, where) -> None:
+    """Refuse a results file of another layout than :data:`geomxai.schema.SCHEMA_VERSION`,
+    naming its version and the fix (a report of it would silently lack sections).
+
+    A file without ``schema_version`` is let through: the analyses do not all write it yet.
+    """
+    from geomxai.schema import SCHEMA_VERSION
+
+    version = results.attrs.get("schema_version")
+    if version is None:
+        return
+    try:
+        version = int(version)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{str(where)!r} has an unreadable schema_version {version!r}; rebuild it with this "
+            "geomxai (geomxai analyze, or geomxai study DESIGN --stage statistics)"
+        ) from None
+    if version < SCHEMA_VERSION:
+        raise ValueError(
+            f"{str(where)!r} has results layout {version}, written by an older geomxai; this one "
+            f"reads layout {SCHEMA_VERSION}: rebuild the file with this version (geomxai analyze "
+            "again, or geomxai study DESIGN --stage statistics for a study)"
+        )
+    if version > SCHEMA_VERSION:
+        raise ValueError(
+            f"{str(where)!r} has results layout {version}, newer than the {SCHEMA_VERSION} this "
+            "geomxai reads: upgrade geomxai (pip install -U geomxai)"
+        )
 
 
 def cmd_layers(args) -> int:
@@ -181,10 +321,16 @@ def cmd_layers(args) -> int:
 
     from geomxai.collect import format_layers
     from geomxai.study import resolve_model
+    from geomxai.study._sources import parse_model_args
 
     c, h, w = args.input_shape
     model = resolve_model(
-        args.model, weights=args.weights, num_classes=args.num_classes, in_channels=c, image_size=h
+        args.model,
+        weights=args.weights,
+        num_classes=args.num_classes,
+        in_channels=c,
+        image_size=h,
+        model_args=parse_model_args(args.model_arg),
     )
     example = torch.zeros(1, c, h, w) if args.shapes else None
     print(format_layers(model, example))
@@ -202,9 +348,26 @@ def _add_analyze_parser(sub) -> None:
     the cache, the device), kept apart so :func:`build_parser` stays a short list."""
     p = sub.add_parser("analyze", help="measure geometry and attribution on checkpoints")
     p.add_argument("run_dirs", nargs="*", help="run directories written by `geomxai train`")
-    p.add_argument("--model", help="a checkpoint, torchvision:ARCH or a geomxai model name")
+    p.add_argument(
+        "--model",
+        help="a checkpoint, torchvision:ARCH, timm:NAME, a geomxai model name, or your own "
+        "class as path/to/file.py:ClassName (that file is imported only then)",
+    )
+    p.add_argument(
+        "--model-arg",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a constructor argument of --model path/to/file.py:ClassName (repeatable; the "
+        "value is read as a Python literal: 10, 0.5, True, (3, 32), else as a string)",
+    )
     p.add_argument("--weights", help="a state_dict file for --model")
     p.add_argument("--data", help="dataset for --model: a name or imagefolder:PATH")
+    p.add_argument(
+        "--probe-split",
+        choices=("test", "all"),
+        help="--model with --data NAME: take the probe from the held-out test split (default), "
+        "or from every image (all), for a folder too small to hold out enough",
+    )
     p.add_argument("--layers", nargs="+", help="layer names or globs (default: the feature layer)")
     p.add_argument("--probe-size", type=int, default=512, help="probe images (default 512)")
     p.add_argument("--workers", type=int, default=1, help="dask workers (1 = serial)")
@@ -261,12 +424,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"geomxai {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("study", help="train every regime, analyse every checkpoint, write a report")
-    p.add_argument("--profile", default="quick", help="configs/NAME.toml or a path (default quick)")
+    p = sub.add_parser(
+        "study",
+        help="run a study design: train its runs, analyse them, compute its statistics, report",
+    )
+    p.add_argument(
+        "design", nargs="?", help="a design file (configs/NAME.toml) or its NAME (default quick)"
+    )
+    p.add_argument("--profile", help="the same as DESIGN (kept for older scripts)")
+    p.add_argument(
+        "--stage",
+        action="append",
+        choices=("train", "analyse", "runs", "statistics", "report", "all"),
+        help="run only these stages (repeatable; default all: train, analyse, statistics, "
+        "report); `runs` trains and analyses run by run and may run in several processes",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", help="only these seeds of the design")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a train field")
-    p.add_argument("--runs", default="runs", help="where run directories go (default runs/)")
-    p.add_argument("--reports", default="reports", help="where the report goes (default reports/)")
-    p.add_argument("--workers", type=int, default=1, help="dask workers for the analysis")
+    p.add_argument("--runs", help="put run directories under RUNS/NAME (default: the design's)")
+    p.add_argument(
+        "--reports", help="put results and the report under REPORTS/NAME (default: the design's)"
+    )
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("train", help="train one run from a TOML config")
@@ -282,7 +460,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("layers", help="list the hookable layer names of a model")
-    p.add_argument("model", help="a checkpoint, torchvision:ARCH or a geomxai model name")
+    p.add_argument(
+        "model",
+        help="a checkpoint, torchvision:ARCH, timm:NAME, a geomxai model name or "
+        "path/to/file.py:ClassName",
+    )
+    p.add_argument(
+        "--model-arg",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a constructor argument of path/to/file.py:ClassName (repeatable)",
+    )
     p.add_argument("--weights", help="a state_dict file")
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--input-shape", type=int, nargs=3, default=(3, 32, 32), metavar=("C", "H", "W"))

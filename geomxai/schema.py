@@ -39,6 +39,7 @@ BLOCKS = (
     "entanglement",
     "examples",
     "dynamics",
+    "run_dynamics",
     "training",
     "link",
 )
@@ -49,7 +50,9 @@ fidelity), ``faithfulness_probability`` (RISE's deletion and insertion curves of
 softmax probability), ``saliency`` (saliency quality without ground truth), ``localisation`` (against
 ground-truth masks; only on data that has them), ``entanglement``, ``examples`` (saliency maps
 kept for figures and the stability metric). Per run (``analyze_run``): ``dynamics`` (each
-checkpoint against the previous one) and ``training`` (from ``metrics.jsonl``). Per study:
+checkpoint against the previous one), ``run_dynamics`` (whole-run summaries of the dynamics, one
+value per run: :mod:`geomxai.dynamics`'s ``run_mean``, ``settling_time``,
+``area_over_training``) and ``training`` (from ``metrics.jsonl``). Per study:
 ``link`` (:func:`geomxai.study.link_geometry_fidelity`).
 """
 
@@ -84,7 +87,9 @@ class Variable:
     units : str or None
         CF-style units where there are any (``None``: a dimensionless number).
     per_checkpoint : bool
-        False for variables with no ``(regime, seed, epoch)`` dims (the link, the probe images).
+        False for variables with no ``epoch`` dim: whole-run summaries (block
+        ``"run_dynamics"``: ``(regime, seed, *dims)`` in :func:`geomxai.study.analyze_runs`),
+        and those with no ``(regime, seed, epoch)`` dims at all (the link, the probe images).
     """
 
     name: str
@@ -115,8 +120,8 @@ _LAYER = ("layer",)
 _LINK = ("geometry", "fidelity")
 
 # The declaration order is also the default order of the link's geometry and fidelity metrics
-# (geometry: the geometry block, then entanglement, then nondegenerate_swap_rate; fidelity: masking, saliency
-# quality, saliency_stability, localisation, probabilistic faithfulness), so those blocks are listed in that
+# (geometry: the geometry block, then entanglement, then the whole-run dynamics; fidelity: masking, saliency
+# quality, mean_saliency_stability, localisation, probabilistic faithfulness), so those blocks are listed in that
 # order (the last one after localisation, so the link's older columns keep their places).
 _DECLARED = (
     # ---- geometry of each measured layer on the probe set
@@ -175,7 +180,7 @@ _DECLARED = (
     # The link uses the non-degenerate swaps: a swap between axes of nearly equal eigenvalue (at
     # either checkpoint) is an arbitrary relabelling, not a movement of the representation.
     _v("swap_rate", _LAYER, "dynamics", "swap rate (share of axes)"),
-    _v("nondegenerate_swap_rate", _LAYER, "dynamics", "non-degenerate swap rate", role="geometry"),
+    _v("nondegenerate_swap_rate", _LAYER, "dynamics", "non-degenerate swap rate"),
     _v("matched_overlap", _LAYER, "dynamics", "matched axis overlap"),
     _v("subspace_overlap", _LAYER, "dynamics", "subspace overlap"),
     _v("degenerate_swap_rate", _LAYER, "dynamics", "near-degenerate swap rate"),
@@ -187,7 +192,15 @@ _DECLARED = (
     _v("procrustes_previous", _LAYER, "dynamics", "Procrustes distance to the previous checkpoint"),
     _v("procrustes_final", _LAYER, "dynamics", "Procrustes distance to the final checkpoint"),
     _v("cka_checkpoints", ("layer", "epoch_b"), "dynamics", "linear CKA between checkpoints"),
-    _v("saliency_stability", (), "dynamics", "saliency stability", "higher", "fidelity"),
+    _v("saliency_stability", (), "dynamics", "saliency stability", "higher"),
+    # ---- whole-run summaries of the dynamics (issue 23): what the run-level link reads, in
+    # place of the last pair's swap rate and stability (taken where the lr is about 0). One
+    # value per run (no epoch dim); docs/dynamics.md defines each.
+    _v("mean_nondegenerate_swap_rate", _LAYER, "run_dynamics", "mean non-degenerate swap rate over training", role="geometry", per_checkpoint=False),
+    _v("subspace_settle_step", _LAYER, "run_dynamics", "step at which the top-k subspace settles", role="geometry", units="steps", per_checkpoint=False),
+    _v("subspace_settle_epoch", _LAYER, "run_dynamics", "epoch at which the top-k subspace settles", units="epochs", per_checkpoint=False),
+    _v("cka_final_auc", _LAYER, "run_dynamics", "area under CKA to the final checkpoint over training", role="geometry", per_checkpoint=False),
+    _v("mean_saliency_stability", (), "run_dynamics", "mean saliency stability over training", "higher", "fidelity", per_checkpoint=False),
     # ---- localisation against ground-truth masks (datasets with masks only)
     _v("mask_auroc", (), "localisation", "mask AUROC", "higher", "fidelity"),
     _v("mass_inside", (), "localisation", "saliency mass inside the mask", "higher", "fidelity"),
@@ -265,6 +278,13 @@ def geometry_metrics() -> tuple[str, ...]:
 def fidelity_metrics() -> tuple[str, ...]:
     """Saliency-quality metrics the link correlates by default (those present in the results)."""
     return tuple(v.name for v in _DECLARED if v.role == "fidelity")
+
+
+SCHEMA_VERSION = 2
+"""The layout of results files this geomxai writes and reads, stored as
+``attrs["schema_version"]``; a file without it has layout 1 (written before layouts were
+numbered). Raise it when a variable, dim or attr that readers rely on changes, so an older file
+is refused by name (``geomxai report``) instead of rendering with sections silently missing."""
 
 
 MIN_GEOMETRY_SAMPLES = 16

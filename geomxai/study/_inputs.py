@@ -23,6 +23,7 @@ from geomxai.study._sources import (
     SPEC_PREFIXES,
     ModelSource,
     head_size,
+    is_model_file,
     load_state_dict_file,
     output_count,
     replace_head,
@@ -33,6 +34,9 @@ from geomxai.study._sources import (
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 """The ImageNet channel statistics torchvision's and timm's ImageNet weights were trained with."""
+
+PROBE_SPLITS = ("test", "all")
+"""Where a dataset read by name gives its probe: the held-out test split, or every sample."""
 
 # Datasets whose loader takes an image size (the others have a fixed one).
 _SIZED = ("imagefolder:", "caltech101")
@@ -92,14 +96,21 @@ def resolve_data(
     transform: Callable | None,
     image_size: int | None,
     preferred_size: int | None = None,
+    split: str = "test",
 ) -> DataSource:
     """The first ``size`` samples of ``data`` as a :class:`Probe` (see :func:`analyze_model`).
+
+    ``split`` (data read by name): ``"test"`` takes the probe from the held-out test split when
+    labelled; ``"all"`` from every sample (test split first), for a folder too small to hold
+    one out (accuracy is then measured on images the model may have been trained on).
 
     ``image_size`` is the user's: images read by name are loaded at it (only the datasets that
     resize on loading take one), others are resized to it. ``preferred_size`` is the model's
     (a timm data config's input size): datasets that resize on loading use it when the user
     gave none.
     """
+    if split not in PROBE_SPLITS:
+        raise ValueError(f"probe split must be one of {', '.join(PROBE_SPLITS)}; got {split!r}")
     if isinstance(data, str):
         options = {}
         if image_size is not None:
@@ -114,7 +125,9 @@ def resolve_data(
         bundle = load_dataset(data, **options)
         # Labelled: held-out test samples, as the training studies use. Unlabelled: nothing is
         # evaluated, so the training split serves as well (after the test one).
-        source = bundle.test if labels else ConcatDataset([bundle.test, bundle.train])
+        source = bundle.test
+        if not labels or split == "all":
+            source = ConcatDataset([bundle.test, bundle.train])
         images, targets = as_tensors(source, limit=size, labels=labels, transform=transform)
         masks = None
         if labels and bundle.test_masks is not None:
@@ -128,6 +141,11 @@ def resolve_data(
             f"data must be a dataset name, a Dataset, a DataLoader or tensors; got {data!r} "
             "(a folder of images is 'imagefolder:PATH')"
         )
+    if split != "test":
+        raise ValueError(
+            f"probe split {split!r} applies to a dataset read by name (imagefolder:PATH, ...); "
+            "a Dataset, DataLoader or tensors you pass are used as they are"
+        )
     steps = _compose(_resize(image_size), transform)
     images, targets = as_tensors(data, limit=size, labels=labels, transform=steps)
     name = type(data).__name__ if not isinstance(data, (tuple, list)) else "tensors"
@@ -135,6 +153,31 @@ def resolve_data(
         name = f"DataLoader({type(data.dataset).__name__})"
     probe = Probe(images.to(torch.float32).contiguous(), targets, None, name)
     return DataSource(probe, name, _classes_of(data))
+
+
+def probe_advice(data, *, got: int, asked: int, split: str) -> str | None:
+    """What would enlarge a probe that the data, not ``probe_size``, kept at ``got`` samples.
+
+    None when the probe has the ``asked`` size (a larger ``probe_size`` then helps, as the
+    warning's default advice says).
+
+    Examples
+    --------
+    >>> print(probe_advice("imagefolder:birds", got=12, asked=512, split="test"))
+    the data gave only 12 samples (of probe_size=512), so a larger probe_size cannot help: analyse every sample instead of the held-out test split with --probe-split all (probe_split='all'), or add data
+    >>> probe_advice("digits", got=512, asked=512, split="test") is None
+    True
+    """
+    if got >= asked:
+        return None
+    text = f"the data gave only {got} samples (of probe_size={asked}), so a larger probe_size "
+    text += "cannot help"
+    if isinstance(data, str) and split == "test":
+        return (
+            f"{text}: analyse every sample instead of the held-out test split with "
+            "--probe-split all (probe_split='all'), or add data"
+        )
+    return f"{text}: add data"
 
 
 def _head_refusal(outputs: int, classes: int, what: str) -> ValueError:
@@ -161,6 +204,31 @@ def _check_head(model: nn.Module, what: str, data: DataSource, labelled: bool) -
         raise _head_refusal(outputs, seen, what)
 
 
+CHANNELS_LAST_FIX = (
+    "images look channels-last (N, H, W, C); permute to (N, C, H, W): x.permute(0, 3, 1, 2)"
+)
+
+
+def check_image_layout(images: torch.Tensor, model: nn.Module | None = None) -> None:
+    """Refuse image batches laid out (N, H, W, C), naming the permute that fixes them.
+
+    Run before anything feeds the model (a head check runs one sample), so the user reads this
+    rather than a convolution's "expected input to have 3 channels, but got 32". A batch is
+    taken for channels-last when its last dim is a channel count (1, 3 or 4) and dims 1 and 2
+    are not; a module whose first convolution does take ``shape[1]`` channels is trusted.
+    """
+    if images.ndim != 4:
+        return
+    n, c, h, w = images.shape
+    if w not in (1, 3, 4) or c <= 4 or h <= 4:
+        return
+    if model is not None:
+        first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        if first is not None and first.in_channels == c:
+            return
+    raise ValueError(f"{CHANNELS_LAST_FIX} (got images of shape {tuple(images.shape)})")
+
+
 def _spec_input(data: DataSource) -> tuple[int, int]:
     """``(in_channels, image_size)`` the data's images have (for building a geomxai model)."""
     x = data.probe.images
@@ -179,6 +247,7 @@ def resolve_source(
 ) -> ModelSource:
     """The model of :func:`analyze_model`, its head checked against (or rebuilt for) the data."""
     labelled = labels and data.probe.labels is not None
+    check_image_layout(data.probe.images, model if isinstance(model, nn.Module) else None)
     if isinstance(model, nn.Module):
         if weights is not None:
             state = load_state_dict_file(weights)
@@ -197,7 +266,9 @@ def resolve_source(
             f"checkpoint path) or an nn.Module; got {type(model).__name__}"
         )
     in_channels, image_size = _spec_input(data)
-    is_checkpoint = not model.startswith(SPEC_PREFIXES) and model not in MODELS
+    is_checkpoint = (
+        not model.startswith(SPEC_PREFIXES) and model not in MODELS and not is_model_file(model)
+    )
     classes = num_classes
     theirs = None
     if weights is not None:

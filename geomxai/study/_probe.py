@@ -68,11 +68,15 @@ def apply_minimums(ds: xr.Dataset, n: int, *, skip=()) -> xr.Dataset:
     return ds
 
 
-def probe_messages(n: int, widths: Mapping[str, int], *, labelled: bool = True) -> list[str]:
+def probe_messages(
+    n: int, widths: Mapping[str, int], *, labelled: bool = True, advice: str | None = None
+) -> list[str]:
     """The warnings a probe of ``n`` samples earns for layers of ``widths`` units.
 
     One message for the geometry minimum, one for the accuracy minimum (labelled data only),
     and one per layer with fewer than :data:`~geomxai.schema.SAMPLES_PER_UNIT` samples per unit.
+    ``advice`` replaces the default fix ("use a larger probe ...") where that cannot help (the
+    data ran out before ``probe_size``).
 
     Examples
     --------
@@ -82,15 +86,16 @@ def probe_messages(n: int, widths: Mapping[str, int], *, labelled: bool = True) 
     []
     """
     out = []
+    more = advice or _MORE
     if n < schema.MIN_GEOMETRY_SAMPLES:
         out.append(
             f"a probe of {n} samples is below the {schema.MIN_GEOMETRY_SAMPLES} the geometry, "
-            f"entanglement and similarity metrics need: they are NaN; {_MORE}"
+            f"entanglement and similarity metrics need: they are NaN; {more}"
         )
     if labelled and n < schema.MIN_ACCURACY_SAMPLES:
         out.append(
             f"a probe of {n} samples is below the {schema.MIN_ACCURACY_SAMPLES} the accuracy "
-            f"and masking metrics need: they are NaN; {_MORE}"
+            f"and masking metrics need: they are NaN; {more}"
         )
     if n >= schema.MIN_GEOMETRY_SAMPLES:
         for layer, d in widths.items():
@@ -104,9 +109,11 @@ def probe_messages(n: int, widths: Mapping[str, int], *, labelled: bool = True) 
     return out
 
 
-def warn_probe(n: int, widths: Mapping[str, int], *, labelled: bool = True, stacklevel=3) -> None:
+def warn_probe(
+    n: int, widths: Mapping[str, int], *, labelled: bool = True, advice=None, stacklevel=3
+) -> None:
     """:func:`probe_messages` as :class:`ProbeSizeWarning` warnings."""
-    for message in probe_messages(n, widths, labelled=labelled):
+    for message in probe_messages(n, widths, labelled=labelled, advice=advice):
         warnings.warn(message, ProbeSizeWarning, stacklevel=stacklevel)
 
 

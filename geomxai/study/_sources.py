@@ -3,8 +3,14 @@ or an ``nn.Module``; weights from a state_dict or a safetensors file; the head f
 
 from __future__ import annotations
 
+import ast
 import copy
-from collections.abc import Callable
+import importlib.util
+import logging
+import pickle
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,14 +25,115 @@ from geomxai.models import MODELS, build_model
 # when a checkpoint is met, so `import geomxai.study` loads no trainer.
 
 SPEC_PREFIXES = ("torchvision:", "timm:")
+STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model")
+"""Keys under which training scripts keep a model's state_dict inside a checkpoint dict."""
+
+log = logging.getLogger("geomxai")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# What torch's weights_only refusal names when the pickle holds a module class.
+_MODULE_GLOBAL = re.compile(r"torch\.nn\.modules|__main__\.|GLOBAL [\w.]+\.[A-Z]\w*")
+MODEL_FILE_SPEC = "path/to/file.py:ClassName"
+
+
+def is_model_file(spec) -> bool:
+    """Whether ``spec`` names a class in a Python file (``path/to/file.py:ClassName``).
+
+    Examples
+    --------
+    >>> is_model_file("my_models.py:SmallCNN"), is_model_file("torchvision:resnet18")
+    (True, False)
+    """
+    if not isinstance(spec, str):
+        return False
+    path, sep, name = spec.rpartition(":")
+    return bool(sep) and path.endswith(".py") and name.isidentifier()
+
+
+def parse_model_args(pairs: Iterable[str] | None) -> dict:
+    """``{"k": value}`` from ``["k=v", ...]`` (``--model-arg k=v``): each value read as a Python
+    literal (``10``, ``0.5``, ``True``, ``(3, 32)``, ``'a'``), else kept as the string.
+
+    Examples
+    --------
+    >>> parse_model_args(["num_classes=10", "width=0.5", "act=relu", "dims=(8, 16)"])
+    {'num_classes': 10, 'width': 0.5, 'act': 'relu', 'dims': (8, 16)}
+    """
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = str(pair).partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(
+                f"--model-arg takes KEY=VALUE with KEY a Python name (num_classes=10); got {pair!r}"
+            )
+        try:
+            out[key] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key] = value.strip()
+    return out
+
+
+def load_model_file(spec: str, model_args: Mapping | None = None) -> nn.Module:
+    """Build ``ClassName(**model_args)`` from ``path/to/file.py:ClassName``.
+
+    The file is imported (its code runs) only here, on this explicit request, by path: nothing
+    on ``sys.path`` is searched, though the file's own folder is put on it while it imports, so
+    the file may import its neighbours. ``ClassName`` may also be a function returning a module.
+    """
+    path_text, _, name = spec.rpartition(":")
+    path = Path(path_text)
+    if not is_model_file(spec):
+        raise ValueError(f"expected {MODEL_FILE_SPEC}; got {spec!r}")
+    if not path.is_file():
+        raise ValueError(f"no Python file at {path_text!r} (from {spec!r}); check the path")
+    module_name = f"_geomxai_model_file_{abs(hash(str(path.resolve())))}"
+    module = sys.modules.get(module_name)
+    if module is None:
+        loader_spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(loader_spec)
+        folder = str(path.resolve().parent)
+        sys.path.insert(0, folder)
+        sys.modules[module_name] = module  # dataclasses and pickling look their module up
+        try:
+            loader_spec.loader.exec_module(module)
+        except Exception as err:
+            del sys.modules[module_name]
+            raise ValueError(
+                f"importing {path_text!r} failed: {type(err).__name__}: {err}; fix the file "
+                "(run `python " + path_text + "` to see where)"
+            ) from err
+        finally:
+            sys.path.remove(folder)
+    factory = getattr(module, name, None)
+    if factory is None:
+        found = [
+            k for k, v in vars(module).items() if isinstance(v, type) and issubclass(v, nn.Module)
+        ]
+        close = close_matches(name, found)
+        raise ValueError(
+            f"{path_text!r} has no {name!r}"
+            + (f"; did you mean {', '.join(close)}?" if close else "")
+            + (f" (its nn.Module classes: {', '.join(sorted(found))})" if found else "")
+        )
+    try:
+        model = factory(**dict(model_args or {}))
+    except TypeError as err:
+        raise ValueError(
+            f"{name}({', '.join(f'{k}={v!r}' for k, v in (model_args or {}).items())}) failed: "
+            f"{err}; give its constructor arguments as --model-arg KEY=VALUE (model_args=)"
+        ) from err
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{spec} made a {type(model).__name__}, not an nn.Module")
+    return model
 
 
 def load_state_dict_file(path) -> dict:
     """A bare state_dict: a ``.safetensors`` file, or a file saved with ``torch.save`` and read
     with ``weights_only=True``.
 
-    Accepts ``{"state_dict": ...}`` and ``{"model": ...}`` wrappers, which common training scripts
-    write.
+    Accepts the wrappers common training scripts write (``{"model_state_dict": ...}`` of the
+    PyTorch tutorial, ``{"state_dict": ...}``, ``{"model": ...}``), saying so in a log line. A
+    pickled module (``torch.save(model)``) is refused, naming the re-save that fixes it.
     """
     path = Path(path)
     if not path.is_file():
@@ -43,16 +150,46 @@ def load_state_dict_file(path) -> dict:
             ) from err
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors, truncation: the file is not plain tensors
+    except pickle.UnpicklingError as err:
+        # torch's own message spans lines, carries terminal colour codes and suggests
+        # add_safe_globals, which would run the file's code; the fix is a state_dict.
+        raise geomxai.CheckpointError(_pickled_message(path, err)) from err
+    except Exception as err:  # truncation, not a torch file: say so on one line
         raise geomxai.CheckpointError(
-            f"cannot read {str(path)!r} as plain tensors (weights_only=True): {err}"
+            f"cannot read {str(path)!r} as plain tensors (weights_only=True): {_one_line(err)}"
         ) from err
-    for key in ("state_dict", "model"):
+    for key in STATE_DICT_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
+            log.info("%s: reading the state_dict under its %r key", path, key)
             state = state[key]
+            break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise geomxai.CheckpointError(f"{str(path)!r} does not hold a state_dict of tensors")
+        keys = list(state)[:6] if isinstance(state, dict) else None
+        raise geomxai.CheckpointError(
+            f"{str(path)!r} does not hold a state_dict of tensors"
+            + (
+                f" (its keys: {keys})"
+                if keys is not None
+                else f" (it holds a {type(state).__name__})"
+            )
+            + f"; re-save with torch.save(model.state_dict(), {str(path)!r})"
+        )
     return state
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception's message without terminal colour codes, on one line."""
+    text = _ANSI.sub("", str(err)).strip()
+    return " ".join(text.split())
+
+
+def _pickled_message(path: Path, err: BaseException) -> str:
+    text = _ANSI.sub("", str(err))
+    what = "a pickled module" if _MODULE_GLOBAL.search(text) else "pickled Python objects"
+    return (
+        f"{str(path)!r} holds {what}, not a state_dict; re-save with "
+        f"torch.save(model.state_dict(), {str(path)!r})"
+    )
 
 
 def _torchvision(arch: str, num_classes: int | None) -> nn.Module:
@@ -135,6 +272,7 @@ def resolve_model(
     in_channels: int = 3,
     image_size: int = 32,
     rebuild_head: bool = False,
+    model_args: Mapping | None = None,
 ) -> nn.Module:
     """A model in eval mode from a name the CLI accepts.
 
@@ -144,7 +282,9 @@ def resolve_model(
         A geomxai checkpoint path (``*.pt``), ``torchvision:ARCH`` (any architecture of
         ``torchvision.models.list_models()``), ``timm:NAME`` (any of ``timm.list_models()``,
         built with ``pretrained=False``: nothing is downloaded), or a geomxai registry name
-        (``cnn2``, ``resnet18``, ...). Random weights unless ``weights`` is given.
+        (``cnn2``, ``resnet18``, ...), or ``path/to/file.py:ClassName``: your own class,
+        built as ``ClassName(**model_args)`` (the file is imported only for such a name).
+        Random weights unless ``weights`` is given.
     weights : path-like, optional
         A ``.safetensors`` file or a state_dict saved with ``torch.save`` (read with
         ``weights_only=True``), for a torchvision, timm or geomxai name.
@@ -157,6 +297,8 @@ def resolve_model(
         With ``weights`` whose head has another size than ``num_classes``: leave the head at a
         fresh random init (``num_classes`` outputs) and load every other weight. Without it such
         weights are refused, naming the fix.
+    model_args : mapping, optional
+        Constructor arguments of a ``path/to/file.py:ClassName`` model.
 
     Raises
     ------
@@ -168,7 +310,12 @@ def resolve_model(
     """
     if not isinstance(name, str):
         raise TypeError(f"model must be a name or an nn.Module; got {type(name).__name__}")
-    if not name.startswith(SPEC_PREFIXES) and name not in MODELS:
+    if model_args and not is_model_file(name):
+        raise ValueError(
+            f"model_args (--model-arg) go with a {MODEL_FILE_SPEC} model; {name!r} is not one"
+        )
+    own_class = is_model_file(name)
+    if not own_class and not name.startswith(SPEC_PREFIXES) and name not in MODELS:
         if Path(name).suffix in (".pt", ".pth") or Path(name).is_file():
             if weights is not None:
                 raise ValueError(
@@ -181,12 +328,16 @@ def resolve_model(
             return model.eval()
         raise ValueError(
             f"cannot make a model of {name!r}: expected a checkpoint file, torchvision:ARCH, "
-            f"timm:NAME or one of {', '.join(sorted(MODELS))}"
+            f"timm:NAME, {MODEL_FILE_SPEC} (your own class; constructor arguments as "
+            f"--model-arg KEY=VALUE) or one of {', '.join(sorted(MODELS))}"
         )
     state = None if weights is None else load_state_dict_file(weights)
     theirs = None if state is None else head_size(state)
     classes = num_classes if num_classes is not None else theirs
-    model = _build(name, classes, in_channels, image_size)
+    if own_class:  # its constructor decides the head; model_args may set its size
+        model = load_model_file(name, model_args)
+    else:
+        model = _build(name, classes, in_channels, image_size)
     if state is not None:
         drop = _mismatched(model, state)
         if drop and not rebuild_head:
@@ -197,6 +348,8 @@ def resolve_model(
                 f"a {num_classes}-class head at random (analyze_model does with num_classes=)"
             )
         _load(model, state, name=name, weights=weights, drop=drop)
+    if own_class and num_classes is not None and output_count(model) not in (None, num_classes):
+        model = replace_head(model, num_classes)
     return model.eval()
 
 
