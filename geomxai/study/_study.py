@@ -395,7 +395,9 @@ def analyze_model(
         warnings.simplefilter("ignore", ProbeSizeWarning)
         ds = measure(source.model, probe, options, device=device)
     n = len(probe.images)
-    advice = probe_advice(data, got=n, asked=options.probe_size, split=probe_split)
+    # Unlabelled data read by name already lends every split to the probe.
+    split = probe_split if labels else "all"
+    advice = probe_advice(data, got=n, asked=options.probe_size, split=split)
     warn_probe(n, widths_of(ds), labelled=probe.labels is not None, advice=advice)
     ds = ds.drop_vars(["probe_saliency", "top_eigvecs", "probe_features"], errors="ignore")
     label = name or source.name
