@@ -1,7 +1,7 @@
 """geomxai: representation geometry and gradient-saliency quality.
 
 Subpackages: ``data``, ``models``, ``whitening``, ``train``, ``collect``, ``geometry``,
-``attribution``, ``dynamics``, ``study``, ``report``; top-level modules ``rundir`` (the one
+``attribution``, ``dynamics``, ``study``, ``report``, ``monitor``; top-level modules ``rundir`` (the one
 reader of a run directory), ``moments`` (:class:`~geomxai.moments.FeatureMoments`) and
 ``pipeline`` (train -> analyse -> report). The checkpoint functions are re-exported here because
 every stage after training starts from them, and :func:`tune_cpu_allocator` because it is a
@@ -28,6 +28,7 @@ _SUBMODULES = (
     "geometry",
     "models",
     "moments",
+    "monitor",
     "pipeline",
     "report",
     "rundir",
@@ -39,6 +40,7 @@ _SUBMODULES = (
 # Public name -> the public module it is read from (the checkpoint format is geomxai.train's).
 _ATTRIBUTES = {
     "CheckpointError": "geomxai.train",
+    "GeometryMonitor": "geomxai.monitor",
     "load_checkpoint": "geomxai.train",
     "read_checkpoint": "geomxai.train",
     "save_checkpoint": "geomxai.train",
@@ -47,6 +49,7 @@ _ATTRIBUTES = {
 
 __all__ = [
     "CheckpointError",
+    "GeometryMonitor",
     "__version__",
     "load_checkpoint",
     "read_checkpoint",
@@ -56,6 +59,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from geomxai._allocator import tune_cpu_allocator
+    from geomxai.monitor import GeometryMonitor
     from geomxai.train import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 
 

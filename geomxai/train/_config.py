@@ -90,6 +90,9 @@ class TrainConfig:
     num_workers: int = 0
     deterministic: bool = True
     progress: bool = True
+    # logging: each epoch's metrics also as TensorBoard scalars in this folder (None: only
+    # metrics.jsonl)
+    tensorboard_dir: str | None = None
 
     def __post_init__(self):
         self.validate()
@@ -252,6 +255,11 @@ def _check_types(config: TrainConfig) -> None:
     for name in ("out_dir", "dataset", "model", "device"):
         if not getattr(config, name).strip():
             raise ConfigError(f"{name} must not be empty; got {name}={getattr(config, name)!r}")
+    if config.tensorboard_dir is not None and not config.tensorboard_dir.strip():
+        raise ConfigError(
+            "tensorboard_dir must be None (no TensorBoard log) or a folder; got "
+            f"tensorboard_dir={config.tensorboard_dir!r}"
+        )
 
 
 def _check_cuda_graph(config: TrainConfig) -> None:

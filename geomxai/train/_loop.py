@@ -632,6 +632,10 @@ class Trainer:
             if self.env.is_main:
                 self._save(epoch, metrics)
                 append_metrics(self.run_dir, metrics)
+                if cfg.tensorboard_dir is not None:
+                    from geomxai.train._tensorboard import log_epoch
+
+                    log_epoch(cfg.tensorboard_dir, epoch, metrics)
             log.info(
                 "%s epoch %d/%d: loss %.4f (ce %.4f, kl %.4f, decor %.4f), train acc %.4f, "
                 "test acc %.4f, %.0f images/s",
