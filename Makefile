@@ -40,8 +40,10 @@ format: $(STAMP)
 test: $(STAMP) data browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Jupyter refuses to start as root (a container's usual user) unless told; only then is it told.
+USER_ID ?= $(shell id -u)
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(USER_ID)),--allow-root)
 
 bench: $(STAMP) data
 	$(VENV)/bin/python -m pip install -q -e '.[bench]'
