@@ -134,6 +134,29 @@ def _resized(image_size: int):
     )
 
 
+def load_image(path: str):
+    """One image file as an RGB PIL image; a file that is not a readable image, or whose header
+    claims more pixels than PIL reads safely (``PIL.Image.MAX_IMAGE_PIXELS`` times two: a
+    decompression bomb), is a ValueError naming the file.
+
+    Module level, so DataLoader worker processes can pickle it.
+    """
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as fh:
+            image = Image.open(fh)
+            return image.convert("RGB")
+    except Image.DecompressionBombError as err:
+        raise ValueError(
+            f"{path!r} is too large to read safely ({err}); resize it or remove it from the folder"
+        ) from err
+    except (Image.UnidentifiedImageError, SyntaxError) as err:
+        raise ValueError(
+            f"{path!r} is not a readable image ({err}); remove it from the folder"
+        ) from err
+
+
 def _split(dataset, test_fraction: float, seed: int):
     n_test = max(1, int(round(len(dataset) * test_fraction)))
     generator = torch.Generator().manual_seed(seed)
@@ -175,6 +198,12 @@ def load_image_folder(
     ``path/train`` and ``path/test`` (or ``val``) are used as the splits when present; otherwise the
     images are split at random with a seed.
     """
+    if isinstance(path, str) and not path.strip():
+        # Path("") is the current folder, which is never what `imagefolder:` meant.
+        raise ValueError(
+            "imagefolder: needs the folder after the colon (imagefolder:PATH, a folder of class "
+            "sub-folders); got an empty path"
+        )
     path = Path(path)
     if not path.is_dir():
         raise DatasetNotFoundError(
@@ -183,12 +212,18 @@ def load_image_folder(
     transform = _resized(image_size)
     test_dir = next((path / d for d in ("test", "val") if (path / d).is_dir()), None)
     if (path / "train").is_dir() and test_dir is not None:
-        train = torchvision.datasets.ImageFolder(str(path / "train"), transform=transform)
-        test = torchvision.datasets.ImageFolder(str(test_dir), transform=transform)
+        train = torchvision.datasets.ImageFolder(
+            str(path / "train"), transform=transform, loader=load_image
+        )
+        test = torchvision.datasets.ImageFolder(
+            str(test_dir), transform=transform, loader=load_image
+        )
         classes = train.classes
     else:
         try:
-            full = torchvision.datasets.ImageFolder(str(path), transform=transform)
+            full = torchvision.datasets.ImageFolder(
+                str(path), transform=transform, loader=load_image
+            )
         except FileNotFoundError as err:
             raise DatasetNotFoundError(f"no images under {str(path)!r}: {err}") from err
         train, test = _split(full, test_fraction, seed)

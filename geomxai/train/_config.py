@@ -30,6 +30,45 @@ class ConfigError(ValueError):
     """An invalid training configuration; the message names the field."""
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""The largest config file geomxai reads (1 MiB; a profile is a few hundred bytes)."""
+
+MAX_SEED = 2**63 - 1
+"""The largest seed: torch's generators take 64 bits, numpy's streams are derived from it."""
+
+
+def read_config_file(path) -> str:
+    """The text of a config file, refusing what is not a regular file of a sane size.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    ConfigError
+        ``path`` is a folder, a device (``/dev/zero``), a pipe, larger than
+        :data:`MAX_CONFIG_BYTES`, or not UTF-8 text; the message names it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no config file at {str(path)!r}; check the path")
+    if not path.is_file():
+        raise ConfigError(
+            f"{str(path)!r} is not a regular file (a folder, a device or a pipe); give a TOML "
+            "config file such as configs/quick.toml"
+        )
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{str(path)!r} is larger than {MAX_CONFIG_BYTES // 1024} KiB; a config is a few "
+            "lines of TOML, so this is not one"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{str(path)!r} is not UTF-8 text, so not a TOML config") from err
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run. Saved with every checkpoint.
@@ -124,6 +163,8 @@ class TrainConfig:
         for name in ("seed", "num_workers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be non-negative; got {name}={getattr(self, name)}")
+        if self.seed > MAX_SEED:
+            raise ConfigError(f"seed must be at most 2**63 - 1; got seed={self.seed}")
         for name in ("train_subset", "test_subset", "checkpoint_every_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -191,9 +232,16 @@ class TrainConfig:
 
     @classmethod
     def from_toml(cls, path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-        """Read a TOML profile (top-level keys, or a ``[train]`` table) with optional overrides."""
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+        """Read a TOML profile (top-level keys, or a ``[train]`` table) with optional overrides.
+
+        The path must be a regular file of at most :data:`MAX_CONFIG_BYTES` (``/dev/zero`` or a
+        pipe would be read without end); a ValueError names it otherwise.
+        """
+        text = read_config_file(path)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{str(path)!r} is not valid TOML ({err})") from err
         data = dict(data.get("train", data))
         # Tables other programs read from the same profile (the study's regimes and seeds, the
         # analysis options) are not training fields.

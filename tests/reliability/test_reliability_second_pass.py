@@ -429,3 +429,91 @@ class TestResultsThatReadOtherFiles:
         path = save_results(ds, tmp_path / "r.nc")
         with open_results_file(path) as opened:
             assert float(opened.test_acc[0]) == 0.5
+
+
+# -- inputs that are too big ---------------------------------------------------------------------
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG file whose header claims ``width`` x ``height`` pixels (and holds none)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
+    return path
+
+
+@pytest.fixture
+def bomb_folder(tmp_path) -> tuple[Path, Path]:
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    for cls in ("a", "b"):
+        (folder / cls).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (40, 80, 120)).save(folder / cls / "ok.png")
+    return folder, _png_header(folder / "a" / "bomb.png", 40000, 40000)
+
+
+class TestInputsThatAreTooBig:
+    """Item 10: a PNG claiming 40000x40000 gave PIL's DecompressionBombError traceback;
+    `--config /dev/zero` was read without limit; `--data imagefolder:` read the current
+    folder."""
+
+    def test_a_decompression_bomb_names_the_file(self, bomb_folder):
+        from geomxai.data import load_dataset
+
+        folder, bomb = bomb_folder
+        bundle = load_dataset(f"imagefolder:{folder}", image_size=8, test_fraction=0.34)
+        samples = [*bundle.train.indices, *bundle.test.indices]
+        full = bundle.train.dataset
+        index = next(i for i in samples if full.samples[i][0] == str(bomb))
+        with pytest.raises(ValueError, match="too large to read safely") as info:
+            full[index]
+        assert repr(str(bomb)) in str(info.value)
+        ok = next(i for i in samples if i != index)
+        assert tuple(full[ok][0].shape) == (3, 8, 8)
+
+    def test_a_decompression_bomb_through_the_cli(self, tmp_path, bomb_folder, cli):
+        folder, bomb = bomb_folder
+        status, text = cli(
+            "analyze", "--model", "cnn2", "--data", f"imagefolder:{folder}", "--no-labels",
+            "--image-size", 8, "--out", tmp_path / "r.nc", "--probe-size", 8,
+        )  # fmt: skip
+        assert status == 2
+        assert repr(str(bomb)) in one_error_line(text)
+
+    def test_an_empty_imagefolder_path(self, tmp_path, cli, monkeypatch):
+        from geomxai.data import load_dataset
+
+        monkeypatch.chdir(tmp_path)  # the current folder is what an empty path used to read
+        with pytest.raises(ValueError, match="imagefolder: needs the folder"):
+            load_dataset("imagefolder:")
+        status, text = cli(
+            "analyze", "--model", "cnn2", "--data", "imagefolder:", "--out", tmp_path / "r.nc"
+        )
+        assert status == 2 and "imagefolder:PATH" in one_error_line(text)
+
+    @pytest.mark.parametrize("what", ["/dev/zero", "folder", "2 MB file", "binary"])
+    def test_config_files_that_are_not_configs(self, tmp_path, cli, what):
+        path = {
+            "/dev/zero": Path("/dev/zero"),
+            "folder": tmp_path,
+            "2 MB file": tmp_path / "big.toml",
+            "binary": tmp_path / "bin.toml",
+        }[what]
+        if what == "2 MB file":
+            path.write_text("# padding\n" * 200_000 + 'dataset = "digits"\n')
+        if what == "binary":
+            path.write_bytes(b"\xff\xfe\x00" * 10)
+        status, text = cli("train", "--config", path)
+        assert status == 2
+        assert repr(str(path)) in one_error_line(text)
