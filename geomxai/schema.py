@@ -16,8 +16,8 @@ Examples
 ('lower', 'MoRF AUC')
 >>> schema.geometry_metrics()[:2]
 ('effective_rank', 'participation_ratio')
->>> schema.names("entanglement")
-('entanglement',)
+>>> schema.names("entanglement")[:2]
+('entanglement', 'entanglement_all_units')
 """
 
 from __future__ import annotations

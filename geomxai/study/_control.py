@@ -6,12 +6,15 @@ invertible linear map and folding the inverse into the linear head changes the s
 leaves the first exactly as it was, so a geometry metric that this change moves cannot explain
 saliency directly: whatever link it has with saliency quality runs through something else
 (training, the architecture, the optimiser), not through the function that saliency reads.
+
+The control is informative only if a geometry metric can pass it: the function-invariant
+geometry (:func:`geomxai.geometry.head_geometry`, :func:`~geomxai.geometry.gradient_metric_geometry`)
+is measured beside the layer's own, and each metric is flagged invariant or moved.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 import warnings
 from collections.abc import Callable
@@ -31,23 +34,43 @@ CONTROL_METRICS = (
     "spectrum_alpha",
     "spectrum_r2",
     "entanglement",
+    "entanglement_all_units",
+    "head_effective_rank",
+    "head_participation_ratio",
+    "head_mean_abs_corr",
+    "grad_metric_effective_rank",
+    "grad_metric_participation_ratio",
     "accuracy",
 )
 """Variables of :func:`reparametrization_control` with a ``model`` dim, in ``metric`` order.
 ``accuracy`` is a function of the logits and so a positive control: it must come out invariant."""
 
-INVARIANCE_RTOL = 1e-3
+INVARIANT_BY_CONSTRUCTION = (
+    "head_effective_rank",
+    "head_participation_ratio",
+    "head_mean_abs_corr",
+    "grad_metric_effective_rank",
+    "grad_metric_participation_ratio",
+    "accuracy",
+)
+"""The metrics no invertible map folded into the head can move (docs/metrics.md,
+"Function-invariant geometry"); the control checks that they pass."""
+
+INVARIANCE_RTOL = 1e-6
 """Relative change below which a metric counts as invariant under the control.
 
-The reparametrisation is exact in exact arithmetic; what remains is float32 rounding of the
-forward pass (relative 1e-7 to 1e-5 on the logits) and float64 rounding of the metrics. 1e-3 is
-two orders above that noise and far below the changes whitening makes to a metric that depends
-on the basis (it takes mean |corr| to about 0 and the effective rank to about the number of
-live directions), so the verdict does not hinge on the tolerance."""
+Both networks run in float64, where the fold is exact to about 1e-12 relative (rounding times
+the map's condition number), and the metrics are float64 too; 1e-6 is far above that noise and
+far below the changes whitening makes to a metric that depends on the basis (it takes mean
+|corr| to about 0 and the effective rank to about the number of live directions)."""
 
-FUNCTION_RTOL = 1e-3
-"""Largest relative logit change accepted as "the function is unchanged"; above it the layer's
-output reaches the logits by some path other than the head, and the control refuses."""
+FUNCTION_RTOL = 1e-8
+"""Largest change accepted as "the function is unchanged", relative to the thing's own scale:
+the largest logit change over the logits' spread across the probe (their root mean square
+deviation from each output's probe mean), and the largest per-sample change of a saliency map
+over that map's own norm. Both networks run in float64, so rounding stays near 1e-12; a second
+path from the layer to the logits does not (a skip path with weights of 1e-5 moves the logits
+by about 1e-6 of their spread), and the control refuses it."""
 
 _MODELS = ("original", "reparametrized")
 
@@ -74,31 +97,22 @@ class _Whitened(nn.Module):
 # ---- validation -------------------------------------------------------------------------------
 
 
-def _as_images(images) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor):
-        images = torch.as_tensor(np.asarray(images))
-    if images.ndim < 2 or not images.is_floating_point():
+def _as_inputs(images) -> torch.Tensor:
+    """The attribution package's batch check (images, sequences or tabular rows), n >= 2."""
+    from geomxai.attribution._layout import as_batch
+
+    x = as_batch(images, name="images")
+    if x.shape[0] < 2:
         raise ValueError(
-            "images must be a floating-point batch (n, ...) with n >= 2 samples; "
-            f"got shape {tuple(images.shape)} and dtype {images.dtype}"
+            f"images must hold at least 2 samples (a covariance is estimated); got {x.shape[0]}"
         )
-    if images.shape[0] < 2:
-        raise ValueError(
-            f"images must hold at least 2 samples (a covariance is estimated); got {images.shape[0]}"
-        )
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError("images contain NaN or infinite values; expected finite inputs")
-    return images
+    return x
 
 
 def _as_labels(labels, n: int) -> torch.Tensor:
-    if not isinstance(labels, torch.Tensor):
-        labels = torch.as_tensor(np.asarray(labels))
-    if labels.ndim != 1 or labels.shape[0] != n:
-        raise ValueError(f"labels must have shape ({n},); got shape {tuple(labels.shape)}")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise ValueError(f"labels must hold integer class indices; got dtype {labels.dtype}")
-    return labels.long()
+    from geomxai.attribution._utils import as_labels
+
+    return as_labels(labels, n, name="labels")
 
 
 def _check_options(eps, batch_size, saliency_method) -> None:
@@ -124,20 +138,24 @@ def _check_options(eps, batch_size, saliency_method) -> None:
         )
 
 
-def _resolve(modules: dict[str, nn.Module], name, what: str, model: nn.Module) -> nn.Module:
+def _resolve(model: nn.Module, name, what: str) -> str:
+    """``name`` as the one dotted module name it selects, by geomxai.collect's resolver."""
+    from geomxai.collect._layers import UnknownLayerError, resolve_layers
+
     if not isinstance(name, str) or not name:
         raise ValueError(
             f"{what} must be the dotted name of a submodule (see "
             f"geomxai.collect.available_layers(model)); got {what}={name!r}"
         )
-    if name in modules:
-        return modules[name]
-    close = difflib.get_close_matches(name, [k for k in modules if k], n=3)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(
-        f"unknown {what} {name!r} for {type(model).__name__}; {what} must be a dotted name of "
-        f"model.named_modules(){hint}"
-    )
+    try:
+        names = resolve_layers(model, name)
+    except UnknownLayerError as err:
+        raise ValueError(f"unknown {what} {name!r}: {err}") from None
+    if len(names) != 1:
+        raise ValueError(
+            f"{what} must name one module; {name!r} selects {len(names)}: {', '.join(names[:5])}"
+        )
+    return names[0]
 
 
 def _defaults(model: nn.Module, layer, head) -> tuple[str, str]:
@@ -298,27 +316,49 @@ def _folded_head(head: nn.Linear, inverse: torch.Tensor, mean: torch.Tensor) -> 
 def _logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     dev = _device(model)
     out = [
-        model(x[s : s + batch_size].to(dev)).detach().cpu() for s in range(0, len(x), batch_size)
+        model(x[s : s + batch_size].to(dev, torch.float64)).detach().cpu()
+        for s in range(0, len(x), batch_size)
     ]
     return torch.cat(out).to(torch.float64)
 
 
-def _max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    """``max_i ||a_i - b_i||_inf / ||a_i||_inf`` over samples ``i`` (0/0 counts as 0)."""
+def _logit_change(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``max_ic |a_ic - b_ic|`` over the logits' spread: the root mean square deviation of
+    ``a`` from each output's mean over the probe (its largest magnitude if it has no spread;
+    0/0 counts as 0)."""
+    a, b = a.detach().cpu().to(torch.float64), b.detach().cpu().to(torch.float64)
+    diff = float((a - b).abs().max())
+    spread = float((a - a.mean(dim=0)).pow(2).mean().sqrt())
+    scale = spread if spread > 0 else float(a.abs().max())
+    if diff == 0:
+        return 0.0
+    return diff / scale if scale > 0 else math.inf
+
+
+def _saliency_change(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``max_i ||a_i - b_i||_2 / ||a_i||_2`` over samples (0/0 counts as 0, x/0 as inf)."""
     a = a.detach().cpu().to(torch.float64).flatten(1)
     b = b.detach().cpu().to(torch.float64).flatten(1)
-    diff = (a - b).abs().amax(dim=1)
-    scale = a.abs().amax(dim=1)
-    rel = torch.where(diff == 0, torch.zeros_like(diff), diff / scale)
+    diff = (a - b).norm(dim=1)
+    norm = a.norm(dim=1)
+    rel = torch.where(
+        diff == 0,
+        torch.zeros_like(diff),
+        torch.where(norm > 0, diff / norm.clamp_min(1e-300), torch.full_like(diff, math.inf)),
+    )
     return float(rel.max())
 
 
 def _geometry(h) -> tuple[dict[str, float], dict[str, str]]:
+    from geomxai._finite import live_units
     from geomxai.geometry import correlation_summary, effective_rank, participation_ratio
 
+    live = live_units(np.var(h, axis=0))
     out = {
         "effective_rank": float(effective_rank(h)),
         "participation_ratio": float(participation_ratio(h)),
+        "n_live_units": float(live.sum()),
+        "n_dead_units": float(live.size - live.sum()),
     }
     reasons: dict[str, str] = {}
     keys = {
@@ -330,26 +370,32 @@ def _geometry(h) -> tuple[dict[str, float], dict[str, str]]:
     try:
         summary = correlation_summary(h)
         out.update({k: float(summary[v]) for k, v in keys.items()})
-        out["n_dead"] = float(summary["n_dead"])
     except ValueError as err:  # fewer than 2 live units
         out.update(dict.fromkeys(keys, math.nan))
-        out["n_dead"] = math.nan
         reasons.update(dict.fromkeys(keys, str(err)))
     return out, reasons
 
 
 def _measure(model, x, y, layer, batch_size, method, logits):
-    from geomxai.attribution import gradient_entanglement, saliency
-    from geomxai.collect import collect_features
+    """Every metric of :data:`CONTROL_METRICS` at ``layer``, the saliency maps, the features."""
+    from geomxai.attribution import entanglement_of, layer_gradients, saliency
+    from geomxai.geometry import gradient_metric_geometry, head_geometry
 
-    feats = collect_features(model, x, [layer], batch_size=batch_size)[layer]
-    values, reasons = _geometry(feats)
-    values["entanglement"] = float(
-        gradient_entanglement(model, x, y, layer=layer, batch_size=batch_size)
-    )
+    grads = layer_gradients(model, x, y, layer=layer, outputs="all", batch_size=batch_size)
+    values, reasons = _geometry(grads.features)
+    values["entanglement"] = entanglement_of(grads.features, grads.gradients)
+    values["entanglement_all_units"] = entanglement_of(grads.features, grads.gradients, units="all")
+    head = head_geometry(grads.features, grads.jacobians)
+    values.update({f"head_{k}": head[k] for k in ("effective_rank", "participation_ratio")})
+    values["head_mean_abs_corr"] = head["mean_abs_corr"]
+    if math.isnan(head["mean_abs_corr"]):
+        reasons["head_mean_abs_corr"] = "fewer than 2 live head outputs"
+    metric = gradient_metric_geometry(grads.features, grads.gradients)
+    values["grad_metric_effective_rank"] = metric["effective_rank"]
+    values["grad_metric_participation_ratio"] = metric["participation_ratio"]
     values["accuracy"] = float((logits.argmax(dim=1) == y).double().mean())
-    sal = saliency(model, x, y, method=method, batch_size=batch_size)
-    return values, reasons, sal, feats
+    sal = saliency(model, x.to(torch.float64), y, method=method, batch_size=batch_size)
+    return values, reasons, sal, grads.features
 
 
 def _relative_change(before: float, after: float) -> float:
@@ -359,25 +405,28 @@ def _relative_change(before: float, after: float) -> float:
     return 0.0 if scale == 0 else abs(after - before) / scale
 
 
-def _copies(model: nn.Module, layer: str, head: str) -> tuple[nn.Module, nn.Module]:
-    """Two eval-mode deep copies of ``model``: the one measured as it is, and the one to
-    reparametrise; ``layer`` and ``head`` checked to be separate submodules."""
-    base = copy.deepcopy(model).eval()
-    modules = dict(base.named_modules())
-    _resolve(modules, layer, "layer", base)
-    _resolve(modules, head, "head", base)
+def _copies(model: nn.Module, layer: str, head: str) -> tuple[nn.Module, nn.Module, str, str]:
+    """Two eval-mode float64 deep copies of ``model``: the one measured as it is, and the one to
+    reparametrise; ``layer`` and ``head`` resolved and checked to be separate submodules."""
+    layer = _resolve(model, layer, "layer")
+    head = _resolve(model, head, "head")
+    from geomxai.collect import unwrap_model
+
+    # float64: the fold is then exact to rounding near 1e-12, so a relative tolerance can tell a
+    # second path of weight 1e-5 from rounding (float32 rounding alone is near 1e-6).
+    base = copy.deepcopy(unwrap_model(model)).eval().to(torch.float64)
     if head == layer or head.startswith(layer + ".") or layer.startswith(head + "."):
         raise ValueError(
             f"layer {layer!r} and head {head!r} must be separate modules, neither inside the "
             "other; the head reads the layer's output"
         )
-    return base, copy.deepcopy(base)
+    return base, copy.deepcopy(base), layer, head
 
 
 def _reparametrize(work: nn.Module, layer: str, head: str, feats, eps: float) -> dict[str, float]:
     """Insert the ZCA map of ``feats`` after ``layer`` and fold its inverse into ``head``, in
     place; the map's condition number and eigenvalue range."""
-    matrix, inverse, mean, info = _zca(np.asarray(feats.values, dtype=np.float64), float(eps))
+    matrix, inverse, mean, info = _zca(np.asarray(feats, dtype=np.float64), float(eps))
     dev = _device(work)
     modules = dict(work.named_modules())
     _set_submodule(work, head, _folded_head(modules[head], inverse, mean))
@@ -386,17 +435,27 @@ def _reparametrize(work: nn.Module, layer: str, head: str, feats, eps: float) ->
     return info
 
 
-def _function_change(before: torch.Tensor, after: torch.Tensor, layer: str, head: str) -> float:
-    """The largest relative logit change; raises above ``FUNCTION_RTOL`` (the function moved)."""
-    logit_diff = _max_rel_diff(before, after)
-    if not logit_diff <= FUNCTION_RTOL:
+def _function_change(
+    logits: tuple[torch.Tensor, torch.Tensor],
+    maps: tuple[torch.Tensor, torch.Tensor] | None,
+    layer: str,
+    head: str,
+) -> tuple[float, float]:
+    """The relative logit and saliency changes; raises above ``FUNCTION_RTOL`` (the function
+    moved: the reparametrisation is then no control)."""
+    logit_change = _logit_change(*logits)
+    sal_change = math.nan if maps is None else _saliency_change(*maps)
+    worst = max(logit_change, 0.0 if maps is None else sal_change)
+    if not worst <= FUNCTION_RTOL:
         raise ValueError(
-            f"the reparametrisation changed the logits by {logit_diff:.3g} (relative), so it "
-            f"does not preserve the function: the output of layer {layer!r} reaches the logits "
-            f"by another path than head {head!r} (a skip connection, a second consumer). Choose "
-            "a layer whose output only the head reads"
+            f"the reparametrisation changed the logits by {logit_change:.3g} of their spread "
+            + ("" if maps is None else f"and the saliency maps by {sal_change:.3g} of their norm ")
+            + f"(tolerance {FUNCTION_RTOL:g}, both networks in float64), so it is NOT "
+            f"function-preserving: the output of layer {layer!r} reaches the logits by another "
+            f"path than head {head!r} (a skip connection, a second consumer). Choose a layer "
+            "whose output only the head reads"
         )
-    return logit_diff
+    return logit_change, sal_change
 
 
 def _control_dataset(
@@ -406,7 +465,8 @@ def _control_dataset(
     ds = xr.Dataset(coords={"model": list(_MODELS), "metric": list(CONTROL_METRICS)})
     for k in CONTROL_METRICS:
         ds[k] = xr.DataArray([before[k], after[k]], dims="model")
-    ds["n_dead"] = xr.DataArray([before["n_dead"], after["n_dead"]], dims="model")
+    for k in ("n_live_units", "n_dead_units"):
+        ds[k] = xr.DataArray([before[k], after[k]], dims="model")
     ds["logit_max_rel_diff"] = logit_diff
     ds["saliency_max_rel_diff"] = sal_diff
     change = [_relative_change(before[k], after[k]) for k in CONTROL_METRICS]
@@ -414,12 +474,26 @@ def _control_dataset(
     ds["invariant"] = xr.DataArray(
         [not math.isnan(c) and c < INVARIANCE_RTOL for c in change], dims="metric"
     )
+    ds["verdict"] = xr.DataArray(
+        [
+            "undetermined" if math.isnan(c) else "invariant" if c < INVARIANCE_RTOL else "moved"
+            for c in change
+        ],
+        dims="metric",
+    )
+    ds["invariant_by_construction"] = xr.DataArray(
+        [k in INVARIANT_BY_CONSTRUCTION for k in CONTROL_METRICS], dims="metric"
+    )
     ds["relative_change"].attrs["long_name"] = "|after - before| / max(|before|, |after|)"
     ds["invariant"].attrs["long_name"] = f"relative change below {INVARIANCE_RTOL:g}"
-    ds["logit_max_rel_diff"].attrs["long_name"] = (
-        "max over samples of ||dlogits||_inf/||logits||_inf"
+    ds["verdict"].attrs["long_name"] = "invariant, moved, or undetermined (NaN)"
+    ds["invariant_by_construction"].attrs["long_name"] = (
+        "no map folded into the head can move it (docs/metrics.md)"
     )
-    ds["saliency_max_rel_diff"].attrs["long_name"] = "max over samples of ||dS||_inf / ||S||_inf"
+    ds["logit_max_rel_diff"].attrs["long_name"] = (
+        "max |dlogit| over the logits' RMS spread across the probe"
+    )
+    ds["saliency_max_rel_diff"].attrs["long_name"] = "max over samples of ||dS||_2 / ||S||_2"
     return ds
 
 
@@ -431,7 +505,8 @@ _INTERPRETATION = (
     "can only be an indirect explanation of saliency quality: saliency cannot "
     "depend on it, so any link between them runs through something else (training, "
     "architecture). An invariant metric is a property of the function and can be a "
-    "direct one."
+    "direct one. The head_* and grad_metric_* metrics are invariant by construction "
+    "(invariant_by_construction): they measure the layer as the head reads it."
 )
 
 
@@ -452,6 +527,11 @@ def _control_attrs(
         "map": "T h = W (h - mu), W = (Sigma + eps I)^(-1/2) (ZCA) after layer; "
         "head (A, b) -> (A W^-1, A mu + b)",
         "invariance_rtol": INVARIANCE_RTOL,
+        "function_rtol": FUNCTION_RTOL,
+        "dtype": "float64",
+        "passed": ",".join(
+            k for k, c in zip(CONTROL_METRICS, change, strict=True) if c < INVARIANCE_RTOL
+        ),
         "undetermined": ",".join(
             k for k, c in zip(CONTROL_METRICS, change, strict=True) if math.isnan(c)
         ),
@@ -489,16 +569,30 @@ def reparametrization_control(
     ``eps`` keeps ``W`` invertible when ``Sigma`` is rank deficient (dead or collinear units);
     those directions stay (nearly) constant after the map, so the whitened layer has identity
     covariance on the directions the data spans and is not full rank where the original was
-    not. The head becomes ``A W^{-1}`` with bias ``A mu + b``, in float64 and cast to the head's
-    dtype; the map itself runs in float64 and hands on its output in the layer's dtype.
+    not. The head becomes ``A W^{-1}`` with bias ``A mu + b``.
 
-    Both networks (the original, the reparametrised) are then measured at ``layer`` on
-    ``images``, with geomxai's own functions: ``effective_rank``, ``participation_ratio``,
-    ``mean_abs_corr`` and ``corr_offdiag_fro`` (:func:`~geomxai.geometry.correlation_summary`),
-    the correlation spectrum's decay ``spectrum_alpha`` with its ``spectrum_r2``, gradient
-    ``entanglement`` (:func:`~geomxai.attribution.gradient_entanglement`), and ``accuracy`` on
-    ``labels``. The logits and the saliency maps (:func:`~geomxai.attribution.saliency` for
-    ``labels`` with ``saliency_method``) of the two are compared.
+    **Both networks run in float64** (deep copies cast with ``.to(torch.float64)``), where the
+    fold is exact to rounding near 1e-12; in float32 rounding alone moves the logits by about
+    1e-6 of their spread, as much as a second path of weight 1e-5 would, and the check below
+    could not tell them apart.
+
+    **The function check is relative** to each thing's own scale: the largest logit change over
+    the logits' spread across the probe (their root mean square deviation from each output's
+    probe mean), and the largest per-sample saliency change over that map's own norm. Either
+    above :data:`FUNCTION_RTOL` (1e-8) and the control refuses: the reparametrisation is NOT
+    function-preserving (the layer reaches the logits by another path than the head).
+
+    Both networks are measured at ``layer`` on ``images``, with geomxai's own functions:
+    ``effective_rank``, ``participation_ratio``, ``mean_abs_corr`` and ``corr_offdiag_fro``
+    (:func:`~geomxai.geometry.correlation_summary`), the correlation spectrum's decay
+    ``spectrum_alpha`` with its ``spectrum_r2``, gradient ``entanglement`` on live units and
+    ``entanglement_all_units`` (:func:`~geomxai.attribution.entanglement_of`), the
+    function-invariant ``head_*`` (:func:`~geomxai.geometry.head_geometry` of the per-sample
+    Jacobians of the logits at the layer) and ``grad_metric_*``
+    (:func:`~geomxai.geometry.gradient_metric_geometry`), and ``accuracy`` on ``labels``. Each
+    metric is flagged ``invariant`` or ``moved``; the ones of
+    :data:`INVARIANT_BY_CONSTRUCTION` pass (a test holds them to it), so the control can
+    discriminate.
 
     Defaults: for a geomxai :class:`~geomxai.models.FeatureModel`, ``layer="body"`` and
     ``head="head"``; if a :class:`~geomxai.whitening.GroupWhitening` sits in the path
@@ -538,17 +632,22 @@ def reparametrization_control(
     xr.Dataset
         - one variable per name in :data:`CONTROL_METRICS`, dim ``model`` =
           ``["original", "reparametrized"]``;
-        - ``n_dead`` (``model``): dead units at the layer (not a metric, context for them);
-        - ``logit_max_rel_diff``, ``saliency_max_rel_diff`` (scalars): the largest per-sample
-          ``||a_i - b_i||_inf / ||a_i||_inf`` of the logits and of the saliency maps, original
-          ``a`` against reparametrised ``b``;
+        - ``n_live_units``, ``n_dead_units`` (``model``): live and dead units at the layer by
+          :data:`geomxai._finite.DEAD_UNIT_TOL` (not metrics, context for them);
+        - ``logit_max_rel_diff`` (scalar): the largest logit change over the logits' spread;
+          ``saliency_max_rel_diff``: the largest per-sample ``||a_i - b_i||_2 / ||a_i||_2`` of
+          the saliency maps, original ``a`` against reparametrised ``b``;
         - ``relative_change`` (``metric``): ``|after - before| / max(|before|, |after|)`` (0
           when both are 0, NaN when either is NaN);
-        - ``invariant`` (``metric``, bool): ``relative_change < INVARIANCE_RTOL`` (1e-3); False
-          where it is NaN, and those metrics are listed in ``attrs["undetermined"]``.
+        - ``invariant`` (``metric``, bool): ``relative_change < INVARIANCE_RTOL`` (1e-6); False
+          where it is NaN, and those metrics are listed in ``attrs["undetermined"]``;
+        - ``verdict`` (``metric``, str): ``"invariant"``, ``"moved"`` or ``"undetermined"``;
+        - ``invariant_by_construction`` (``metric``, bool): in
+          :data:`INVARIANT_BY_CONSTRUCTION`.
 
         ``attrs``: ``layer``, ``head``, ``eps``, ``n_samples``, ``n_units``,
-        ``saliency_method``, ``folded_whitening``, ``invariance_rtol``, the condition number
+        ``saliency_method``, ``folded_whitening``, ``invariance_rtol``, ``function_rtol``,
+        ``dtype``, ``passed`` (the invariant metrics, comma-separated), the condition number
         and eigenvalue range of the map, ``interpretation``, and ``nan_reason_<metric>`` for
         metrics that could not be computed.
 
@@ -556,8 +655,9 @@ def reparametrization_control(
     ------
     ValueError
         Unknown names, a layer whose output is not (n, d), a head that does not read it, a
-        reparametrisation that changes the logits by more than ``FUNCTION_RTOL`` (the layer's
-        output reaches the logits by another path than the head), bad arguments.
+        reparametrisation that changes the logits or the maps by more than ``FUNCTION_RTOL``
+        of their own scale (the layer's output reaches the logits by another path than the
+        head), bad arguments.
     TypeError
         ``head`` is not an ``nn.Linear``; a Captum instance as ``saliency_method``.
 
@@ -575,17 +675,20 @@ def reparametrization_control(
     0.0
     >>> bool(ds.invariant.sel(metric="accuracy")), bool(ds.invariant.sel(metric="mean_abs_corr"))
     (True, False)
+    >>> str(ds.verdict.sel(metric="head_effective_rank").values)
+    'invariant'
+
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
-    x = _as_images(images)
+    x = _as_inputs(images)
     n = x.shape[0]
     y = _as_labels(labels, n)
     _check_options(eps, batch_size, saliency_method)
     layer, head = _defaults(model, layer, head)
-    base, work = _copies(model, layer, head)
+    base, work, layer, head = _copies(model, layer, head)
     folded = _fold_path_whitening(work, layer, head)
-    d = _check_wiring(work, layer, head, x[: min(n, batch_size)].to(_device(work)))
+    d = _check_wiring(work, layer, head, x[: min(n, batch_size)].to(_device(work), torch.float64))
     if n < 2 * d:
         warnings.warn(
             f"the whitening of layer {layer!r} ({d} units) is estimated from {n} samples; with "
@@ -601,11 +704,15 @@ def reparametrization_control(
     )
     info = _reparametrize(work, layer, head, feats, eps)
     logits_rep = _logits(work, x, batch_size)
-    logit_diff = _function_change(logits_orig, logits_rep, layer, head)
+    # The logits first (refusing before the second network is measured), then the maps too.
+    _function_change((logits_orig, logits_rep), None, layer, head)
     values_rep, reasons_rep, sal_rep, _ = _measure(
         work, x, y, layer, batch_size, saliency_method, logits_rep
     )
-    ds = _control_dataset(values_orig, values_rep, logit_diff, _max_rel_diff(sal_orig, sal_rep))
+    logit_diff, sal_diff = _function_change(
+        (logits_orig, logits_rep), (sal_orig, sal_rep), layer, head
+    )
+    ds = _control_dataset(values_orig, values_rep, logit_diff, sal_diff)
     ds.attrs.update(_control_attrs(ds, layer, head, eps, n, d, saliency_method, folded, info))
     for k, why in {**reasons_orig, **reasons_rep}.items():
         ds.attrs[f"nan_reason_{k}"] = why

@@ -120,7 +120,8 @@ def test_float_precision_with_dead_and_collinear_units():
     assert float(ds.logit_max_rel_diff) < 1e-5
     assert float(ds.saliency_max_rel_diff) < 1e-5
     assert ds.attrs["whitening_condition_number"] > 1e3
-    assert list(ds.n_dead.values) == [1.0, 1.0]
+    assert list(ds.n_dead_units.values) == [1.0, 1.0]
+    assert list(ds.n_live_units.values) == [7.0, 7.0]
     h = net[:3](x).detach().double().numpy()
     q = whitened_eigenvalues(h, 1e-5)
     assert float(ds.effective_rank.sel(model="reparametrized")) == pytest.approx(
@@ -134,7 +135,7 @@ def test_a_broken_fold_is_caught_by_the_logit_and_saliency_checks(monkeypatch):
     net = tanh_mlp()
     # Fold nothing: the head no longer undoes the whitening.
     monkeypatch.setattr(control, "_folded_head", lambda head, inverse, mean: copy.deepcopy(head))
-    with pytest.raises(ValueError, match="does not preserve the function"):
+    with pytest.raises(ValueError, match="NOT function-preserving"):
         reparametrization_control(net, x, y, layer="2", head="3")
     monkeypatch.setattr(control, "FUNCTION_RTOL", math.inf)
     ds = reparametrization_control(net, x, y, layer="2", head="3")
@@ -226,7 +227,8 @@ def test_feature_model_defaults_without_whitening():
     assert ds.attrs["folded_whitening"] == "none"
     assert float(ds.logit_max_rel_diff) < 1e-5
     assert float(ds.saliency_max_rel_diff) < 1e-5
-    feats = collect_features(model, x, ["body"])["body"]
+    # The control runs a float64 copy: its features differ from float32's by rounding only.
+    feats = collect_features(model.double(), x.double(), ["body"])["body"]
     assert float(ds.effective_rank.sel(model="original")) == pytest.approx(
         effective_rank(feats), rel=1e-9
     )
@@ -341,7 +343,7 @@ def test_errors():
         reparametrization_control(net, x, y, layer="2")
     with pytest.raises(TypeError, match="must be an nn.Linear"):
         reparametrization_control(net, x, y, layer="1", head="2")
-    with pytest.raises(ValueError, match="unknown head '33'.*did you mean '3'"):
+    with pytest.raises(ValueError, match="unknown head '33'.*closest: 3"):
         reparametrization_control(net, x, y, layer="2", head="33")
     with pytest.raises(ValueError, match="unknown layer"):
         reparametrization_control(net, x, y, layer="tanh", head="3")
@@ -350,7 +352,7 @@ def test_errors():
     # The head reads a transformed output (tanh between them).
     with pytest.raises(ValueError, match="consume the output of layer '1' unchanged"):
         reparametrization_control(net, x, y, layer="1", head="3")
-    with pytest.raises(ValueError, match="labels must have shape"):
+    with pytest.raises(ValueError, match=r"labels must be an int or have shape \(40,\)"):
         reparametrization_control(net, x, y[:5], layer="2", head="3")
     with pytest.raises(ValueError, match="integer class"):
         reparametrization_control(net, x, y.float(), layer="2", head="3")
@@ -431,3 +433,90 @@ def test_few_samples_warn():
     with pytest.warns(RuntimeWarning, match="fewer than twice the units"):
         ds = reparametrization_control(tanh_mlp(), x, y, layer="2", head="3")
     assert float(ds.logit_max_rel_diff) < 1e-5
+
+
+# ---- issue 23: the control can discriminate, and its function check is relative
+
+
+def test_the_invariant_metrics_pass_and_the_basis_metrics_move():
+    x, y = data(n=200)
+    ds = reparametrization_control(tanh_mlp(), x, y, layer="2", head="3")
+    verdict = ds.verdict.to_series()
+    for k in control.INVARIANT_BY_CONSTRUCTION:
+        assert verdict[k] == "invariant", k
+        assert bool(ds.invariant_by_construction.sel(metric=k))
+    for k in ("effective_rank", "mean_abs_corr", "entanglement"):
+        assert verdict[k] == "moved", k
+    assert set(ds.attrs["passed"].split(",")) == set(control.INVARIANT_BY_CONSTRUCTION)
+    # Independent check: the head-projected covariance is W Sigma W^T of the layer, both sides.
+    net = tanh_mlp()
+    h = net[:3](x).detach().double().numpy()
+    w = net[3].weight.detach().double().numpy()
+    from geomxai.geometry import head_geometry
+
+    expected = head_geometry(h, w)["effective_rank"]
+    assert float(ds.head_effective_rank.sel(model="original")) == pytest.approx(expected, rel=1e-6)
+
+
+class SkipNet(nn.Module):
+    """A feature layer read by the head and, through a skip path scaled by ``scale``, again."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        torch.manual_seed(0)
+        self.feat = nn.Sequential(nn.Flatten(), nn.Linear(16, 6), nn.Tanh())
+        self.head = nn.Linear(6, 3)
+        self.skip = nn.Linear(6, 3, bias=False)
+        with torch.no_grad():
+            self.skip.weight.mul_(scale)
+
+    def forward(self, x):
+        h = self.feat(x)
+        return self.head(h) + self.skip(h)
+
+
+def test_a_skip_path_of_weight_1e_5_is_refused_as_not_function_preserving():
+    x, y = data(n=200)
+    net = SkipNet(1e-5)
+    # The skip path is tiny in absolute terms: its reparametrised output moves the logits by
+    # about 1e-5 (the old absolute check, 1e-3 of each sample's largest logit, accepted it).
+    with torch.no_grad():
+        h = net.feat(x)
+        moved = (net.skip(h) - net.skip(torch.randn_like(h))).abs().max()
+    assert 1e-7 < float(moved) < 1e-4
+    with pytest.raises(ValueError, match="NOT function-preserving.*another path than head"):
+        reparametrization_control(net, x, y, layer="feat", head="head")
+    # Without the skip path the same network passes.
+    ds = reparametrization_control(SkipNet(0.0), x, y, layer="feat", head="head")
+    assert float(ds.logit_max_rel_diff) < control.FUNCTION_RTOL
+
+
+def test_the_function_check_is_relative_to_the_logits_spread():
+    a = torch.tensor([[0.0, 10.0], [2.0, 10.0], [4.0, 10.0]], dtype=torch.float64)
+    spread = float((a - a.mean(0)).pow(2).mean().sqrt())
+    b = a.clone()
+    b[0, 0] += 1e-3
+    assert control._logit_change(a, b) == pytest.approx(1e-3 / spread)
+    assert control._logit_change(a, a) == 0.0
+    s = torch.tensor([[3.0, 4.0], [0.0, 0.0]], dtype=torch.float64)
+    t = s.clone()
+    t[0, 0] += 0.5
+    assert control._saliency_change(s, t) == pytest.approx(0.1)
+    t[1, 1] = 1.0
+    assert control._saliency_change(s, t) == math.inf
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cnn2_with_planted_dead_channels_passes_on_the_invariant_metrics(seed):
+    torch.manual_seed(seed)
+    model = cnn2(feature_channels=4, image_size=8)
+    with torch.no_grad():
+        model.body[3].weight[1] = 0.0
+        model.body[3].bias[1] = -1.0
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.rand(100, 1, 8, 8, generator=g), torch.randint(0, 10, (100,), generator=g)
+    ds = reparametrization_control(model, x, y)
+    assert list(ds.n_dead_units.values)[0] >= 4
+    verdict = ds.verdict.to_series()
+    assert all(verdict[k] == "invariant" for k in control.INVARIANT_BY_CONSTRUCTION)
+    assert verdict["effective_rank"] == "moved"
