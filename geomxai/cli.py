@@ -111,7 +111,9 @@ def cmd_analyze(args) -> int:
         "--probe-split": args.probe_split,
         "--model-arg": args.model_arg,
     }
-    if args.model:
+    if args.checkpoints is not None:
+        results = _analyze_checkpoints_command(args, options)
+    elif args.model:
         if args.run_dirs:
             raise ValueError(
                 "geomxai analyze takes RUN_DIR arguments or --model/--data, not both; got "
@@ -167,6 +169,44 @@ def cmd_analyze(args) -> int:
     if table:
         print(table)
     return 0
+
+
+def _analyze_checkpoints_command(args, options: dict):
+    """``geomxai analyze --model SPEC --checkpoints PATTERN --data NAME``: the checkpoints of any
+    training loop (a glob, a folder or one file of state_dicts), as one run."""
+    from geomxai.study import AnalysisOptions, analyze_checkpoints, combine_runs
+
+    if not args.model or not args.data:
+        raise ValueError(
+            "--checkpoints needs --model (the architecture they were saved from: a geomxai "
+            "model name, torchvision:ARCH, timm:NAME or path/to/file.py:ClassName) and --data"
+        )
+    refused = {
+        "RUN_DIR arguments": args.run_dirs or None,
+        "--weights": args.weights,
+        "--num-classes": args.num_classes,
+        "--probe-split": args.probe_split,
+        "--cache": args.cache,
+        "--no-cache": args.no_cache or None,
+    }
+    given = [flag for flag, value in refused.items() if value is not None]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} do(es) not go with --checkpoints (each checkpoint brings its own "
+            "weights and head)"
+        )
+    layers = tuple(args.layers) if args.layers else None
+    run = analyze_checkpoints(
+        _own_model(args.model, args.model_arg),
+        args.checkpoints,
+        args.data,
+        options=AnalysisOptions(**{**options, "layers": layers}),
+        labels=not args.no_labels,
+        device=args.device,
+        image_size=args.image_size,
+        normalize=args.normalize,
+    )
+    return combine_runs([run])
 
 
 def _own_model(spec: str, model_args):
@@ -361,6 +401,13 @@ def _add_analyze_parser(sub) -> None:
         "value is read as a Python literal: 10, 0.5, True, (3, 32), else as a string)",
     )
     p.add_argument("--weights", help="a state_dict file for --model")
+    p.add_argument(
+        "--checkpoints",
+        metavar="PATTERN",
+        help="with --model and --data: the state_dicts of your own training loop, a glob "
+        "('ckpts/*.pt', quoted), a folder or a file; each one's step is the last number in "
+        "its file name",
+    )
     p.add_argument("--data", help="dataset for --model: a name or imagefolder:PATH")
     p.add_argument(
         "--probe-split",

@@ -282,3 +282,48 @@ def test_a_large_resize_warns_and_is_recorded(plain_loop):
     assert small.attrs["resize_factor"] == 1.5
     plain = analyze_model(model, (images, labels), layers=["1"], probe_size=64)
     assert plain.attrs["preprocessing"] == "none"
+
+
+def test_the_command_line_analyzes_a_loops_checkpoints(plain_loop, tmp_path, capsys):
+    from geomxai.cli import main
+
+    folder, _ = plain_loop
+    source = tmp_path / "my_models.py"
+    source.write_text(
+        "from torch import nn\n\n\n"
+        "class SmallCNN(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())\n"
+        "        self.features = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten())\n"
+        "        self.head = nn.Linear(32, 10)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.head(self.features(self.conv(x)))\n"
+    )
+    out = tmp_path / "loop.nc"
+    argv = ["analyze", "--model", f"{source}:SmallCNN", "--checkpoints", str(folder / "*.pt")]
+    argv += ["--data", "digits", "--layers", "features", "--probe-size", "64", "--out", str(out)]
+    assert main(argv) == 0
+    assert f"results: {out}" in capsys.readouterr().out
+    with xr.open_dataset(out, engine="h5netcdf") as ds:
+        assert ds["epoch"].values.tolist() == [0, 1, 2, 3]
+        assert np.isfinite(ds["swap_rate"].values[..., 1:, :]).all()
+        assert ds.sizes["regime"] == 1
+    # One error line naming what is missing, exit status 2.
+    assert main(["analyze", "--checkpoints", str(folder / "*.pt"), "--data", "digits"]) == 2
+    assert (
+        main(
+            [
+                "analyze",
+                "--model",
+                "cnn2",
+                "--checkpoints",
+                str(folder),
+                "--data",
+                "digits",
+                "--weights",
+                "w.pt",
+            ]
+        )
+        == 2
+    )
