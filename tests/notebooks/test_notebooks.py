@@ -31,7 +31,12 @@ CELL_TIMEOUT_S = 300
 KERNEL_PREFIX_MARK = "GEOMXAI-KERNEL-PREFIX="
 
 # Self-checks each notebook prints at least (see the module docstring); the others print none.
-MIN_SELF_CHECKS = {"01_quickstart": 5, "03_axis_swapping": 1, "05_bring_your_own": 6}
+MIN_SELF_CHECKS = {
+    "01_quickstart": 5,
+    "03_axis_swapping": 1,
+    "05_bring_your_own": 6,
+    "06_own_training_loop": 3,
+}
 
 TRUTH = re.compile(r"^(?P<what>.+): (?P<verdict>True|False)$")
 NUMBER = r"-?\d+(?:\.\d*)?(?:e[-+]?\d+)?"
