@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import MappingProxyType
 
+import numpy as np
 import xarray as xr
 
 from geomxai._hints import did_you_mean
@@ -376,6 +377,33 @@ def cf_attrs(name: str) -> dict[str, str]:
     return attrs
 
 
+PIXEL_COORDS = {
+    "y": ("height", "pixel row (0 = the image's top row)"),
+    "x": ("width", "pixel column (0 = the image's left column)"),
+}
+"""Pixel coordinates of image-shaped variables (saliency maps, probe images) along ``height`` and
+``width``, so ``maps.plot.imshow(x="x", y="y")`` draws row 0 at the top, as the image is
+(``.plot()``, a pcolormesh, needs ``yincrease=False`` for the same)."""
+
+
+def with_pixel_coords(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with integer ``y`` and ``x`` coordinates along ``height`` and ``width`` (if absent).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> maps = with_pixel_coords(xr.Dataset({"m": (("height", "width"), np.zeros((2, 3)))}))
+    >>> maps["y"].values.tolist(), maps["x"].values.tolist()
+    ([0, 1], [0, 1, 2])
+    """
+    coords = {}
+    for name, (dim, long_name) in PIXEL_COORDS.items():
+        if dim in ds.dims and name not in ds.coords:
+            values = np.arange(ds.sizes[dim])
+            coords[name] = xr.Variable(dim, values, {"long_name": long_name, "units": "pixel"})
+    return ds.assign_coords(coords) if coords else ds
+
+
 def annotate(ds: xr.Dataset) -> xr.Dataset:
     """A shallow copy of ``ds`` whose declared variables carry the schema's attrs.
 
@@ -395,7 +423,7 @@ def annotate(ds: xr.Dataset) -> xr.Dataset:
     """
     if not isinstance(ds, xr.Dataset):
         raise TypeError(f"ds must be an xarray Dataset; got {type(ds).__name__}")
-    out = ds.copy()
+    out = with_pixel_coords(ds.copy())
     for name in out.data_vars:
         if name in VARIABLES:
             attrs = cf_attrs(str(name))

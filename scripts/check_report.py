@@ -32,6 +32,7 @@ FLAGS = [
     "--virtual-time-budget=15000",
 ]
 
+WIDTH = 1200
 PROBE = """<!doctype html><html><body><iframe id='r' src='{src}' width='1200' height='900'></iframe>
 <pre id='out'>pending</pre><script>
 document.getElementById('r').addEventListener('load', () => {{
@@ -41,16 +42,24 @@ document.getElementById('r').addEventListener('load', () => {{
   document.getElementById('out').textContent = 'RESULT' + JSON.stringify({{
     images: imgs.length, rendered: ok.length,
     missing: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
-    title: doc.title, headings: Array.from(doc.querySelectorAll('h2')).length
+    title: doc.title, headings: Array.from(doc.querySelectorAll('h2')).length,
+    height: Math.ceil(Math.max(doc.documentElement.scrollHeight, doc.body.scrollHeight))
   }}) + 'END';
 }});
 </script></body></html>"""
 
 
+def screenshot_height(result: dict) -> int:
+    """The window height that holds the whole page the probe measured (at least one screen)."""
+    return max(int(result.get("height") or 0), 900)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("index", type=Path)
-    parser.add_argument("--screenshot", type=Path, help="also save a full-page PNG")
+    parser.add_argument(
+        "--screenshot", type=Path, help="also save a full-page PNG (every section, top to bottom)"
+    )
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     args = parser.parse_args(argv)
     index = args.index.resolve()
@@ -68,24 +77,27 @@ def main(argv=None) -> int:
             text=True,
             timeout=120,
         )
+        found = re.search(r"RESULT(.*?)END", out.stdout, re.S)
+        if not found:
+            print(f"the report did not load in Chromium:\n{out.stderr[-2000:]}", file=sys.stderr)
+            return 1
+        result = json.loads(found.group(1).replace("&quot;", '"'))
         if args.screenshot:
+            # Chromium's screenshot is the window: make it as tall as the page the probe measured
+            # at this width, so every section is in it (a fixed height cut the page off).
             subprocess.run(
                 [
                     args.chromium,
                     *FLAGS,
                     *profile,
-                    "--window-size=1200,4000",
+                    f"--window-size={WIDTH},{screenshot_height(result)}",
+                    "--hide-scrollbars",
                     f"--screenshot={args.screenshot.resolve()}",
                     index.as_uri(),
                 ],
                 capture_output=True,
                 timeout=120,
             )
-    found = re.search(r"RESULT(.*?)END", out.stdout, re.S)
-    if not found:
-        print(f"the report did not load in Chromium:\n{out.stderr[-2000:]}", file=sys.stderr)
-        return 1
-    result = json.loads(found.group(1).replace("&quot;", '"'))
     print(json.dumps(result, indent=2))
     return 0 if result["images"] > 0 and result["rendered"] == result["images"] else 1
 

@@ -276,6 +276,7 @@ def analyze_model(
     reduce=None,
     entanglement_layer: str | None = None,
     probe_split: str = "test",
+    progress: bool | None = None,
 ) -> xr.Dataset:
     """Analyse any model on any data: what a researcher brings, in the layout of a study.
 
@@ -335,6 +336,9 @@ def analyze_model(
     probe_split : {"test", "all"}
         Data read by name: the probe comes from the held-out test split (``"test"``), or from
         every sample (``"all"``), for an image folder too small to hold out enough.
+    progress : bool, optional
+        A tqdm bar counting the samples the model runs on: True always, False never, None
+        (default) on a terminal or in a notebook.
 
     Returns
     -------
@@ -360,6 +364,7 @@ def analyze_model(
     """
     from geomxai.study._inputs import preprocessing, probe_advice, resolve_data, resolve_source
     from geomxai.study._probe import ProbeSizeWarning, warn_probe, widths_of
+    from geomxai.study._progress import model_progress
 
     if not isinstance(labels, bool):
         raise TypeError(f"labels must be True or False; got labels={labels!r}")
@@ -393,7 +398,8 @@ def analyze_model(
     with warnings.catch_warnings():
         # Said below, pointing at the caller's line rather than this one.
         warnings.simplefilter("ignore", ProbeSizeWarning)
-        ds = measure(source.model, probe, options, device=device)
+        with model_progress(source.model, f"analysing {source.name}", enable=progress):
+            ds = measure(source.model, probe, options, device=device)
     n = len(probe.images)
     # Unlabelled data read by name already lends every split to the probe.
     split = probe_split if labels else "all"
