@@ -104,13 +104,15 @@ def _check_capturable(optimizer: torch.optim.Optimizer, params: list[torch.Tenso
 
 
 class StaticStep:
-    """``zero_grad``, :func:`train_step` and ``optimizer.step`` on buffers of one batch shape.
+    """``zero_grad``, :func:`train_step` and ``optimizer.step`` on batches of one shape.
 
-    Every call copies the batch into two buffers the object owns (allocated like the first
-    batch, memory format included) and runs one optimisation step on them; it returns the loss
-    terms of :func:`train_step` as a new tensor. Eagerly (``capture=False``, the only mode off
-    CUDA) that is exactly the plain step. With ``capture=True`` the first ``warmup`` calls run
-    the step eagerly on a side stream, as CUDA graph capture requires (cuBLAS handles,
+    Every call runs one optimisation step and returns the loss terms of :func:`train_step` as
+    a new tensor. Eagerly (``capture=False``, the only mode off CUDA) that is exactly the plain
+    step on the batch as given: nothing is copied, and only batches of the first batch's shape
+    are accepted, as when capturing. With ``capture=True`` every call first copies the batch
+    into two buffers the object owns (allocated like the first batch, memory format included),
+    which the warm-up steps and the graph read: the first ``warmup`` calls run the step eagerly
+    on a side stream, as CUDA graph capture requires (cuBLAS handles,
     autograd's per-stream state and the optimiser's momentum buffers are made there); the next
     call captures one whole step into a ``torch.cuda.CUDAGraph`` and replays it, and so does
     every call after it: one launch for the hundreds of kernels of a ``saliencydecor`` step.
@@ -175,6 +177,7 @@ class StaticStep:
         self.net, self.model, self.optimizer = net, model, optimizer
         self.config, self.params, self.generator, self.no_sync = config, params, generator, no_sync
         self.capture, self.warmup, self.step = bool(capture), warmup, step
+        self._shape: tuple | None = None
         self._x: torch.Tensor | None = None
         self._y: torch.Tensor | None = None
         self._eager_steps = 0
@@ -189,6 +192,12 @@ class StaticStep:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One optimisation step on ``x`` (n, c, h, w) and ``y`` (n,); returns ``TERMS`` (5,)."""
+        if not self.capture:
+            # Eager: the batch is stepped where it lies. Only a graph needs buffers that
+            # outlive the call; the shape check stays, so both modes refuse the same batches.
+            self._check(x, y)
+            self._eager_steps += 1
+            return self._run(x, y)
         self._load(x, y)
         if self._graph is None and self.capture and self._eager_steps >= self.warmup:
             # A graph captures on the current device's stream: on another device (cuda:1 in a
@@ -201,28 +210,38 @@ class StaticStep:
             # The graph's output is overwritten by the next replay; the caller gets its own.
             return self._terms.clone()
         self._eager_steps += 1
-        return self._warmup_step() if self.capture else self._run()
+        return self._warmup_step()
 
-    def _load(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        if self._x is None:
-            self._x, self._y = torch.empty_like(x), torch.empty_like(y)
-        for name, new, buf in (("images", x, self._x), ("labels", y, self._y)):
-            if new.shape != buf.shape or new.dtype != buf.dtype or new.device != buf.device:
+    def _check(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Remember the first batch's layout (eager) and refuse a batch of another."""
+        if self._shape is None:
+            self._shape = tuple((t.shape, t.dtype, t.device) for t in (x, y))
+        batch = zip(("images", "labels"), (x, y), self._shape, strict=True)
+        for name, new, (shape, dtype, device) in batch:
+            if new.shape != shape or new.dtype != dtype or new.device != device:
                 raise ValueError(
                     f"StaticStep steps batches of one shape; got {name} of shape "
                     f"{tuple(new.shape)} ({new.dtype}, {new.device}) after "
-                    f"{tuple(buf.shape)} ({buf.dtype}, {buf.device}); drop the last partial batch"
+                    f"{tuple(shape)} ({dtype}, {device}); drop the last partial batch"
                 )
+
+    def _load(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Copy the batch into the buffers a graph reads (allocated like the first batch)."""
+        self._check(x, y)
+        if self._x is None:
+            self._x, self._y = torch.empty_like(x), torch.empty_like(y)
         self._x.copy_(x)
         self._y.copy_(y)
 
-    def _run(self) -> torch.Tensor:
+    def _run(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``zero_grad``, the step's passes and ``optimizer.step`` on ``x``, ``y`` (default:
+        the buffers)."""
         self.optimizer.zero_grad(set_to_none=True)
         terms = self.step(
             self.net,
             self.model,
-            self._x,
-            self._y,
+            self._x if x is None else x,
+            self._y if y is None else y,
             config=self.config,
             params=self.params,
             generator=self.generator,
