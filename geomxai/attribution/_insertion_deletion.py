@@ -9,6 +9,7 @@ import torch
 import xarray as xr
 from torch import nn
 
+from geomxai._checks import Boolean, check
 from geomxai._fill import FILLS
 from geomxai._model_state import evaluating, module_device
 from geomxai.attribution._layout import (
@@ -56,8 +57,7 @@ def _check_curve(
     """The fractions, the batch, its layout and the fill (the mode's default for None), checked."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got mode={mode!r}")
-    if not isinstance(softmax, bool):
-        raise TypeError(f"softmax must be a bool; got softmax={softmax!r}")
+    check(softmax, "softmax", Boolean())
     fr = _check_fractions(fractions)
     if fr.size < 2:
         raise ValueError(

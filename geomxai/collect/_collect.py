@@ -7,6 +7,7 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import Protocol
 
@@ -16,6 +17,7 @@ import xarray as xr
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler
 
+from geomxai._checks import Interval, check
 from geomxai._fs import atomic_path
 from geomxai._model_state import evaluating, module_dtype, placed_on
 from geomxai.collect._collector import FeatureCollector
@@ -335,11 +337,7 @@ def _input_error(model: nn.Module, x: torch.Tensor, err: BaseException) -> Value
 
 # -- the loop ----------------------------------------------------------------------------------
 def _check_int(value: object, name: str, *, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        expected = "a positive integer or None" if allow_none else "a positive integer"
-        raise ValueError(f"{name} must be {expected}; got {value!r}")
+    check(value, name, Interval(Integral, 1, None), *([None] if allow_none else []))
 
 
 def _layout(

@@ -4,10 +4,13 @@ pair, or inputs alone."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from numbers import Integral
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from geomxai._checks import Interval, check
 
 _INPUT_KEYS = ("image", "images", "input", "inputs", "x", "pixel_values")
 _LABEL_KEYS = ("label", "labels", "target", "targets", "y")
@@ -136,8 +139,7 @@ def as_tensors(
     >>> tuple(x.shape), y
     ((4, 1, 8, 8), None)
     """
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive int or None; got limit={limit!r}")
+    check(limit, "limit", Interval(Integral, 1, None), None)
     if isinstance(data, (str, bytes)):
         raise TypeError(
             "data must be a Dataset, a DataLoader, an (inputs, labels) pair or inputs; a dataset "

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from geomxai._checks import Interval, check
 
 SNAPSHOT_DIR = "checkpoints"
 """Where the monitor's weight snapshots go under ``out_dir`` (``step_00000100.pt``, ...)."""
@@ -133,14 +136,8 @@ class GeometryMonitor:
         save_weights: bool = True,
         batch_size: int = 256,
     ):
-        if (
-            isinstance(every_n_steps, bool)
-            or not isinstance(every_n_steps, int)
-            or every_n_steps < 1
-        ):
-            raise ValueError(f"every_n_steps must be a positive int; got {every_n_steps!r}")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be a positive int; got {top_k!r}")
+        check(every_n_steps, "every_n_steps", Interval(Integral, 1, None))
+        check(top_k, "top_k", Interval(Integral, 1, None))
         self.probe = _as_probe(probe)
         self.layers = [layers] if isinstance(layers, str) else list(layers)
         if not self.layers:
@@ -191,8 +188,7 @@ class GeometryMonitor:
         Returns the snapshot's record (``{"step", "layers": {layer: {...}}, ...}``), or None
         when no snapshot was due. A step already taken is never taken twice.
         """
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-            raise ValueError(f"step must be a non-negative int; got {step!r}")
+        check(step, "step", Interval(Integral, 0, None))
         step = int(step)
         taken = step in self.checkpoints or any(h["step"] == step for h in self.history)
         if taken or not (force or step % self.every_n_steps == 0):

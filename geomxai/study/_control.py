@@ -18,12 +18,14 @@ import copy
 import math
 import warnings
 from collections.abc import Callable
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 import xarray as xr
 from torch import nn
 
+from geomxai._checks import Interval, check
 from geomxai.models import FEATURE_LAYER, FeatureModel
 
 CONTROL_METRICS = (
@@ -116,10 +118,8 @@ def _as_labels(labels, n: int) -> torch.Tensor:
 
 
 def _check_options(eps, batch_size, saliency_method) -> None:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0 < eps < math.inf):
-        raise ValueError(f"eps must be a positive finite float; got eps={eps!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int; got batch_size={batch_size!r}")
+    check(eps, "eps", Interval(Real, 0, None, closed="neither"))
+    check(batch_size, "batch_size", Interval(Integral, 1, None))
     try:
         from captum.attr import Attribution
     except ImportError:  # pragma: no cover - captum is a dependency

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from numbers import Integral
 
 import numpy as np
 import xarray as xr
 from scipy import stats
 
 from geomxai import schema
+from geomxai._checks import Interval, check
 from geomxai._hints import close_matches
 
 GEOMETRY_METRICS = schema.geometry_metrics()
@@ -60,8 +62,7 @@ def _names(ds: xr.Dataset, requested, defaults: tuple[str, ...], kind: str) -> l
 def _check_arguments(ds, n_boot, ci, layer, min_epoch) -> None:
     if not isinstance(ds, xr.Dataset):
         raise TypeError(f"ds must be an xarray Dataset of results; got {type(ds).__name__}")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive integer; got n_boot={n_boot!r}")
+    check(n_boot, "n_boot", Interval(Integral, 1, None))
     if not 0.0 < ci < 1.0:
         raise ValueError(f"ci must lie in (0, 1); got ci={ci}")
     if layer is not None:

@@ -12,12 +12,12 @@ which is exactly standardisation.
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 from numbers import Integral, Real
 
 import torch
 
+from geomxai._checks import Interval, check
 from geomxai._finite import check_finite
 
 # Statistics (mean, covariance) and the small per-group matrices are always computed in float64:
@@ -64,13 +64,7 @@ class GroupLayout:
 def resolve_groups(num_features: int, group_size: int | None) -> GroupLayout:
     """Check ``group_size`` against the width and return the layout; ``None`` means one group."""
     d = num_features
-    if group_size is not None and (
-        isinstance(group_size, bool) or not isinstance(group_size, Integral)
-    ):
-        raise TypeError(
-            f"group_size must be an int or None; got group_size={group_size!r} "
-            f"of type {type(group_size).__name__}"
-        )
+    check(group_size, "group_size", Interval(Integral, None, None), None)
     g = d if group_size is None else int(group_size)
     if g < 2 or g > d:
         hint = ""
@@ -84,9 +78,7 @@ def resolve_groups(num_features: int, group_size: int | None) -> GroupLayout:
 
 
 def check_eps(eps: float) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, Real) or not (math.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps must be a finite number greater than 0; got eps={eps!r}")
-    return float(eps)
+    return float(check(eps, "eps", Interval(Real, 0, None, closed="neither")))
 
 
 def check_iters(iters: int | str, *, name: str = "iters") -> int | str:

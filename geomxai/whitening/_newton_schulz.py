@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from numbers import Real
 
 import torch
 
+from geomxai._checks import Interval, check
 from geomxai.whitening._groups import (
     check_eps,
     check_iters,
@@ -65,14 +65,7 @@ def ns_iterations(lower_bound: float, dtype: torch.dtype = torch.float32) -> int
     >>> ns_iterations(bound / 4, torch.float32)  # groups of 64: four times lower, two steps more
     24
     """
-    if (
-        isinstance(lower_bound, bool)
-        or not isinstance(lower_bound, Real)
-        or not (math.isfinite(lower_bound) and 0.0 < lower_bound <= 1.0)
-    ):
-        raise ValueError(
-            f"lower_bound must be a finite number in (0, 1]; got lower_bound={lower_bound!r}"
-        )
+    check(lower_bound, "lower_bound", Interval(Real, 0, 1, closed="right"))
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point torch.dtype; got dtype={dtype!r}")
     tol = torch.finfo(dtype).eps

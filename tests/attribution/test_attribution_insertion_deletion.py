@@ -219,7 +219,7 @@ def test_invalid_arguments(tiny_cnn, images):
         insertion_curve(tiny_cnn, x, y, torch.rand(6, 64), fractions=[0, 1])
     with pytest.raises(ValueError, match="target must be"):
         insertion_curve(tiny_cnn, x, y[:3], s, fractions=[0, 1])
-    with pytest.raises(TypeError, match="softmax must be a bool"):
+    with pytest.raises(TypeError, match="softmax must be True or False"):
         insertion_curve(tiny_cnn, x, y, s, fractions=[0, 1], softmax="yes")
     mlp = nn.Linear(4, 2)
     with pytest.raises(ValueError, match="no neighbours"):

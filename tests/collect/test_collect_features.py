@@ -265,8 +265,8 @@ def test_empty_data_raises(data, hooks_left):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"batch_size": 0}, "batch_size must be a positive integer; got 0"),
-        ({"max_samples": 0}, "max_samples must be a positive integer or None; got 0"),
+        ({"batch_size": 0}, "batch_size must be a positive integer; got batch_size=0"),
+        ({"max_samples": 0}, "max_samples must be a positive integer or None; got max_samples=0"),
         ({"max_samples": 2.5}, "got 2.5"),
     ],
 )

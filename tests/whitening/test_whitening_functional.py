@@ -378,13 +378,13 @@ def test_group_size_errors_say_what_was_expected_and_what_came(fn):
         fn(torch.randn(4, 8), group_size=16)
     with pytest.raises(ValueError, match="got group_size=None for d=1"):
         fn(torch.randn(4, 1))
-    with pytest.raises(TypeError, match="group_size must be an int or None"):
+    with pytest.raises(TypeError, match="group_size must be an integer or None"):
         fn(torch.randn(4, 8), group_size=2.0)
 
 
 @pytest.mark.parametrize("fn", [zca_whiten, newton_schulz_whiten])
 def test_other_arguments_are_validated(fn):
-    with pytest.raises(ValueError, match="eps must be a finite number greater than 0; got eps=0"):
+    with pytest.raises(ValueError, match="eps must be a positive finite number; got eps=0"):
         fn(torch.randn(4, 3), eps=0)
     with pytest.raises(ValueError, match=r"shape \(n, d\)"):
         fn(torch.randn(4))
