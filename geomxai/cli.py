@@ -364,6 +364,10 @@ def cmd_layers(args) -> int:
     from geomxai.study._sources import parse_model_args
 
     c, h, w = args.input_shape
+    if args.num_classes is not None and args.num_classes < 1:
+        raise ValueError(f"--num-classes must be a positive integer; got {args.num_classes}")
+    if min(args.input_shape) < 1:
+        raise ValueError(f"--input-shape C H W must be positive; got {c} {h} {w}")
     model = resolve_model(
         args.model,
         weights=args.weights,

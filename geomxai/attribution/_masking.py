@@ -22,7 +22,14 @@ from geomxai.attribution._layout import (
     layout_of,
     position_fill,
 )
-from geomxai.attribution._utils import as_labels, check_batch_size, compute_dtype
+from geomxai.attribution._utils import (
+    as_labels,
+    check_batch_size,
+    check_number,
+    check_seed,
+    check_targets,
+    compute_dtype,
+)
 
 ORDERS = ("morf", "lerf", "random")
 SCALES = ("unit", "paper")
@@ -291,10 +298,11 @@ def masking_curve(
     """
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}; got order={order!r}")
-    if fill == "blur" and not blur_sigma > 0:
-        raise ValueError(f"blur_sigma must be > 0; got blur_sigma={blur_sigma!r}")
-    if fill == "road" and not road_noise >= 0:
-        raise ValueError(f"road_noise must be >= 0; got road_noise={road_noise!r}")
+    if fill == "blur":
+        check_number(blur_sigma, "blur_sigma", positive=True)
+    if fill == "road":
+        check_number(road_noise, "road_noise")
+    seed = check_seed(seed)
     fr = _check_fractions(fractions)
     x = as_batch(x)
     layout = layout_of(x)
@@ -335,7 +343,11 @@ def masking_curve(
                         xm = impute_road(xb, mask, layout, noise=road_noise, generator=generator)
                     else:
                         xm = torch.where(mask, values, xb)
-                pred = model(xm).argmax(dim=1)
+                logits = model(xm)
+                if start == 0 and j == 0:
+                    # y out of the model's class range would give a curve of zeros, silently.
+                    check_targets(labels, logits.shape[-1], name="y")
+                pred = logits.argmax(dim=1)
                 correct[j] += (pred == yb).sum()
     accuracy = correct.cpu().numpy() / n
     return xr.DataArray(

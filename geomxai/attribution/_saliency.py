@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import math
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Literal
@@ -28,7 +29,15 @@ from torch import nn
 from geomxai._hints import did_you_mean
 from geomxai._model_state import evaluating, module_device
 from geomxai.attribution._layout import REDUCTIONS, Layout, as_batch, layout_of, reduce_channels
-from geomxai.attribution._utils import as_labels, check_batch_size, compute_dtype
+from geomxai.attribution._utils import (
+    as_labels,
+    check_batch_size,
+    check_count,
+    check_number,
+    check_seed,
+    check_targets,
+    compute_dtype,
+)
 
 METHODS = ("gradient", "abs_gradient", "input_x_gradient", "smoothgrad", "integrated_gradients")
 
@@ -560,14 +569,13 @@ def saliency(
     targets = as_labels(target, n, name="target")
     batch_size = check_batch_size(batch_size, n)
     kwargs = _check_kwargs(attribute_kwargs, kind)
+    seed = check_seed(seed)
     if kind == "name" and method == "smoothgrad":
-        if not isinstance(n_samples, int) or n_samples < 1:
-            raise ValueError(f"n_samples must be a positive int; got n_samples={n_samples!r}")
-        if not noise_level >= 0:
-            raise ValueError(f"noise_level must be >= 0; got noise_level={noise_level!r}")
+        check_count(n_samples, "n_samples")
+        check_number(noise_level, "noise_level")
     if kind == "name" and method == "integrated_gradients":
-        if not isinstance(n_steps, int) or n_steps < 1:
-            raise ValueError(f"n_steps must be a positive int; got n_steps={n_steps!r}")
+        check_count(n_steps, "n_steps")
+        _check_baseline(baseline)
     watch = False
     if kind == "captum":
         watch = _check_captum(method, model, layout)
@@ -577,6 +585,12 @@ def saliency(
 
     device = module_device(model, fallback=x.device)
     dtype = compute_dtype(model, x)
+    if kind == "name":
+        # The class range of a named method's target, from one sample's logits (torch's
+        # gather would say "index out of bounds" with no argument named).
+        with evaluating(model), torch.no_grad():
+            n_classes = model(x[:1].detach().to(device, dtype)).shape[-1]
+        check_targets(targets, n_classes)
     out = []
     with (
         evaluating(model),
@@ -609,6 +623,24 @@ def saliency(
                 )
             out.append(_as_maps(attr, xb, layout, reduce, method, interpolate_mode))
     return torch.cat(out).to(device=x.device)
+
+
+def _check_baseline(baseline) -> None:
+    """Integrated Gradients' baseline: a finite number or a finite floating tensor (a NaN or
+    inf baseline gives all-NaN or infinite maps)."""
+    if isinstance(baseline, torch.Tensor):
+        if not baseline.is_floating_point() or not bool(torch.isfinite(baseline).all()):
+            raise ValueError(
+                "baseline must be a finite number or a tensor of finite floats; got a "
+                f"{baseline.dtype} tensor that is not"
+            )
+        return
+    try:
+        ok = not isinstance(baseline, bool) and math.isfinite(float(baseline))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"baseline must be a finite number or tensor; got baseline={baseline!r}")
 
 
 def _attribute(model, xb, tb, method, batch_size, n_samples, noise_level, n_steps, baseline):

@@ -77,9 +77,56 @@ def resolve_layer(model: nn.Module, layer: str) -> nn.Module:
     )
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def check_batch_size(batch_size: int | None, n: int) -> int:
     if batch_size is None:
         return n
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if not _is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int or None; got {batch_size!r}")
     return int(batch_size)
+
+
+def check_count(value, name: str) -> int:
+    """A positive int (True is not a count)."""
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {name}={value!r}")
+    return int(value)
+
+
+def check_number(value, name: str, *, positive: bool = False) -> float:
+    """A finite real number, >= 0 (or > 0 with ``positive``): inf noise or blur gives all-NaN
+    or overflowing fills, which no caller means."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+    if not ok or not np.isfinite(value) or value < 0 or (positive and value == 0):
+        expected = "a finite number > 0" if positive else "a finite number >= 0"
+        raise ValueError(f"{name} must be {expected}; got {name}={value!r}")
+    return float(value)
+
+
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed) -> int | None:
+    """None, or an int in [0, 2**63 - 1] (what torch's generators take)."""
+    if seed is None:
+        return None
+    if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be None or an int in [0, 2**63 - 1]; got seed={seed!r}")
+    return int(seed)
+
+
+def check_targets(targets: torch.Tensor, n_classes: int, *, name: str = "target") -> None:
+    """Class indices in ``[0, n_classes)``; the model's output width names the range."""
+    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= n_classes):
+        bad = targets[(targets < 0) | (targets >= n_classes)][:3].tolist()
+        raise ValueError(
+            f"{name} must hold class indices in [0, {n_classes}) for this {n_classes}-output "
+            f"model; got {bad}"
+        )

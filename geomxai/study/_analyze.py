@@ -114,10 +114,25 @@ class AnalysisOptions:
     entanglement_layer: str | None = None
 
     def __post_init__(self):
-        if self.probe_size < 2:
-            raise ValueError(f"probe_size must be at least 2; got probe_size={self.probe_size}")
-        if self.fractions < 2:
-            raise ValueError(f"fractions must be at least 2; got fractions={self.fractions}")
+        # Each count must be an int (2.5 probes or NaN fractions fail deep inside otherwise;
+        # True is not a count), at least its minimum.
+        for name, least in _OPTION_COUNTS.items():
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+                raise TypeError(
+                    f"{name} must be an integer >= {least}; got {name}={value!r} "
+                    f"({type(value).__name__})"
+                )
+            if value < least:
+                raise ValueError(f"{name} must be at least {least}; got {name}={value}")
+            if value > 2**63 - 1:
+                raise ValueError(f"{name} must be at most 2**63 - 1; got {name}={value}")
+            object.__setattr__(self, name, int(value))
+        if not isinstance(self.entanglement, (bool, np.bool_)):
+            raise TypeError(
+                f"entanglement must be True or False; got entanglement={self.entanglement!r}"
+            )
+        object.__setattr__(self, "entanglement", bool(self.entanglement))
         if self.layers is not None and not isinstance(self.layers, tuple):
             object.__setattr__(self, "layers", tuple(self.layers))
         _check_saliency_method(self.saliency_method)
@@ -158,6 +173,17 @@ class AnalysisOptions:
             elif name == "reduce" and isinstance(fields_[name], tuple):
                 fields_[name] = dict(fields_[name])
         return json.dumps(fields_, sort_keys=True, default=_key_value)
+
+
+_OPTION_COUNTS = {
+    "probe_size": 2,
+    "fractions": 2,
+    "top_k": 1,
+    "n_examples": 0,
+    "seed": 0,
+    "batch_size": 1,
+}
+"""The integer fields of :class:`AnalysisOptions` and the least value each takes."""
 
 
 def _check_reduce_option(reduce):
@@ -1109,6 +1135,10 @@ def analyze_run(
     if option_overrides:
         options = replace(options, **{k: v for k, v in option_overrides.items() if v is not None})
     _check_per_checkpoint_method(options.saliency_method)
+    if not isinstance(workers, (int, np.integer)) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(
+            f"workers (--workers) must be a positive integer (1: serial); got workers={workers!r}"
+        )
     if device is not None and (workers > 1 or scheduler):
         raise ValueError(
             "device goes with the serial analysis (workers=1, no scheduler); dask workers run "

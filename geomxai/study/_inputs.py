@@ -42,11 +42,33 @@ PROBE_SPLITS = ("test", "all")
 _SIZED = ("imagefolder:", "caltech101")
 
 
-def imagenet_normalization() -> Callable:
-    """``torchvision.transforms.Normalize`` with the ImageNet mean and std, for images in [0, 1]."""
-    from torchvision.transforms import Normalize
+class _ImagenetNormalize:
+    """ImageNet normalisation of RGB images, refusing other channel counts in one clear line
+    (torchvision's ``Normalize`` fails on grey images with a broadcast error)."""
 
-    return Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    def __init__(self):
+        from torchvision.transforms import Normalize
+
+        self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
+
+    def __call__(self, x):
+        channels = x.shape[-3] if x.ndim >= 3 else None
+        if channels != 3:
+            raise ValueError(
+                "normalize='imagenet' (--normalize imagenet) takes RGB images with 3 channels; "
+                f"got images of shape {tuple(x.shape)}. Use --normalize none for grey or other "
+                "data, or give your own transform"
+            )
+        return self.normalize(x)
+
+    def __repr__(self) -> str:
+        return repr(self.normalize)
+
+
+def imagenet_normalization() -> Callable:
+    """``torchvision.transforms.Normalize`` with the ImageNet mean and std, for RGB images in
+    [0, 1]; other channel counts raise a ValueError that names the fix."""
+    return _ImagenetNormalize()
 
 
 @dataclass(frozen=True)

@@ -303,6 +303,11 @@ def _check_types(config: TrainConfig) -> None:
     for name in ("out_dir", "dataset", "model", "device"):
         if not getattr(config, name).strip():
             raise ConfigError(f"{name} must not be empty; got {name}={getattr(config, name)!r}")
+    for name in ("out_dir", "tensorboard_dir"):
+        if "\0" in (getattr(config, name) or ""):
+            raise ConfigError(
+                f"{name} must be a path without NUL bytes; got {name}={getattr(config, name)!r}"
+            )
     if config.tensorboard_dir is not None and not config.tensorboard_dir.strip():
         raise ConfigError(
             "tensorboard_dir must be None (no TensorBoard log) or a folder; got "

@@ -249,8 +249,40 @@ class GroupWhitening(nn.Module):
             r = lay.remainder
             update(self.running_cov[lay.num_full :, :r, :r], next(chunks) * unbiased)
 
+    def _nonfinite_stats(self, stats: dict[str, torch.Tensor]) -> list[str]:
+        return [
+            name
+            for name, value in stats.items()
+            if isinstance(value, torch.Tensor)
+            and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())
+        ]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Running statistics with NaN or inf would whiten every eval input to NaN: refused
+        # when loaded, naming the buffer (training never stores such a batch's statistics).
+        names = [prefix + n for n in ("running_mean", "running_cov")]
+        bad = self._nonfinite_stats({n: state_dict[n] for n in names if n in state_dict})
+        if bad:
+            raise ValueError(
+                f"cannot load GroupWhitening statistics: {', '.join(bad)} hold NaN or inf "
+                "values, which would whiten every input to NaN in eval mode; the state_dict "
+                "was damaged or written by a diverged run"
+            )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Whiten ``x`` of shape (n, d) or (n, d, *spatial); returns the same shape and dtype."""
+        if not self.training and x.device.type == "cpu":
+            # Statistics set by hand (not loaded): the CPU looks, as it does for inputs.
+            bad = self._nonfinite_stats(
+                {"running_mean": self.running_mean, "running_cov": self.running_cov}
+            )
+            if bad:
+                raise ValueError(
+                    f"GroupWhitening's {', '.join(bad)} hold NaN or inf values; eval mode would "
+                    "whiten every input to NaN. Reload finite statistics or retrain"
+                )
         rows = to_rows(x)
         check_rows(rows, self.num_features)
         # The CPU refuses NaN/inf here; an accelerator does not look (see the class docstring).

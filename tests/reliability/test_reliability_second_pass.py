@@ -517,3 +517,149 @@ class TestInputsThatAreTooBig:
         status, text = cli("train", "--config", path)
         assert status == 2
         assert repr(str(path)) in one_error_line(text)
+
+
+# -- API arguments -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_model():
+    from geomxai.models import cnn2
+
+    torch.manual_seed(0)
+    return cnn2(in_channels=1, num_classes=10, image_size=8, width=4, feature_channels=2).eval()
+
+
+_X = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+
+SALIENCY_ARGS = {
+    "baseline=nan": ({"method": "integrated_gradients", "baseline": math.nan}, "baseline"),
+    "baseline=inf": ({"method": "integrated_gradients", "baseline": math.inf}, "baseline"),
+    "baseline tensor with nan": (
+        {"method": "integrated_gradients", "baseline": torch.full((1, 8, 8), math.nan)},
+        "baseline",
+    ),
+    "noise_level=inf": ({"method": "smoothgrad", "noise_level": math.inf}, "noise_level"),
+    "n_samples=True": ({"method": "smoothgrad", "n_samples": True}, "n_samples"),
+    "batch_size=True": ({"batch_size": True}, "batch_size"),
+    "seed=2**70": ({"method": "smoothgrad", "seed": 2**70}, "seed"),
+    "target=-1": ({"target": -1}, "target"),
+    "target=10": ({"target": 10}, "target"),
+}
+
+
+class TestAttributionArguments:
+    """Item 11: non-finite and out-of-range arguments gave all-NaN maps, torch's index errors,
+    overflows or a curve of zeros. Each is a ValueError naming the argument."""
+
+    @pytest.mark.parametrize("case", list(SALIENCY_ARGS))
+    def test_saliency(self, tiny_model, case):
+        from geomxai.attribution import saliency
+
+        kwargs, name = SALIENCY_ARGS[case]
+        kwargs = {"target": 0, **kwargs}
+        with pytest.raises(ValueError, match=name):
+            saliency(tiny_model, _X, **kwargs)
+
+    @pytest.mark.parametrize(
+        ("kwargs", "name"),
+        [
+            ({"fill": "road", "road_noise": math.inf}, "road_noise"),
+            ({"fill": "blur", "blur_sigma": math.inf}, "blur_sigma"),
+            ({"y": 99}, "y must hold class indices in \\[0, 10\\)"),
+            ({"seed": 2**70}, "seed"),
+            ({"batch_size": True}, "batch_size"),
+        ],
+    )
+    def test_masking_curve(self, tiny_model, kwargs, name):
+        from geomxai.attribution import masking_curve
+
+        kwargs = {"y": 0, "fill": "zero", "fractions": [0, 0.5, 1], **kwargs}
+        with pytest.raises(ValueError, match=name):
+            masking_curve(tiny_model, _X, saliency=torch.rand(3, 8, 8), **kwargs)
+
+    def test_good_arguments_still_work(self, tiny_model):
+        from geomxai.attribution import saliency
+
+        maps = saliency(tiny_model, _X, 9, method="integrated_gradients", baseline=0.5)
+        assert maps.shape == (3, 8, 8) and bool(torch.isfinite(maps).all())
+
+
+class TestWhiteningWithBrokenStatistics:
+    """Item 11: a GroupWhitening whose loaded running_cov held a NaN whitened everything to
+    NaN in eval mode."""
+
+    def test_loading_nan_statistics_is_refused(self):
+        from geomxai.whitening import GroupWhitening
+
+        layer = GroupWhitening(8, group_size=4)
+        state = layer.state_dict()
+        state["running_cov"] = state["running_cov"].clone()
+        state["running_cov"][0, 1, 1] = math.nan
+        with pytest.raises(ValueError, match="running_cov hold NaN or inf"):
+            layer.load_state_dict(state)
+        assert bool(torch.isfinite(layer.running_cov).all())  # left as it was
+
+    def test_eval_with_nan_statistics_set_by_hand_is_refused(self):
+        from geomxai.whitening import GroupWhitening
+
+        layer = GroupWhitening(8, group_size=4).eval()
+        with torch.no_grad():
+            layer.running_mean[0] = math.inf
+        with pytest.raises(ValueError, match="running_mean hold NaN or inf"):
+            layer(torch.randn(4, 8))
+
+
+# -- options and the command line ----------------------------------------------------------------
+class TestOptionsAndCommandLine:
+    """Item 12: options accepted then failing deep inside, or silently doing something else;
+    command-line values that exited 0 or gave torch's messages."""
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"probe_size": math.nan},
+            {"probe_size": 2.5},
+            {"fractions": 2.5},
+            {"n_examples": -1},
+            {"entanglement": "no"},
+            {"batch_size": True},
+            {"seed": 2**70},
+        ],
+    )
+    def test_analysis_options(self, kwargs):
+        from geomxai.study import AnalysisOptions
+
+        (name,) = kwargs
+        with pytest.raises((TypeError, ValueError), match=name):
+            AnalysisOptions(**kwargs)
+
+    @pytest.mark.parametrize("workers", ["0", "-2"])
+    def test_analyze_workers(self, tmp_path, run, cli, workers):
+        status, text = cli("analyze", run, "--out", tmp_path / "r.nc", "--workers", workers)
+        assert status == 2 and "--workers" in one_error_line(text)
+        assert not (tmp_path / "r.nc").exists()
+
+    @pytest.mark.parametrize("n", ["0", "-1"])
+    def test_layers_num_classes(self, cli, n):
+        status, text = cli("layers", "cnn2", "--num-classes", n, "--shapes")
+        assert status == 2 and "--num-classes must be a positive integer" in one_error_line(text)
+
+    def test_normalize_imagenet_on_grey_data(self, tmp_path, cli):
+        status, text = cli(
+            "analyze", "--model", "cnn2", "--data", "digits", "--normalize", "imagenet",
+            "--out", tmp_path / "r.nc", "--probe-size", 8,
+        )  # fmt: skip
+        assert status == 2
+        line = one_error_line(text)
+        assert "3 channels" in line and "--normalize none" in line
+
+    @pytest.mark.parametrize(
+        ("override", "name"),
+        [("seed=18446744073709551616", "seed"), ('out_dir="a\\u0000b"', "out_dir")],
+    )
+    def test_train_overrides(self, tmp_path, cli, override, name):
+        config = toml_config(tmp_path / "c.toml", tmp_path / "run")
+        status, text = cli("train", "--config", config, "--set", override)
+        assert status == 2
+        line = one_error_line(text)
+        assert f"{name} must" in line
+        assert not (tmp_path / "run").exists()
