@@ -704,7 +704,8 @@ def _entanglement_block(model, probe: Probe, layer: str, options: AnalysisOption
     if not options.entanglement:
         reasons = dict.fromkeys(names, "the analysis ran with entanglement=False")
     elif layer not in dict(model.named_modules()):
-        reasons = dict.fromkeys(names, f"the model has no layer named {layer!r}")
+        kind = "layer" if options.entanglement_layer else "feature layer"
+        reasons = dict.fromkeys(names, f"the model has no {kind} named {layer!r}")
     else:
         from geomxai.attribution import entanglement_of, layer_gradients
         from geomxai.geometry import gradient_metric_geometry, head_geometry
