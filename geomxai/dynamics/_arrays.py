@@ -8,25 +8,18 @@ close to 1, which float32 resolves only to about 1e-7.
 
 from __future__ import annotations
 
-import operator
+from numbers import Integral
 
 import numpy as np
 import xarray as xr
 
+from geomxai._checks import Interval, check
 from geomxai._features import as_float64, check_finite
 
 
 def check_positive_int(value, *, name: str) -> int:
     """``value`` as a Python int >= 1; bools and floats are refused rather than truncated."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a positive integer; got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a positive integer; got {value!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {name}={value}")
-    return value
+    return int(check(value, name, Interval(Integral, 1, None)))
 
 
 def eigvecs_matrix(eigvecs, *, name: str) -> np.ndarray:
