@@ -191,8 +191,26 @@ def _fig_curves(ds: xr.Dataset, out: Path) -> str | None:
     return save(fig, out / "masking_curves.png")
 
 
+def _over_training(ds: xr.Dataset, var: str) -> bool:
+    """``var`` is measured at two checkpoints or more: a line over epochs has something to show
+    (one model's single checkpoint would draw one dot)."""
+    if var not in ds or "epoch" not in ds[var].dims:
+        return False
+    measured = ds[var].notnull()
+    others = [d for d in measured.dims if d != "epoch"]
+    return int((measured.any(others) if others else measured).sum()) >= 2
+
+
+def _epoch_axis(ax) -> None:
+    """An epoch x axis with ticks at whole epochs only (never 1.5)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _fig_over_epochs(ds: xr.Dataset, var: str, out: Path) -> str | None:
-    if var not in ds or "epoch" not in ds[var].dims or not ds[var].notnull().any():
+    if not _over_training(ds, var):
         return None
     fig, ax = new_figure(5.5, 3.6)
     da = _feature_layer(ds[var])
@@ -206,7 +224,7 @@ def _fig_over_epochs(ds: xr.Dataset, var: str, out: Path) -> str | None:
             color=regime_colour(str(regime)),
             label=plain(regime),
         )
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_ylabel(plain(schema.label(var)))
     ax.legend(fontsize=8)
     return save(fig, out / f"{var}_over_epochs.png")
@@ -302,7 +320,7 @@ def _displayable(image: np.ndarray) -> np.ndarray:
 def _fig_similarity(ds: xr.Dataset, out: Path) -> str | None:
     """Linear CKA and Procrustes distance of the feature layer over epochs, per regime."""
     panels = [v for v in SIMILARITY_VARIABLES if "epoch" in ds.get(v, xr.DataArray()).dims]
-    panels = [v for v in panels if _measured(ds, v)]
+    panels = [v for v in panels if _over_training(ds, v)]
     if not panels:
         return None
     import matplotlib.pyplot as plt
@@ -317,7 +335,7 @@ def _fig_similarity(ds: xr.Dataset, out: Path) -> str | None:
             series = series.mean("seed") if "seed" in series.dims else series
             colour = regime_colour(str(regime))
             ax.plot(ds.epoch.values, series.values, "o-", color=colour, label=plain(regime))
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         ax.set_ylabel(plain(schema.label(var)), fontsize=8)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
@@ -446,9 +464,19 @@ def _verdict(page: _Page) -> str:
     return head + f"<ul>{items}</ul>" + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
 
 
+def _accuracy_variable(ds: xr.Dataset) -> str:
+    """``test_acc`` (a trained run's test set) where measured, else ``probe_acc`` (the accuracy
+    a single model's analysis measures on its probe), rather than a column of n/a."""
+    if not _measured(ds, "test_acc") and _measured(ds, "probe_acc"):
+        return "probe_acc"
+    return "test_acc"
+
+
 def _accuracy(page: _Page) -> str:
-    table = _per_regime_table(page.ds, ("test_acc",), percent=("test_acc",))
-    return "<h2>Accuracy per regime (Table II form)</h2>" + table
+    var = _accuracy_variable(page.ds)
+    table = _per_regime_table(page.ds, (var,), percent=(var,))
+    where = " (on the probe)" if var == "probe_acc" else ""
+    return f"<h2>Accuracy per regime{where} (Table II form)</h2>" + table
 
 
 def _masking(page: _Page) -> str:
