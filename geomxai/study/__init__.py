@@ -3,118 +3,73 @@
 This package reads run directories (through :mod:`geomxai.rundir`) and writes results; it
 imports neither the trainer nor the report. Training a profile's runs and writing its report is
 :func:`geomxai.pipeline.run_study`. ``geomxai.study.run_study`` and ``find_profile`` still
-resolve, for code written before the move: a module ``__getattr__`` forwards them to
-:mod:`geomxai.pipeline` on first use, so ``import geomxai.study`` itself loads neither.
+resolve, for code written before the move: they are forwarded to :mod:`geomxai.pipeline` on
+first use, so ``import geomxai.study`` itself loads neither.
+
+Every name is imported on first use (the table below says from where), so a command that only
+builds a model (``geomxai layers``) loads no xarray, SciPy or dataset code. A new public name
+joins the table under its module.
 """
 
-from geomxai.study._analyze import (
-    AnalysisOptions,
-    Probe,
-    add_dynamics,
-    analyze_checkpoint,
-    analyze_run,
-    analyze_runs,
-    checkpoints_of,
-    combine_runs,
-    make_probe,
-    measure,
-)
-from geomxai.study._checkpoints import analyze_checkpoints, read_state, step_from_name
-from geomxai.study._control import CONTROL_METRICS, INVARIANCE_RTOL, reparametrization_control
-from geomxai.study._design import (
-    BASELINES,
-    DEFAULT_CONTRASTS,
-    DOSE_REGIME,
-    EFFECT_WEIGHTS,
-    EFFECTS,
-    FACTORIAL_CELLS,
-    PAPER_STATED_DIFFERENCES,
-    dose_response,
-    factorial_effects,
-    paired_contrasts,
-    power_analysis,
-    runs_dataset,
-)
-from geomxai.study._inputs import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalization
-from geomxai.study._link import (
-    FIDELITY_METRICS,
-    GEOMETRY_METRICS,
-    link_geometry_fidelity,
-)
-from geomxai.study._preprocess import PreprocessingWarning
-from geomxai.study._probe import ProbeSizeWarning
-from geomxai.study._runlink import (
-    WITHIN_RUN_NOTE,
-    bh_adjust,
-    partial_spearman,
-    run_link,
-    within_run_link,
-)
-from geomxai.study._sources import load_state_dict_file, resolve_model
-from geomxai.study._study import (
-    analyze_model,
-    linked,
-    open_results,
-    open_results_file,
-    save_results,
-    squeeze_results,
-    stamp,
-)
+from geomxai._lazy import attach
 
-__all__ = [
-    "BASELINES",
-    "CONTROL_METRICS",
-    "DEFAULT_CONTRASTS",
-    "DOSE_REGIME",
-    "EFFECTS",
-    "EFFECT_WEIGHTS",
-    "FACTORIAL_CELLS",
-    "FIDELITY_METRICS",
-    "GEOMETRY_METRICS",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "INVARIANCE_RTOL",
-    "PAPER_STATED_DIFFERENCES",
-    "WITHIN_RUN_NOTE",
-    "AnalysisOptions",
-    "PreprocessingWarning",
-    "Probe",
-    "ProbeSizeWarning",
-    "add_dynamics",
-    "analyze_checkpoint",
-    "analyze_checkpoints",
-    "analyze_model",
-    "analyze_run",
-    "analyze_runs",
-    "bh_adjust",
-    "checkpoints_of",
-    "combine_runs",
-    "dose_response",
-    "factorial_effects",
-    "imagenet_normalization",
-    "link_geometry_fidelity",
-    "linked",
-    "load_state_dict_file",
-    "make_probe",
-    "measure",
-    "open_results",
-    "open_results_file",
-    "paired_contrasts",
-    "partial_spearman",
-    "read_state",
-    "power_analysis",
-    "reparametrization_control",
-    "resolve_model",
-    "run_link",
-    "runs_dataset",
-    "save_results",
-    "squeeze_results",
-    "stamp",
-    "step_from_name",
-    "within_run_link",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "._analyze": [
+            "AnalysisOptions",
+            "Probe",
+            "add_dynamics",
+            "analyze_checkpoint",
+            "analyze_run",
+            "analyze_runs",
+            "checkpoints_of",
+            "combine_runs",
+            "make_probe",
+            "measure",
+        ],
+        "._checkpoints": ["analyze_checkpoints", "read_state", "step_from_name"],
+        "._control": ["CONTROL_METRICS", "INVARIANCE_RTOL", "reparametrization_control"],
+        "._design": [
+            "BASELINES",
+            "DEFAULT_CONTRASTS",
+            "DOSE_REGIME",
+            "EFFECT_WEIGHTS",
+            "EFFECTS",
+            "FACTORIAL_CELLS",
+            "PAPER_STATED_DIFFERENCES",
+            "dose_response",
+            "factorial_effects",
+            "paired_contrasts",
+            "power_analysis",
+            "runs_dataset",
+        ],
+        "._inputs": ["IMAGENET_MEAN", "IMAGENET_STD", "imagenet_normalization"],
+        "._link": ["FIDELITY_METRICS", "GEOMETRY_METRICS", "link_geometry_fidelity"],
+        "._preprocess": ["PreprocessingWarning"],
+        "._probe": ["ProbeSizeWarning"],
+        "._runlink": [
+            "WITHIN_RUN_NOTE",
+            "bh_adjust",
+            "partial_spearman",
+            "run_link",
+            "within_run_link",
+        ],
+        "._sources": ["load_state_dict_file", "resolve_model"],
+        "._study": [
+            "analyze_model",
+            "linked",
+            "open_results",
+            "open_results_file",
+            "save_results",
+            "squeeze_results",
+            "stamp",
+        ],
+    },
+)
 
 _MOVED_TO_PIPELINE = ("STUDY_DEFAULTS", "find_profile", "run_study")
+_lazy_getattr = __getattr__
 
 
 def __getattr__(name: str):
@@ -123,4 +78,4 @@ def __getattr__(name: str):
         from geomxai import pipeline
 
         return getattr(pipeline, name)
-    raise AttributeError(f"module 'geomxai.study' has no attribute {name!r}")
+    return _lazy_getattr(name)
