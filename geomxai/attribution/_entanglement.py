@@ -209,11 +209,6 @@ def layer_gradients(
                         "gradients at a layer need a layer that runs exactly once"
                     )
                 h = captured[0]
-                if logits.ndim != 2 or not 0 <= int(yb.max()) < logits.shape[1]:
-                    raise ValueError(
-                        f"the model must return logits (n, C) with C above every target; got "
-                        f"shape {tuple(logits.shape)} for targets up to {int(yb.max())}"
-                    )
                 keep = outputs == "all"
                 (g,) = torch.autograd.grad(
                     logits.gather(1, yb[:, None]).sum(), h, allow_unused=True, retain_graph=keep
