@@ -85,6 +85,7 @@ def make_results(
         "regime": list(regimes),
         "seed": list(seeds),
         "epoch": list(epochs),
+        "epoch_b": list(epochs),  # cka_checkpoints: every pair of checkpoints
         "layer": ["body"],
         "component": np.arange(1, units + 1),
         "axis": np.arange(1, OPTIONS.top_k + 1),
