@@ -65,6 +65,7 @@ __all__ = [
     "list_step_checkpoints",
     "read_config",
     "read_metrics",
+    "read_metrics_file",
     "read_run",
     "step_checkpoint_path",
     "steps_per_epoch",
@@ -247,7 +248,13 @@ def read_metrics(run_dir) -> list[dict[str, Any]]:
         ``epoch`` is not a non-negative integer (``"x"``, ``[1]``, ``null``, ``1e999``); the
         message names the file and the line.
     """
-    path = Path(run_dir) / METRICS_FILE
+    return read_metrics_file(Path(run_dir) / METRICS_FILE)
+
+
+def read_metrics_file(path) -> list[dict[str, Any]]:
+    """The rows of one metrics file (a run's ``metrics.jsonl``, or a study's copy of it), read
+    as :func:`read_metrics` reads them; ``[]`` when the file does not exist."""
+    path = Path(path)
     if not path.is_file():
         return []
     lines = [(i, line) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]

@@ -2,11 +2,15 @@
 
 from geomxai.report._link import plot_geometry_fidelity, plot_link
 from geomxai.report._report import build_report, seed_interval
+from geomxai.report._study import ResultsVersionError, build_study_report, check_schema_version
 from geomxai.report._style import REGIME_COLOURS, regime_colour
 
 __all__ = [
     "REGIME_COLOURS",
+    "ResultsVersionError",
     "build_report",
+    "build_study_report",
+    "check_schema_version",
     "plot_geometry_fidelity",
     "plot_link",
     "regime_colour",

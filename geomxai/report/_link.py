@@ -22,7 +22,7 @@ def _label(name: str, layer: str | None) -> str:
 
 
 def _pair_link(ds: xr.Dataset, link, geometry: str, fidelity: str, layer) -> xr.Dataset:
-    """The link statistics of one pair: from ``link``, from ``ds`` itself, or computed."""
+    """The link statistics of one pair: from ``link`` or from ``ds`` itself."""
     for source in (link, ds):
         if source is None or not all(v in source for v in LINK_VARIABLES):
             continue
@@ -37,10 +37,12 @@ def _pair_link(ds: xr.Dataset, link, geometry: str, fidelity: str, layer) -> xr.
             f"geometry {list(map(str, link['geometry'].values))} and fidelity "
             f"{list(map(str, link['fidelity'].values))}"
         )
-    from geomxai.study import link_geometry_fidelity
-
-    pair = link_geometry_fidelity(ds, geometry=[geometry], fidelity=[fidelity], layer=layer)
-    return pair.isel(geometry=0, fidelity=0)
+    # A report draws what the analysis computed and computes nothing itself.
+    raise ValueError(
+        f"the results hold no link for geometry={geometry!r}, fidelity={fidelity!r}; compute it "
+        "with geomxai.study.linked(results) (or geomxai.study.link_geometry_fidelity) and pass "
+        "it as link="
+    )
 
 
 def plot_geometry_fidelity(

@@ -135,7 +135,8 @@ def _per_regime_table(ds: xr.Dataset, columns: tuple[str, ...], *, percent=()) -
 
 
 def seed_interval(values: np.ndarray) -> tuple[float, float]:
-    """Mean of per-seed values and the half-width of its 95% t-interval.
+    """Mean of per-seed values and the half-width of its 95% t-interval
+    (:func:`geomxai.stats.t_interval`, the one interval over seeds).
 
     Non-finite values are left out; one value gives a NaN half-width, none a NaN mean.
 
@@ -145,16 +146,16 @@ def seed_interval(values: np.ndarray) -> tuple[float, float]:
     >>> round(mean, 3), round(half, 3)
     (0.82, 0.05)
     """
+    from geomxai.stats import t_interval
+
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     if values.size == 0:
         return np.nan, np.nan
     if values.size == 1:
         return float(values[0]), np.nan
-    from scipy import stats
-
-    half = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
-    return float(values.mean()), float(half)
+    mean, low, high, _ = t_interval(values)
+    return mean, (high - low) / 2 if np.isfinite(low) else 0.0
 
 
 # ---- figures
@@ -416,52 +417,27 @@ def _header(page: _Page) -> str:
     return "".join(parts)
 
 
-def _verdict_lines(ds: xr.Dataset, regimes: list[str]) -> list[str]:
-    lines = []
-    for var in VERDICT_METRICS:
-        if var not in ds:
-            continue
-        better, label = schema.direction(var), schema.label(var)
-        final = _feature_layer(_final(ds[var]))
-        ours, ours_h = seed_interval(np.atleast_1d(final.sel(regime="saliencydecor").values))
-        for other in regimes:
-            if other == "saliencydecor":
-                continue
-            theirs, theirs_h = seed_interval(np.atleast_1d(final.sel(regime=other).values))
-            wins = ours > theirs if better == "higher" else ours < theirs
-            separated = np.isfinite(ours_h) and abs(ours - theirs) > ours_h + theirs_h
-            if np.isfinite(ours_h) and not separated:
-                call = "not distinguishable (the seed intervals overlap)"
-            else:
-                call = "saliencydecor is better" if wins else "saliencydecor is NOT better"
-            lines.append(
-                f"{label} ({better} is better): saliencydecor {ours:.4f} vs {other} "
-                f"{theirs:.4f} — {call}"
-            )
-    return lines
+def _verdict(page: _Page) -> str | None:
+    """What the results can say about saliencydecor against each baseline.
 
-
-def _verdict(page: _Page) -> str:
-    """A plain statement of whether saliencydecor beat each baseline on this data.
-
-    With several seeds a difference counts only when the two 95% intervals do not overlap;
-    otherwise it is called "not distinguishable". With one seed every call is provisional.
+    A report computes no statistics: the one verdict rule (paired by seed, corrected for
+    multiplicity, :func:`geomxai.stats.verdict`) is applied by a study's statistics stage, and
+    its calls are in a study's report. Results of single analyses carry per-regime values only,
+    shown in the tables below without a call.
     """
     ds = page.ds
-    regimes = [str(r) for r in ds.regime.values]
-    head = "<h2>Verdict on this data</h2>"
-    if "saliencydecor" not in regimes:
-        return head + "<p>No saliencydecor run in these results; no comparison made.</p>"
-    n_seeds = ds.sizes.get("seed", 1)
+    regimes = [str(r) for r in ds.regime.values] if "regime" in ds.dims else []
+    if len(regimes) < 2:
+        return None
     notes = [
-        f"Based on {n_seeds} seed(s)"
-        + ("; one seed gives no interval, so these calls are provisional." if n_seeds < 2 else "."),
+        "These results hold per-regime values only; geomxai calls a difference better or worse "
+        "only from paired, multiplicity-corrected statistics over seeds, which a study design "
+        "computes (geomxai study DESIGN.toml; its report states each call and its correction).",
         "A model trained on masked inputs (sgt, saliencydecor) is also more robust to masking, "
         "which can raise its MoRF AUC whatever its saliency; the LeRF − MoRF gap, which compares "
         "two orders on the same model, is the fairer fidelity comparison across regimes.",
     ]
-    items = "".join(f"<li>{html.escape(line)}</li>" for line in _verdict_lines(ds, regimes))
-    return head + f"<ul>{items}</ul>" + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
+    return "<h2>Verdict on this data</h2>" + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
 
 
 def _accuracy_variable(ds: xr.Dataset) -> str:
@@ -656,6 +632,20 @@ SECTIONS: tuple[Callable[[_Page], str | None], ...] = (
     _configurations,
 )
 """The report's sections in page order: each returns its HTML, or None to be left out."""
+
+DETAIL_SECTIONS = SECTIONS[3:-1]
+"""The per-checkpoint sections a study's report adds from its ``detail.nc``."""
+
+
+def detail_sections(results: xr.Dataset, out_dir) -> str:
+    """The HTML of :data:`DETAIL_SECTIONS` for per-checkpoint results, figures into
+    ``out_dir/figures`` (a study report's page calls this; it computes nothing)."""
+    out_dir = Path(out_dir)
+    figures = out_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    page = _Page(results, out_dir, figures)
+    return "".join(part for section in DETAIL_SECTIONS if (part := section(page)))
+
 
 REPORT_ENTRIES = ("index.html", "figures")
 """What a report writes in its folder; a rebuild replaces these whole and keeps anything else."""

@@ -6,21 +6,23 @@ Benjamini-Hochberg q-values over the grid of metric pairs. Training progress can
 every point is a finished run. :func:`within_run_link` keeps the over-epochs view, computed
 inside each run, and says what it measures.
 
-The runs format is that of :mod:`geomxai.study._design` (:func:`~geomxai.study.runs_dataset`).
+The runs format is that of :mod:`geomxai.stats` (:func:`~geomxai.stats.runs_dataset`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 
 import numpy as np
 import xarray as xr
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
-from geomxai.study._design import RUN_DIM, _check_confidence, _gather, _grid, _metric_names
-from geomxai.study._link import FIDELITY_METRICS, GEOMETRY_METRICS
+from geomxai import schema
+from geomxai.stats._multiplicity import bh_adjust
+from geomxai.stats._runs import RUN_DIM, _check_confidence, _metric_names
+from geomxai.stats._tinterval import _gather, _grid
 
 MIN_RUNS = 3
 """Fewest runs for a rank correlation."""
@@ -40,38 +42,6 @@ WITHIN_RUN_NOTE = (
 # Relative size below which a residual (or a centred rank vector) counts as zero: ranks are
 # integers or half-integers of order n, so float64 round-off sits far below this.
 _TOL = 1e-10
-
-
-def bh_adjust(p_values) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q-values): statsmodels' ``fdr_bh`` over the finite ones.
-
-    NaN entries are left out of the family and stay NaN; the rest are adjusted together, whatever
-    the array's shape.
-
-    Parameters
-    ----------
-    p_values : array_like
-        p-values in [0, 1], any shape.
-
-    Returns
-    -------
-    np.ndarray
-        Same shape: ``q_(i) = min_{j >= i} p_(j) m / j`` over the ``m`` finite p-values in
-        ascending order, capped at 1.
-
-    Examples
-    --------
-    >>> bh_adjust([0.01, 0.04, 0.03, np.nan]).round(3).tolist()
-    [0.03, 0.04, 0.04, nan]
-    """
-    p = np.asarray(p_values, dtype=float)
-    finite = np.isfinite(p)
-    if ((p[finite] < 0) | (p[finite] > 1)).any():
-        raise ValueError(f"p_values must lie in [0, 1]; got {p[finite].min()}..{p[finite].max()}")
-    q = np.full(p.shape, np.nan)
-    if finite.any():
-        q[finite] = multipletests(p[finite], method="fdr_bh")[1]
-    return q
 
 
 def _canonical_order(runs: xr.Dataset, names: list[str]) -> np.ndarray:
@@ -375,11 +345,11 @@ def run_link(
     Parameters
     ----------
     runs : xr.Dataset
-        Runs (dim ``run``; see :func:`~geomxai.study.runs_dataset`); the factorial and the
+        Runs (dim ``run``; see :func:`~geomxai.stats.runs_dataset`); the factorial and the
         dose-response runs together, typically.
     geometry, fidelity : str or list of str, optional
-        Per-run variables. Default: those of :data:`~geomxai.study.GEOMETRY_METRICS` and
-        :data:`~geomxai.study.FIDELITY_METRICS` present in ``runs``.
+        Per-run variables. Default: those of :func:`geomxai.schema.geometry_metrics` and
+        :func:`geomxai.schema.fidelity_metrics` present in ``runs``.
     control : str or None
         The per-run variable partialled out (test accuracy by default: a better-trained model
         may be both more decorrelated and more faithful). ``None``: no partial correlation.
@@ -429,8 +399,8 @@ def run_link(
         raise ValueError(f"runs must have a dim {RUN_DIM!r}; got dims {tuple(runs.dims)}")
     _check_boot(n_boot, seed)
     confidence = _check_confidence(confidence)
-    geo = _names_or_default(runs, geometry, GEOMETRY_METRICS, "geometry")
-    fid = _names_or_default(runs, fidelity, FIDELITY_METRICS, "fidelity")
+    geo = _names_or_default(runs, geometry, schema.geometry_metrics(), "geometry")
+    fid = _names_or_default(runs, fidelity, schema.fidelity_metrics(), "fidelity")
     ctl = None if control is None else _metric_names(runs, control, "control")[0]
     used = list(dict.fromkeys(geo + fid + ([ctl] if ctl else [])))
     order = _canonical_order(runs, used)
@@ -585,8 +555,8 @@ def within_run_link(
         Dims ``(run, epoch)``; variables with exactly those dims (any order). An ``epoch``
         coord gives the epoch numbers (else positions 0, 1, ...).
     geometry, fidelity : str or list of str, optional
-        Variables. Default: those of :data:`~geomxai.study.GEOMETRY_METRICS` and
-        :data:`~geomxai.study.FIDELITY_METRICS` present.
+        Variables. Default: those of :func:`geomxai.schema.geometry_metrics` and
+        :func:`geomxai.schema.fidelity_metrics` present.
     min_epoch : int
         Epochs below it are left out (epoch 0 is the untrained model, the same across regimes
         with one seed).
@@ -629,8 +599,8 @@ def within_run_link(
         raise TypeError(f"min_epoch must be an int; got {min_epoch!r}")
     _check_boot(n_boot, seed)
     confidence = _check_confidence(confidence)
-    geo = _epoch_names(per_epoch, geometry, GEOMETRY_METRICS, "geometry")
-    fid = _epoch_names(per_epoch, fidelity, FIDELITY_METRICS, "fidelity")
+    geo = _epoch_names(per_epoch, geometry, schema.geometry_metrics(), "geometry")
+    fid = _epoch_names(per_epoch, fidelity, schema.fidelity_metrics(), "fidelity")
     labels, data = _by_run(per_epoch, geo + fid, min_epoch)
     arrays = {"per_run_spearman": np.full((len(geo), len(fid), labels.size), np.nan)}
     arrays |= _grid((len(geo), len(fid)), _WITHIN_VARS, ints=("n_runs",))
@@ -651,6 +621,191 @@ def within_run_link(
             "bootstrap_seed": int(seed),
             "confidence": confidence,
             **reasons,
+        }
+    )
+    return out
+
+
+# -- within cells ---------------------------------------------------------------------------------
+
+MIN_RUNS_PER_CELL = 3
+"""Fewest runs a cell needs to enter the within-cell link (two give one rank difference)."""
+
+
+def _cell_ranks(values: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """Ranks within each cell, centred on the cell's mean rank (last axis holds the runs)."""
+    out = np.empty(values.shape, dtype=float)
+    for idx in groups:
+        r = stats.rankdata(values[..., idx], axis=-1)
+        out[..., idx] = r - r.mean(axis=-1, keepdims=True)
+    return out
+
+
+def _pooled_r(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Correlation of within-cell centred ranks (their pooled means are 0 by construction)."""
+    saa, sbb = (a * a).sum(-1), (b * b).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (a * b).sum(-1) / np.sqrt(saa * sbb)
+    return np.where((saa > 0) & (sbb > 0), np.clip(r, -1.0, 1.0), np.nan)
+
+
+def _pooled_partial(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Partial correlation of within-cell centred ranks ``a`` and ``b`` given ``c``."""
+    scc = (c * c).sum(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ea = a - np.where(scc > 0, (a * c).sum(-1, keepdims=True) / scc, 0.0) * c
+        eb = b - np.where(scc > 0, (b * c).sum(-1, keepdims=True) / scc, 0.0) * c
+    ok = ((ea * ea).sum(-1) > _TOL**2 * np.maximum((a * a).sum(-1), 1.0)) & (
+        (eb * eb).sum(-1) > _TOL**2 * np.maximum((b * b).sum(-1), 1.0)
+    )
+    return np.where(ok, _pooled_r(ea, eb), np.nan)
+
+
+def _t_p(r: float, df: int) -> float:
+    if not np.isfinite(r) or df < 1:
+        return np.nan
+    if abs(r) >= 1.0:
+        return 0.0
+    return float(2.0 * stats.t.sf(abs(r * math.sqrt(df / (1.0 - r * r))), df))
+
+
+def within_cell_link(
+    runs: xr.Dataset,
+    geometry: str | Iterable[str] | None = None,
+    fidelity: str | Iterable[str] | None = None,
+    *,
+    cell: str = "cell",
+    control: str | None = "test_acc",
+    n_boot: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    correction: str = "bh",
+) -> xr.Dataset:
+    """Does geometry track fidelity *within* cells? Spearman with cell as a fixed factor.
+
+    A pooled correlation across runs mostly reflects differences between cells (regimes), so it
+    changes with a design's mix of cells. Here each metric is ranked within each cell and the
+    ranks are centred on the cell's mean rank; the correlation of these centred ranks over all
+    runs is the within-cell Spearman (a fixed-effects rank model: every cell's own level is
+    removed), and its partial given ``control`` residualises both on the control's centred
+    ranks. p-values: t-tests with ``n - k - 1`` df (``n - k - 2`` for the partial), ``k`` the
+    cells used; intervals: a percentile bootstrap resampling runs *within* each cell; q-values:
+    ``correction`` over the grid.
+
+    Parameters
+    ----------
+    runs : xr.Dataset
+        Runs (dim ``run``) with a coord ``cell``.
+    geometry, fidelity : str or list of str, optional
+        Per-run variables. Default as in :func:`run_link`.
+    cell : str
+        The coord naming each run's cell.
+    control : str or None
+        Per-run variable held fixed in the partial correlation.
+    n_boot, seed, confidence
+        Bootstrap resamples, their seed, and the intervals' coverage.
+    correction : {"bh", "holm"}
+        Multiplicity correction over the grid.
+
+    Returns
+    -------
+    xr.Dataset
+        Dims ``(geometry, fidelity)``: ``spearman``, ``spearman_ci_low``, ``spearman_ci_high``,
+        ``spearman_p_value``, ``spearman_q_value``, ``partial_spearman``, ``partial_ci_low``,
+        ``partial_ci_high``, ``partial_p_value``, ``partial_q_value``, ``n_runs``, ``n_cells``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> level = np.repeat([0.0, 10.0], 12)           # two cells, far apart
+    >>> x = rng.normal(size=24)
+    >>> runs = xr.Dataset(
+    ...     {"g": ("run", level + x), "f": ("run", -level + x), "acc": ("run", rng.normal(size=24))},
+    ...     coords={"cell": ("run", np.repeat(["a", "b"], 12))},
+    ... )
+    >>> w = within_cell_link(runs, "g", "f", control="acc", n_boot=200)
+    >>> float(w["spearman"].item()) > 0.99   # within cells g and f move together
+    True
+    """
+    from geomxai.stats._multiplicity import adjust
+
+    _check_boot(n_boot, seed)
+    confidence = _check_confidence(confidence)
+    if cell not in runs.coords or runs[cell].dims != (RUN_DIM,):
+        raise ValueError(
+            f"runs must have a coord {cell!r} on dim {RUN_DIM!r} naming each run's cell"
+        )
+    geo = _names_or_default(runs, geometry, schema.geometry_metrics(), "geometry")
+    fid = _names_or_default(runs, fidelity, schema.fidelity_metrics(), "fidelity")
+    if control is not None:
+        _metric_names(runs, [control], "control")
+    labels = np.asarray(runs[cell].values).astype(str)
+    values = {
+        n: np.asarray(runs[n].values, dtype=float)
+        for n in {*geo, *fid, *([control] if control else [])}
+    }
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    shape = (len(geo), len(fid))
+    arrays = _grid(shape, (*_LINK_VARS, "n_cells"), ints=("n_runs", "n_cells"))
+    rng_seed = int(seed)
+    for i, g in enumerate(geo):
+        for j, f in enumerate(fid):
+            keep = np.isfinite(values[g]) & np.isfinite(values[f])
+            if control:
+                keep &= np.isfinite(values[control])
+            groups = []
+            for c in np.unique(labels[keep]):
+                idx = np.flatnonzero(keep & (labels == c))
+                if idx.size >= MIN_RUNS_PER_CELL:
+                    groups.append(idx)
+            n, k = sum(g_.size for g_ in groups), len(groups)
+            arrays["n_runs"][i, j], arrays["n_cells"][i, j] = n, k
+            if not k or n - k - 1 < 1:
+                continue
+            # Re-index the kept runs 0..n-1, cell by cell, for the rank arrays.
+            order = np.concatenate(groups)
+            local = []
+            start = 0
+            for g_ in groups:
+                local.append(np.arange(start, start + g_.size))
+                start += g_.size
+            x = _cell_ranks(values[g][order], local)
+            y = _cell_ranks(values[f][order], local)
+            r = float(_pooled_r(x, y))
+            arrays["spearman"][i, j] = r
+            arrays["spearman_p_value"][i, j] = _t_p(r, n - k - 1)
+            rng = np.random.default_rng(rng_seed)
+            draw = np.concatenate(
+                [loc[rng.integers(0, loc.size, size=(n_boot, loc.size))] for loc in local], axis=1
+            )
+            bx = _cell_ranks(values[g][order][draw], local)
+            by = _cell_ranks(values[f][order][draw], local)
+            ci, _ = _interval(_pooled_r(bx, by), tail, "unused")
+            if ci:
+                arrays["spearman_ci_low"][i, j], arrays["spearman_ci_high"][i, j] = ci
+            if control and n - k - 2 >= 1:
+                z = _cell_ranks(values[control][order], local)
+                p = float(_pooled_partial(x, y, z))
+                arrays["partial_spearman"][i, j] = p
+                arrays["partial_p_value"][i, j] = _t_p(p, n - k - 2)
+                bz = _cell_ranks(values[control][order][draw], local)
+                ci, _ = _interval(_pooled_partial(bx, by, bz), tail, "unused")
+                if ci:
+                    arrays["partial_ci_low"][i, j], arrays["partial_ci_high"][i, j] = ci
+    dims = ("geometry", "fidelity")
+    data = {}
+    for key, value in arrays.items():
+        data[key] = (dims, value)
+        if key.endswith("_p_value"):
+            data[key.replace("_p_value", "_q_value")] = (dims, adjust(value, correction))
+    out = xr.Dataset(data, coords={"geometry": geo, "fidelity": fid})
+    out.attrs.update(
+        {
+            "model": "Spearman of ranks centred within each cell (cell as a fixed factor)",
+            "control": control or "",
+            "cells": json.dumps(sorted(set(labels.tolist()))),
+            "correction": correction,
+            "bootstrap": f"{n_boot} resamples of runs within each cell, seed {seed}",
         }
     )
     return out

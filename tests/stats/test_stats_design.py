@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from geomxai.study import (
+from geomxai.stats import (
     EFFECT_WEIGHTS,
     PAPER_STATED_DIFFERENCES,
     dose_response,
@@ -20,7 +20,7 @@ from geomxai.study import (
     power_analysis,
     runs_dataset,
 )
-from geomxai.study._design import _solve_effect_size, _solve_nobs, _t_power
+from geomxai.stats._power import _solve_effect_size, _solve_nobs, _t_power
 
 # Hand-made 2x2: seeds 0-2 complete; seed 3 has no dbn run and must be dropped.
 CELLS = {

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from geomxai.study import (
+from geomxai.stats import (
     WITHIN_RUN_NOTE,
     bh_adjust,
     partial_spearman,
@@ -17,7 +17,7 @@ from geomxai.study import (
     runs_dataset,
     within_run_link,
 )
-from geomxai.study._runlink import _canonical_order
+from geomxai.stats._link import _canonical_order
 
 
 def _reference_partial(x, y, z):

@@ -1,0 +1,91 @@
+"""Studies from design files: the one engine every study runs on.
+
+A design (:func:`load_design`) declares the data, model, cells, seeds, probe, analysis and
+statistics of a study in one TOML file; :func:`run_design` runs its stages (train, analyse,
+statistics, report), each skipping what is done. This package sits above the parts it strings
+together (:mod:`geomxai.train`, :mod:`geomxai.study`, :mod:`geomxai.stats`,
+:mod:`geomxai.report`), beside the CLI; none of them imports it.
+
+    geomxai study configs/digits.toml                      # every stage
+    geomxai study configs/fashion-mnist-converged.toml --stage report
+"""
+
+from geomxai.pipeline._design import (
+    Cell,
+    Design,
+    DesignError,
+    DoseSpec,
+    StatisticsSpec,
+    find_design,
+    load_design,
+    run_name,
+    spread_epochs,
+)
+from geomxai.pipeline._stages import ALL, STAGES, run_design
+from geomxai.pipeline._statistics import SCHEMA_VERSION, runs_table, study_statistics
+
+__all__ = [
+    "ALL",
+    "SCHEMA_VERSION",
+    "STAGES",
+    "Cell",
+    "Design",
+    "DesignError",
+    "DoseSpec",
+    "StatisticsSpec",
+    "find_design",
+    "load_design",
+    "run_design",
+    "run_name",
+    "run_study",
+    "runs_table",
+    "spread_epochs",
+    "study_statistics",
+]
+
+
+def run_study(
+    design="quick",
+    *,
+    overrides=None,
+    runs_root=None,
+    reports_root=None,
+    stages=ALL,
+    seeds=None,
+):
+    """Load a design (a path or a name under ``configs/``) and run its stages.
+
+    Parameters
+    ----------
+    design : str or path-like
+        The design file.
+    overrides : list of str, optional
+        ``KEY=VALUE`` training fields on top of its ``[train]`` table.
+    runs_root, reports_root : path-like, optional
+        Put run directories under ``runs_root/NAME`` and results and the report under
+        ``reports_root/NAME`` instead of the design's own ``[study] runs`` and ``out``.
+    stages, seeds
+        As :func:`run_design`.
+
+    Returns
+    -------
+    The last stage's output: the report's ``index.html`` for a whole study.
+    """
+    from pathlib import Path
+
+    from geomxai._fs import check_nonempty_path
+    from geomxai.train import parse_override
+
+    found = find_design(design)
+    name = load_design(found).name
+    loaded = load_design(
+        found,
+        overrides=dict(parse_override(o) for o in overrides or []),
+        runs_dir=None
+        if runs_root is None
+        else Path(check_nonempty_path(runs_root, "runs_root (--runs)")) / name,
+        out_dir=None
+        if reports_root is None
+        else Path(check_nonempty_path(reports_root, "reports_root (--reports)")) / name,
+    )
+    return run_design(loaded, stages=stages, seeds=seeds)

@@ -1,0 +1,171 @@
+"""One run's small result, and the rows a study's statistics read from it.
+
+A study of many runs keeps, per run, a small result instead of its checkpoints: the scalars of
+every analysed checkpoint, the arrays the report draws (the final checkpoint's only, where the
+design says so), and the reparametrisation control of the final checkpoint. From it,
+:func:`run_record` takes the run's row of the runs table (its final scalars) and
+:func:`epoch_record` its over-checkpoint scalars; both are the one place that knows the layout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from geomxai.rundir import read_run
+
+__all__ = ["control_record", "epoch_record", "run_record", "run_result"]
+
+CONTROL_PREFIX = "control_"
+"""Prefix of the control's variables and dims inside a per-run result."""
+
+_DROP = ("probe_saliency", "top_eigvecs", "top_eigvals", "probe_images")
+"""Arrays a per-run result never keeps: the whole probe's maps and the eigenvectors are only
+needed for the dynamics, computed before they are dropped."""
+
+_FINAL_ONLY = (
+    "saliency_maps",
+    "corr_spectrum",
+    "morf_curve",
+    "lerf_curve",
+    "random_curve",
+    "deletion_curve",
+    "insertion_curve",
+    "deletion_auc_per_sample",
+    "insertion_auc_per_sample",
+)
+"""Per-checkpoint arrays kept at the final checkpoint only when a design keeps ``"final"``."""
+
+
+def run_result(
+    run_dir,
+    *,
+    probe,
+    options,
+    epochs: Sequence[int] | None = None,
+    keep: str = "all",
+    control: bool = False,
+    progress: bool = False,
+) -> xr.Dataset:
+    """Analyse one run into its small per-run result.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        A finished run directory.
+    probe : geomxai.study.Probe
+        The fixed probe every run of a study is measured on.
+    options : geomxai.study.AnalysisOptions
+        What to measure.
+    epochs : sequence of int, optional
+        The checkpoints analysed (default every one).
+    keep : {"all", "final"}
+        Keep the per-checkpoint arrays of every analysed checkpoint, or the final one's only.
+    control : bool
+        Add the reparametrisation control of the final checkpoint, its variables and dims
+        prefixed ``control_``.
+    progress : bool
+        Show a progress bar over checkpoints.
+
+    Returns
+    -------
+    xr.Dataset
+        Over ``epoch``; attrs ``final_epoch`` and, with ``control``, ``control`` (JSON).
+    """
+    from geomxai.study._analyze import analyze_run
+
+    run = read_run(run_dir)
+    ds = analyze_run(run_dir, options=options, probe=probe, progress=progress, epochs=epochs)
+    ds = ds.drop_vars([v for v in _DROP if v in ds.variables])
+    if keep == "final":
+        for name in _FINAL_ONLY:
+            if name in ds and "epoch" in ds[name].dims:
+                ds[name] = ds[name].isel(epoch=-1, drop=True)
+    final = max(run.checkpoints)
+    ds.attrs["final_epoch"] = int(final)
+    if control:
+        _add_control(ds, run.checkpoints[final], probe, options)
+    return ds
+
+
+def _add_control(ds: xr.Dataset, checkpoint: Path, probe, options) -> None:
+    from geomxai.study._control import reparametrization_control
+    from geomxai.train import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    method = options.saliency_method if isinstance(options.saliency_method, str) else "abs_gradient"
+    ctrl = reparametrization_control(model, probe.images, probe.labels, saliency_method=method)
+    # Prefixed, dims included, so the control's `model` and `metric` dims sit beside the
+    # analysis's own without clashing.
+    ctrl = ctrl.rename({d: f"{CONTROL_PREFIX}{d}" for d in ctrl.dims})
+    ctrl = ctrl.rename({v: f"{CONTROL_PREFIX}{v}" for v in ctrl.data_vars})
+    for name, var in ctrl.data_vars.items():
+        ds[name] = var
+    ds.attrs["control"] = json.dumps({k: str(v) for k, v in ctrl.attrs.items()})
+
+
+def _scalar(da: xr.DataArray, *, final: bool) -> xr.DataArray | None:
+    if "layer" in da.dims:
+        da = da.isel(layer=0, drop=True)
+    if final and "epoch" in da.dims:
+        da = da.isel(epoch=-1, drop=True)
+    return da
+
+
+def _numeric(da: xr.DataArray) -> bool:
+    return np.issubdtype(da.dtype, np.number) and da.dtype != bool
+
+
+def run_record(ds: xr.Dataset, names: Sequence[str] | None = None) -> dict[str, float]:
+    """The run's row of a runs table: each scalar metric at the final checkpoint.
+
+    A metric is a numeric variable whose only dims are ``epoch`` and ``layer`` (the first layer,
+    the model's feature layer, is the one a study compares). A name in ``names`` that the run
+    lacks is NaN, so runs analysed before a metric existed keep their row.
+    """
+    out: dict[str, float] = {}
+    pick = list(names) if names is not None else list(ds.data_vars)
+    for name in pick:
+        if name not in ds.data_vars:
+            out[name] = math.nan
+            continue
+        da = ds[name]
+        if not _numeric(da) or not set(da.dims) <= {"epoch", "layer"}:
+            if names is not None:
+                out[name] = math.nan
+            continue
+        da = _scalar(da, final=True)
+        out[name] = float(da) if da.ndim == 0 else math.nan
+    return out
+
+
+def epoch_record(ds: xr.Dataset, names: Sequence[str]) -> xr.Dataset:
+    """Each of ``names`` over the run's analysed checkpoints (dim ``epoch``; first layer)."""
+    keep = {}
+    for name in names:
+        if name in ds.data_vars and "epoch" in ds[name].dims and _numeric(ds[name]):
+            da = _scalar(ds[name], final=False)
+            if da.dims == ("epoch",):
+                keep[name] = da
+    return xr.Dataset(keep)
+
+
+def control_record(ds: xr.Dataset) -> Mapping[str, object] | None:
+    """The control of one per-run result: per metric its relative change and whether it is
+    invariant, and the largest relative change of the logits and the saliency maps (None where
+    the run has no control)."""
+    p = CONTROL_PREFIX
+    if f"{p}relative_change" not in ds:
+        return None
+    return {
+        "metric": [str(m) for m in ds[f"{p}metric"].values],
+        "relative_change": ds[f"{p}relative_change"].values.astype(float),
+        "invariant": ds[f"{p}invariant"].values.astype(bool),
+        "logit_max_rel_diff": float(ds[f"{p}logit_max_rel_diff"]),
+        "saliency_max_rel_diff": float(ds[f"{p}saliency_max_rel_diff"]),
+    }

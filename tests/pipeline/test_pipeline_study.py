@@ -1,0 +1,255 @@
+"""The engine end to end: a tiny design trains, analyses, reports, resumes; the converged study's
+report is rebuilt from its committed per-run files with every estimate as before."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from geomxai.cli import main
+from geomxai.pipeline import SCHEMA_VERSION, load_design, run_design
+from geomxai.report import ResultsVersionError, build_study_report
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TINY = """
+[study]
+name = "tiny-digits"
+title = "A tiny digits study"
+seeds = [0, 1, 2]
+
+[train]
+dataset = "digits"
+model = "cnn2"
+epochs = 2
+train_subset = 240
+test_subset = 120
+batch_size = 40
+lr = 0.05
+device = "cpu"
+
+[[cells]]
+name = "regular"
+regime = "regular"
+
+[[cells]]
+name = "sgt"
+regime = "sgt"
+
+[[cells]]
+name = "dbn"
+regime = "dbn"
+
+[[cells]]
+name = "saliencydecor"
+regime = "saliencydecor"
+
+[[cells]]
+name = "sd-lambda0"
+regime = "saliencydecor"
+decor_weight = 0.0
+
+[analysis]
+probe_size = 64
+fractions = 4
+top_k = 4
+n_examples = 2
+checkpoints = "spread"
+keep = "final"
+control = true
+
+[statistics]
+treatment = "saliencydecor"
+baselines = ["regular", "sgt", "dbn"]
+fidelity = ["morf_auc", "fidelity_gap", "gini"]
+geometry = ["effective_rank", "mean_abs_corr"]
+
+[statistics.factorial]
+regular = "regular"
+sgt = "sgt"
+dbn = "dbn"
+saliencydecor = "saliencydecor"
+
+[[statistics.dose]]
+field = "decor_weight"
+cells = ["sd-lambda0", "saliencydecor"]
+
+[statistics.link]
+n_boot = 200
+
+[statistics.power]
+contrasts = ["saliencydecor-regular", "interaction"]
+metrics = ["test_acc"]
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    path = root / "tiny.toml"
+    path.write_text(TINY)
+    rc = main(["study", str(path), "--runs", str(root / "runs"), "--reports", str(root / "out")])
+    assert rc == 0
+    return root, path
+
+
+@pytest.mark.slow  # trains and analyses 15 tiny runs
+def test_one_command_runs_a_design_end_to_end(tiny_study):
+    root, _ = tiny_study
+    out = root / "out" / "tiny-digits"
+    assert sorted(p.name for p in (out / "runs").glob("*.nc")) == sorted(
+        f"{c}-s{s}.nc"
+        for c in ("regular", "sgt", "dbn", "saliencydecor", "sd-lambda0")
+        for s in (0, 1, 2)
+    )
+    with xr.open_dataset(out / "results.nc", engine="h5netcdf") as ds:
+        # Results carry their design: per-run coords, configs and the design as JSON.
+        assert ds.attrs["schema_version"] == SCHEMA_VERSION
+        assert ds["cell"].dims == ("run",) and ds["regime"].dims == ("run",)
+        assert ds["decor_weight"].dims == ("run",)
+        acc = ds["test_acc"].groupby("cell").mean()
+        assert set(acc["cell"].values) == {"regular", "sgt", "dbn", "saliencydecor", "sd-lambda0"}
+        configs = json.loads(ds.attrs["run_configs"])
+        assert configs["sd-lambda0-s2"]["decor_weight"] == 0.0 and configs["dbn-s1"]["seed"] == 1
+        assert {c["train_subset"] for c in configs.values()} == {240}
+        assert json.loads(ds.attrs["design"])["name"] == "tiny-digits"
+        # Every family states its correction and calls by it.
+        assert "Benjamini-Hochberg" in ds.attrs["contrasts_correction"]
+        assert ds["contrasts_verdict"].dims == ("metric", "baseline")
+        assert ds["factorial_q_value"].dims == ("metric", "effect")
+        assert "within_cell_spearman" in ds and "control_invariant" in ds
+    page = (out / "index.html").read_text()
+    tables = (out / "tables.md").read_text()
+    # The setting is generated from the design and the runs: digits, its true counts, cnn2.
+    assert "Data: digits; 240 training images" in tables and "120 test images" in tables
+    assert "Model: cnn2; 2 epochs" in tables
+    assert "Fashion-MNIST" not in page and "10,000" not in page
+    assert "A tiny digits study" in page
+
+
+@pytest.mark.slow
+def test_a_second_run_does_nothing_and_the_report_stage_needs_no_checkpoint(tiny_study):
+    root, path = tiny_study
+    out = root / "out" / "tiny-digits"
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*.nc")}
+    shutil.rmtree(root / "runs")  # checkpoints gone: the per-run files are enough
+    design = load_design(path, runs_dir=root / "runs", out_dir=out)
+    run_design(design, stages=("train", "analyse"))
+    assert not (root / "runs").exists() or not any((root / "runs").rglob("*.pt"))
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*.nc")} == before
+    (out / "index.html").unlink()
+    index = run_design(design, stages=("report",))
+    assert index == out / "index.html" and index.is_file()
+
+
+@pytest.mark.slow
+def test_a_report_of_older_results_names_the_layout_and_the_fix(tiny_study, tmp_path):
+    root, _ = tiny_study
+    with xr.open_dataset(root / "out" / "tiny-digits" / "results.nc", engine="h5netcdf") as ds:
+        old = ds.load()
+    old.attrs["schema_version"] = 1
+    with pytest.raises(ResultsVersionError, match="layout 1.*--stage statistics"):
+        build_study_report(old, tmp_path / "r")
+
+
+def test_a_claimed_run_is_skipped_by_a_second_process(tmp_path):
+    from geomxai._lock import DirectoryLock
+    from geomxai.pipeline._stages import CLAIM_FILE, stage_train
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.replace("seeds = [0, 1, 2]", "seeds = [0]"))
+    design = load_design(path, runs_dir=tmp_path / "runs", out_dir=tmp_path / "out")
+    held = []
+    for cell in design.cells:
+        lock = DirectoryLock(tmp_path / "runs" / f"{cell.name}-s0", lock_name=CLAIM_FILE)
+        held.append(lock.acquire())
+    try:
+        stage_train(design)  # every run is held by "another process": nothing trains
+    finally:
+        for lock in held:
+            lock.release()
+    assert not list((tmp_path / "runs").rglob("*.pt"))
+
+
+def _committed_per_run_files_present() -> bool:
+    return len(list((ROOT / "reports" / "fashion-mnist-converged" / "runs").glob("*.nc"))) == 40
+
+
+@pytest.mark.slow  # reads 40 per-run files and bootstraps the link
+@pytest.mark.skipif(not _committed_per_run_files_present(), reason="the committed per-run files")
+def test_the_converged_report_is_rebuilt_with_every_estimate_as_before(tmp_path):
+    """The engine's statistics of the committed per-run files equal those of the study's own
+    script before the engine (tests/pipeline/data/converged-before-engine.nc): only the verdict
+    words change, where the correction demands."""
+    out = tmp_path / "fashion-mnist-converged"
+    shutil.copytree(ROOT / "reports" / "fashion-mnist-converged" / "runs", out / "runs")
+    shutil.copytree(ROOT / "reports" / "fashion-mnist-converged" / "protocol", out / "protocol")
+    design = load_design(ROOT / "configs" / "fashion-mnist-converged.toml", out_dir=out)
+    index = run_design(design, stages=("statistics", "report"))
+    before = xr.open_dataset(
+        ROOT / "tests" / "pipeline" / "data" / "converged-before-engine.nc", engine="h5netcdf"
+    ).load()
+    after = xr.open_dataset(out / "results.nc", engine="h5netcdf").load()
+    renamed = {
+        "factorial_": {"regime": "factorial_cell"},
+        "control_": {"run": "control_run", "metric": "control_metric"},
+    }
+    compared = 0
+    for name in before.data_vars:
+        if (
+            name.startswith("power_stated")
+            or name.startswith("power_power_at")
+            or name.startswith("power_seeds_needed")
+        ):
+            continue  # the stated differences are now typed into the design (equal to 1e-16)
+        old = before[name]
+        for prefix, dims in renamed.items():
+            if name.startswith(prefix):
+                old = old.rename({k: v for k, v in dims.items() if k in old.dims})
+        assert name in after, name
+        old, new = xr.align(old, after[name], join="inner")
+        np.testing.assert_array_equal(
+            np.asarray(old.values, float), np.asarray(new.values, float), err_msg=name
+        )
+        compared += 1
+    assert compared > 60
+    # The three calls the correction takes back, and the report says which.
+    verdict = after["contrasts_verdict"]
+    for metric, baseline in (
+        ("test_acc", "dbn"),
+        ("fidelity_gap", "sgt"),
+        ("topq_contrast", "sgt"),
+    ):
+        assert (
+            str(verdict.sel(metric=metric, baseline=baseline).values)
+            == "not distinguishable after correction"
+        )
+    assert str(verdict.sel(metric="morf_auc", baseline="regular").values) == "worse"
+    tables = (out / "tables.md").read_text()
+    assert (
+        "Calls the correction changed" in tables and "contrasts test_acc, dbn (q 0.056)" in tables
+    )
+    assert (
+        "Data: fashion-mnist; 60,000 training images" in tables
+        or "training images (count" in tables
+    )
+    assert index.is_file()
+
+
+def test_the_committed_per_run_results_are_not_git_ignored():
+    # The per-run results are what a fresh machine resumes from; an ignore pattern matching
+    # them once kept a whole sitting's runs out of the repository.
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    for target in (
+        "reports/fashion-mnist-converged/runs/regular-s0.nc",
+        "reports/digits/runs/regular-s0.nc",
+    ):
+        ignored = subprocess.run(["git", "check-ignore", "-q", target], cwd=ROOT)
+        assert ignored.returncode == 1, f"{target} is git-ignored"
