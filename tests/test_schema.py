@@ -36,17 +36,26 @@ def test_a_bad_declaration_is_refused():
 
 def test_link_defaults_keep_their_order():
     """The link's default rows and columns, in the order results files have always had; the
-    axis swaps are linked by their non-degenerate rate (issue 15), alpha-ReQ is stored only."""
-    assert schema.geometry_metrics() == (
+    dynamics are linked by their whole-run summaries (issue 23), not by the last pair's swap
+    rate and stability (kept as variables); alpha-ReQ is stored only."""
+    geometry = schema.geometry_metrics()
+    assert geometry[:6] == (
         "effective_rank",
         "participation_ratio",
         "mean_abs_corr",
         "corr_offdiag_fro",
         "spectrum_alpha",
         "entanglement",
-        "nondegenerate_swap_rate",
     )
-    assert schema.variable("swap_rate").role is None
+    assert geometry[-3:] == (
+        "mean_nondegenerate_swap_rate",
+        "subspace_settle_step",
+        "cka_final_auc",
+    )
+    for name in ("swap_rate", "nondegenerate_swap_rate", "saliency_stability"):
+        assert schema.variable(name).role is None, name
+    assert schema.variable("nondegenerate_swap_rate").per_checkpoint
+    assert not schema.variable("cka_final_auc").per_checkpoint
     assert schema.variable("spectrum_alpha_req").role is None
     assert schema.fidelity_metrics() == (
         "morf_auc",
@@ -54,7 +63,7 @@ def test_link_defaults_keep_their_order():
         "fidelity_gap",
         "topq_contrast",
         "gini",
-        "saliency_stability",
+        "mean_saliency_stability",
         "mask_auroc",
         "mass_inside",
         "pointing_game",

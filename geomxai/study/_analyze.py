@@ -1006,7 +1006,9 @@ def checkpoints_of(run_dir) -> list[Path]:
 _SWAP_VARIABLES = tuple(
     n
     for n in schema.names("dynamics")
-    if schema.variable(n).dims == ("layer",) and not n.startswith(("cka_", "procrustes_"))
+    if schema.variable(n).dims == ("layer",)
+    and schema.variable(n).per_checkpoint
+    and not n.startswith(("cka_", "procrustes_"))
 )
 
 
@@ -1072,7 +1074,56 @@ def add_dynamics(ds: xr.Dataset) -> xr.Dataset:
     ds = add_similarity(ds)
     if n_probe is not None:
         ds = apply_minimums(ds, n_probe)
-    return schema.annotate(ds)
+    return schema.annotate(_add_run_dynamics(ds))
+
+
+def _add_run_dynamics(ds: xr.Dataset) -> xr.Dataset:
+    """The whole-run summaries of one run's dynamics (schema block ``run_dynamics``), from its
+    per-checkpoint dynamics in ``ds`` (docs/dynamics.md): the mean non-degenerate swap rate
+    and mean saliency stability over consecutive pairs, the step and epoch at which the top-k
+    subspace settles, and the area under the CKA to the final checkpoint over training time
+    rescaled to [0, 1]. Time is the ``step`` coordinate where there is one, else ``epoch``."""
+    from geomxai.dynamics import SETTLED_OVERLAP, area_over_training, run_mean, settling_time
+
+    epochs = np.asarray(ds["epoch"].values, dtype=float)
+    steps = None
+    if "step" in ds.coords and ds["step"].dims == ("epoch",):
+        steps = np.asarray(ds["step"].values, dtype=float)
+        steps = steps if np.isfinite(steps).all() else None
+
+    def per_layer(name: str, summary) -> xr.DataArray:
+        values = ds[name].transpose("epoch", "layer").values
+        return xr.DataArray([summary(values[:, j]) for j in range(values.shape[1])], dims="layer")
+
+    pairs = "fewer than 2 analysed checkpoints, or no pair with a defined value"
+    if "nondegenerate_swap_rate" in ds:
+        ds["mean_nondegenerate_swap_rate"] = _with_reason(
+            per_layer("nondegenerate_swap_rate", run_mean), pairs
+        )
+    if "subspace_overlap" in ds:
+        why = (
+            f"the subspace overlap of the last analysed pair is below {SETTLED_OVERLAP} (not "
+            "settled by the end), a pair's overlap is undefined, or fewer than 2 checkpoints"
+        )
+        attrs = {"settled_overlap": SETTLED_OVERLAP}
+        settle = per_layer("subspace_overlap", lambda v: settling_time(v, epochs))
+        ds["subspace_settle_epoch"] = _with_reason(settle.assign_attrs(attrs), why)
+        if steps is None:
+            step = xr.full_like(settle, np.nan)
+            why = "the checkpoints' global steps are unknown (no finite step coordinate)"
+        else:
+            step = per_layer("subspace_overlap", lambda v: settling_time(v, steps))
+        ds["subspace_settle_step"] = _with_reason(step.assign_attrs(attrs), why)
+    if "cka_final" in ds:
+        ds["cka_final_auc"] = _with_reason(
+            per_layer("cka_final", lambda v: area_over_training(v, epochs)),
+            "a checkpoint's CKA to the final one is undefined, or fewer than 2 checkpoints",
+        )
+    if "saliency_stability" in ds:
+        ds["mean_saliency_stability"] = _with_reason(
+            xr.DataArray(run_mean(ds["saliency_stability"].transpose("epoch").values)), pairs
+        )
+    return ds
 
 
 def analyze_run(
@@ -1086,6 +1137,7 @@ def analyze_run(
     cache=True,
     device=None,
     epochs=None,
+    steps=None,
     **option_overrides,
 ) -> xr.Dataset:
     """Every checkpoint of one run, measured on a fixed probe set, as one Dataset over ``epoch``.
@@ -1112,16 +1164,25 @@ def analyze_run(
         Where each checkpoint's passes run (serial analysis only; dask workers use their own
         device); default the CPU the checkpoint is loaded on.
     epochs : iterable of int, optional
-        Analyse only these checkpointed epochs (default: every checkpoint). The dynamics then
-        compare consecutive *analysed* checkpoints; include the last two epochs for a final
-        swap rate and saliency stability between adjacent checkpoints. An epoch the run has no
-        checkpoint for raises ``ValueError`` naming the ones it has.
+        Analyse only these checkpointed epochs (default: every checkpoint, the sub-epoch ones
+        of ``checkpoint_every_steps`` included). The dynamics then compare consecutive
+        *analysed* checkpoints; include the last two epochs for a final swap rate and saliency
+        stability between adjacent checkpoints. An epoch the run has no checkpoint for raises
+        ``ValueError`` naming the ones it has.
+    steps : iterable of int, optional
+        Analyse (also) the checkpoints at these global optimizer steps, epoch or sub-epoch
+        ones (:func:`geomxai.rundir.training_checkpoints` lists them); a step without a
+        checkpoint raises ``ValueError`` naming the ones there are.
 
     Returns
     -------
     xr.Dataset
         Dims ``epoch``, ``layer``, ``fraction``, ``component``, ... with ``test_acc`` and the
         training losses from ``metrics.jsonl``; the run's config as JSON in ``attrs["config"]``.
+        The ``epoch`` coordinate is training time in epochs: int epochs, or floats where
+        sub-epoch checkpoints are analysed (1.5: half-way through the second epoch); the
+        ``step`` coordinate along it holds each checkpoint's global optimizer step (float with
+        NaN only where the run's steps per epoch are unknown).
         Results of checkpoints already analysed with the same options are read from the cache
         instead of recomputed. The dynamics compare consecutive checkpoints: axis swaps,
         saliency stability, and the linear CKA and Procrustes distance of each layer's probe
@@ -1146,15 +1207,16 @@ def analyze_run(
             f"on their own devices; got device={str(device)!r} and workers={workers}"
         )
     run = read_run(run_dir)
-    epochs = _selected_epochs(run, epochs)
+    chosen = _selected_checkpoints(run, epochs, steps)
+    epochs = [_epoch_value(c) for c in chosen]
     from geomxai.train._checkpoint import check_run_identity
 
     # A checkpoint copied in from another run would be labelled with this run's regime and seed.
-    check_run_identity(run.path, run.config, [run.checkpoints[e] for e in epochs])
+    check_run_identity(run.path, run.config, [c.path for c in chosen])
     if probe is None:
         probe = make_probe(run.config["dataset"], options.probe_size)
     parts = _checkpoint_parts(
-        [run.checkpoints[e] for e in epochs],
+        [c.path for c in chosen],
         probe,
         options,
         _cache_folder(run_dir, cache),
@@ -1164,10 +1226,41 @@ def analyze_run(
         desc=f"analyse {run_dir.name}",
         progress=progress,
     )
-    ds = _over_epochs(parts, epochs, probe)
+    ds = _over_epochs(parts, epochs, probe, steps=[c.step for c in chosen])
     ds = _with_training_metrics(ds, run.metrics, epochs)
     ds.attrs.update(_run_attrs(run, options, parts))
     return schema.annotate(ds)
+
+
+def _epoch_value(checkpoint) -> int | float:
+    """A checkpoint's ``epoch`` coordinate: the epoch number of an epoch checkpoint, the
+    fractional training time of a sub-epoch one (so every run without them keeps int epochs)."""
+    if not checkpoint.sub_epoch:
+        return int(checkpoint.epoch)
+    return float(checkpoint.epoch)
+
+
+def _selected_checkpoints(run, epochs, steps) -> list:
+    """The checkpoints to analyse, in training order (:class:`geomxai.rundir.Checkpoint`): every
+    one, sub-epoch ones included, when neither ``epochs`` nor ``steps`` is given; else the epoch
+    checkpoints of ``epochs`` and the checkpoints (of either kind) at global steps ``steps``."""
+    timeline = list(run.timeline)
+    if epochs is None and steps is None:
+        return timeline
+    keep = set()
+    if epochs is not None:
+        keep |= {run.checkpoints[e] for e in _selected_epochs(run, epochs)}
+    if steps is not None:
+        steps = sorted({int(s) for s in steps})
+        by_step = {c.step: c.path for c in timeline if c.step is not None}
+        missing = [s for s in steps if s not in by_step]
+        if missing or not steps:
+            raise ValueError(
+                f"steps must be global steps of checkpoints of {str(run.path)!r}; got "
+                f"{missing or steps} (it has {sorted(by_step)})"
+            )
+        keep |= {by_step[s] for s in steps}
+    return [c for c in timeline if c.path in keep]
 
 
 def _selected_epochs(run, epochs) -> list[int]:
@@ -1207,8 +1300,12 @@ def _checkpoint_parts(
         ]
 
 
-def _over_epochs(parts: list[xr.Dataset], epochs: list[int], probe: Probe) -> xr.Dataset:
-    """The checkpoints' parts along ``epoch``, their NaN reasons kept, with the dynamics."""
+def _over_epochs(
+    parts: list[xr.Dataset], epochs: list[int], probe: Probe, *, steps: list | None = None
+) -> xr.Dataset:
+    """The checkpoints' parts along ``epoch``, their NaN reasons kept, with the dynamics; with
+    ``steps`` (each checkpoint's global optimizer step, None where unknown) a ``step``
+    coordinate along ``epoch``."""
     from geomxai.study._probe import warn_probe, widths_of
 
     ds = xr.concat(
@@ -1221,6 +1318,9 @@ def _over_epochs(parts: list[xr.Dataset], epochs: list[int], probe: Probe) -> xr
     )
     ds.attrs = {}
     ds = ds.assign_coords(epoch=epochs)
+    if steps is not None:
+        ds = ds.assign_coords(step=("epoch", _step_values(steps)))
+        ds["step"].attrs["long_name"] = "global optimizer steps taken at the checkpoint"
     # Each checkpoint's NaN reasons are kept: concat drops the ones that differ between epochs.
     _merge_reasons(ds, [(f"epoch {e}", part) for e, part in zip(epochs, parts, strict=True)])
     ds = add_dynamics(ds).drop_vars("probe_features", errors="ignore")
@@ -1230,19 +1330,40 @@ def _over_epochs(parts: list[xr.Dataset], epochs: list[int], probe: Probe) -> xr
     return ds
 
 
+def _step_values(steps: list) -> np.ndarray:
+    """Steps as int64, or float64 with NaN where a run's steps per epoch are unknown."""
+    if all(s is not None for s in steps):
+        return np.asarray(steps, dtype=np.int64)
+    return np.asarray([np.nan if s is None else s for s in steps], dtype=float)
+
+
 def _with_training_metrics(ds: xr.Dataset, metrics: dict, epochs: list[int]) -> xr.Dataset:
     """The run's ``metrics.jsonl`` values over ``epoch``, NaN with a reason where missing."""
     for key in schema.names("training"):
         ds[key] = xr.DataArray([_scalar(metrics.get(e, {}).get(key)) for e in epochs], dims="epoch")
         missing = [e for e in epochs if not math.isfinite(_scalar(metrics.get(e, {}).get(key)))]
+        # Sub-epoch checkpoints (float epochs) have no line: metrics.jsonl has one per epoch.
+        sub_epoch = [e for e in missing if isinstance(e, float)]
+        missing = [e for e in missing if not isinstance(e, float)]
+        reasons = []
         if missing:
-            ds[key].attrs["nan_reason"] = (
-                "epoch 0 is the initial model, before any training step; " if missing == [0] else ""
-            ) + f"metrics.jsonl has no finite {key} for epoch(s) {missing}"
+            initial = "epoch 0 is the initial model, before any training step; "
+            reasons.append(
+                (initial if missing == [0] else "")
+                + f"metrics.jsonl has no finite {key} for epoch(s) {missing}"
+            )
+        if sub_epoch:
+            reasons.append(
+                f"the sub-epoch checkpoints (epochs {sub_epoch}) have no metrics line: "
+                "metrics.jsonl has one per finished epoch"
+            )
+        if reasons:
+            ds[key].attrs["nan_reason"] = "; ".join(reasons)
     if 0 in epochs and math.isnan(float(ds["test_acc"].sel(epoch=0))):
-        ds["test_acc"].attrs["nan_reason"] = (
-            "epoch 0 is the initial model; its test accuracy is probe_acc"
-        )
+        reason = "epoch 0 is the initial model; its test accuracy is probe_acc"
+        if any(isinstance(e, float) for e in epochs):
+            reason += "; sub-epoch checkpoints have no metrics line (probe_acc measures them)"
+        ds["test_acc"].attrs["nan_reason"] = reason
     return ds
 
 
@@ -1321,7 +1442,11 @@ def combine_runs(runs: list[xr.Dataset]) -> xr.Dataset:
     for ds in runs:
         attrs = dict(ds.attrs)
         ds = ds.drop_vars(_NOT_IN_RESULTS, errors="ignore")
-        ds = ds.expand_dims(regime=[attrs["regime"]], seed=[attrs["seed"]])
+        # A run's global steps are its own (runs differ in steps per epoch): the step
+        # coordinate gets the run's dims too, NaN at epochs a run does not have.
+        step = [c for c in ("step",) if c in ds.coords and "regime" not in ds[c].dims]
+        ds = ds.reset_coords(step).expand_dims(regime=[attrs["regime"]], seed=[attrs["seed"]])
+        ds = ds.set_coords(step)
         ds.attrs = {}
         tagged.append((attrs, ds))
     keys = [(a["regime"], a["seed"]) for a, _ in tagged]

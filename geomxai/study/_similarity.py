@@ -56,7 +56,8 @@ def add_similarity(ds: xr.Dataset) -> xr.Dataset:
         return ds
     features = ds["probe_features"]
     n_epochs, n_layers = ds.sizes["epoch"], ds.sizes["layer"]
-    epochs = [int(e) for e in ds["epoch"].values]
+    # int epochs, or floats where sub-epoch checkpoints are analysed (int() would merge them)
+    epochs = [e.item() for e in np.asarray(ds["epoch"].values)]
     layers = [str(name) for name in ds["layer"].values]
     out = {name: np.full((n_epochs, n_layers), np.nan) for name in SIMILARITY_VARIABLES}
     reasons: dict[str, list[str]] = {"previous": [], "final": []}

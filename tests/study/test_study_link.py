@@ -117,7 +117,14 @@ def test_points_with_a_nan_on_either_side_are_dropped(noisy):
     x[0, 0, 0] = np.nan  # e.g. a swap rate at the first epoch
     y[1, 1, 2:4] = np.inf
     ds = _results(nondegenerate_swap_rate=x, saliency_stability=y)
-    link = link_geometry_fidelity(ds, n_boot=250, seed=3)
+    # Named: the per-checkpoint dynamics are no longer linked by default (issue 23).
+    link = link_geometry_fidelity(
+        ds,
+        geometry="nondegenerate_swap_rate",
+        fidelity="saliency_stability",
+        n_boot=250,
+        seed=3,
+    )
     cell = link.sel(geometry="nondegenerate_swap_rate", fidelity="saliency_stability")
     rho, p, low, high, n = _reference(x.ravel(), y.ravel(), n_boot=250, ci=0.95, seed=3)
     assert int(cell["n_points"]) == n == x.size - 3
@@ -263,7 +270,9 @@ def test_scatter_colours_regimes_and_titles_rho_with_its_interval(rng):
 def test_heatmap_annotates_every_cell(noisy):
     x, y, z = noisy
     ds = _results(mean_abs_corr=x, nondegenerate_swap_rate=z, morf_auc=y, gini=np.ones(SHAPE))
-    link = link_geometry_fidelity(ds, n_boot=50)
+    link = link_geometry_fidelity(
+        ds, geometry=["mean_abs_corr", "nondegenerate_swap_rate"], n_boot=50
+    )
     fig, ax = plt.subplots()
     try:
         assert plot_link(link, ax=ax) is ax

@@ -41,7 +41,9 @@ def _same_weights(a, b):
         assert torch.equal(value, b["model"][key]), key
     assert a["scheduler"] == b["scheduler"]
     for (ka, va), (kb, vb) in zip(
-        sorted(a["optimizer"]["state"].items()), sorted(b["optimizer"]["state"].items()), strict=True
+        sorted(a["optimizer"]["state"].items()),
+        sorted(b["optimizer"]["state"].items()),
+        strict=True,
     ):
         assert ka == kb and torch.equal(va["momentum_buffer"], vb["momentum_buffer"])
 
