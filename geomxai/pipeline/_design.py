@@ -122,6 +122,7 @@ class Design:
     checkpoints: str = "all"
     keep: str = "all"
     control: bool = False
+    keep_checkpoint: bool = False
     probe_size: int = 512
     statistics: StatisticsSpec = field(default_factory=StatisticsSpec)
     fallback_dataset: str | None = None
@@ -386,6 +387,7 @@ def _analysis(path: Path, raw) -> tuple[dict[str, Any], dict[str, Any]]:
         "checkpoints": table.string("checkpoints", "all", choices=CHECKPOINT_POLICIES),
         "keep": table.string("keep", "all", choices=KEEP_POLICIES),
         "control": table.boolean("control", False),
+        "keep_checkpoint": table.boolean("keep_checkpoint", False),
     }
     options = {k: v for k, v in table.raw.items() if k not in own}
     known = [f.name for f in dataclasses.fields(AnalysisOptions)]

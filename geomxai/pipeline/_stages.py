@@ -125,12 +125,20 @@ def analyse_run(design: Design, probe, options, cell: Cell, seed: int) -> Path |
         "final": [max(run.checkpoints)],
         "spread": spread_epochs(sorted(run.checkpoints)),
     }[design.checkpoints]
+    # Sub-epoch checkpoints (checkpoint_every_steps) are where most axis movement happens:
+    # "spread" keeps every one of them beside its spread of epochs.
+    steps = None
+    if design.checkpoints == "spread":
+        from geomxai.rundir import list_step_checkpoints
+
+        steps = sorted(list_step_checkpoints(design.runs_dir / name)) or None
     start = time.perf_counter()
     ds = run_result(
         design.runs_dir / name,
         probe=probe,
         options=options,
         epochs=epochs,
+        steps=steps,
         keep=design.keep,
         control=design.control,
     )
@@ -144,6 +152,13 @@ def analyse_run(design: Design, probe, options, cell: Cell, seed: int) -> Path |
         }
     )
     target.parent.mkdir(parents=True, exist_ok=True)
+    if design.keep_checkpoint:
+        # The final checkpoint beside the result (cnn2's is tens of kB), so a later change of
+        # the measurements re-analyses without re-training.
+        from geomxai._fs import write_bytes_atomic
+
+        final = run.checkpoints[max(run.checkpoints)]
+        write_bytes_atomic(target.with_name(f"{name}.final.pt"), final.read_bytes())
     # The metrics first: a result file is what marks a run done, so it is written last.
     write_text_atomic(
         target.with_name(f"{name}.metrics.jsonl"),

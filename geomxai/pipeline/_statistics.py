@@ -100,6 +100,15 @@ def runs_table(design: Design, per_run: Mapping[str, xr.Dataset]) -> xr.Dataset:
                 for split in ("train", "test")
             ]
     runs.attrs["run_images"] = json.dumps(images, sort_keys=True)
+    warnings = {}
+    for name, ds in per_run.items():
+        try:
+            said = json.loads(ds.attrs.get("warnings", "[]") or "[]")
+        except (TypeError, ValueError):
+            said = [str(ds.attrs["warnings"])]
+        if said and name in configs:
+            warnings[name] = sorted(set(map(str, said)))
+    runs.attrs["run_warnings"] = json.dumps(warnings, sort_keys=True)
     return runs
 
 
@@ -385,7 +394,10 @@ def _control(per_run: Mapping[str, xr.Dataset], runs: xr.Dataset) -> xr.Dataset 
         return None
     metrics = rows[0][1]["metric"]
     rows = [(r, c) for r, c in rows if c["metric"] == metrics]
-    return xr.Dataset(
+    relative = all(
+        json.loads(per_run[r].attrs.get("control", "{}")).get("function_rtol") for r, _ in rows
+    )
+    out = xr.Dataset(
         {
             "relative_change": (
                 ("control_run", "control_metric"),
@@ -406,6 +418,8 @@ def _control(per_run: Mapping[str, xr.Dataset], runs: xr.Dataset) -> xr.Dataset 
         },
         coords={"control_run": [r for r, _ in rows], "control_metric": metrics},
     )
+    out.attrs["function_check"] = "relative" if relative else "absolute"
+    return out
 
 
 def _learning_curves(design: Design, runs: xr.Dataset) -> xr.Dataset | None:

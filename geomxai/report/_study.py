@@ -653,9 +653,17 @@ def control_section(page: StudyPage) -> Section | None:
             "function-preserving change moves cannot be what saliency reads: whatever link it has "
             "with fidelity is indirect (through training), not an explanation through the "
             "function.",
-            f"Across {ds.sizes['control_run']} runs the largest relative change of the logits was "
-            f"{float(ds['control_logit_max_rel_diff'].max()):.1e} and of the saliency maps "
-            f"{float(ds['control_saliency_max_rel_diff'].max()):.1e}.",
+            f"Across {ds.sizes['control_run']} runs the largest change of the logits was "
+            f"{float(ds['control_logit_max_rel_diff'].max()):.1e} of "
+            + (
+                "their own spread over the probe (both networks in float64; the control refuses a "
+                "change above 1e-8 as not function-preserving)"
+                if ds.attrs.get("control_function_check") == "relative"
+                else "their magnitude (runs measured before the relative float64 check)"
+            )
+            + f", and of the saliency maps {float(ds['control_saliency_max_rel_diff'].max()):.1e} "
+            "of their norm. A metric is invariant where its relative change stays below 1e-6 in "
+            "every run.",
         ],
     )
     rows = []
@@ -935,6 +943,30 @@ def corrected_calls(page: StudyPage) -> list[str]:
     return out
 
 
+def warnings_section(page: StudyPage) -> Section | None:
+    """What the measurements say they cannot mean (a leaking fill, constant maps, a model at
+    chance, too few live units), as each run's analysis recorded it."""
+    said = json.loads(page.ds.attrs.get("run_warnings", "{}") or "{}")
+    if not said:
+        return None
+    by_text: dict[str, list[str]] = {}
+    for run, texts in said.items():
+        for text in texts:
+            by_text.setdefault(text, []).append(run)
+    s = Section(
+        "Warnings the measurements recorded",
+        [
+            "Each warning below was recorded by a run's analysis beside the number it concerns: "
+            "read the metrics it names with it in mind."
+        ],
+    )
+    rows = [
+        [text, f"{len(runs)}: " + ", ".join(sorted(runs)[:6]) + (" ..." if len(runs) > 6 else "")]
+        for text, runs in sorted(by_text.items())
+    ]
+    return s.table(["warning", "runs"], rows)
+
+
 def cells_section(page: StudyPage) -> Section | None:
     """Each metric per cell: mean over seeds with its interval (the paper's Tables I and II)."""
     ds = page.ds
@@ -1010,6 +1042,7 @@ def paper_section(page: StudyPage) -> Section | None:
 
 SECTIONS: tuple[Callable[[StudyPage], Section | list[Section] | None], ...] = (
     status_section,
+    warnings_section,
     verdict_section,
     convergence_section,
     cells_section,

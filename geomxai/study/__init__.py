@@ -33,7 +33,13 @@ __getattr__, __dir__, __all__ = attach(
         "._preprocess": ["PreprocessingWarning"],
         "._link": ["FIDELITY_METRICS", "GEOMETRY_METRICS", "link_geometry_fidelity"],
         "._probe": ["ProbeSizeWarning"],
-        "._summary": ["control_record", "epoch_record", "run_record", "run_result"],
+        "._summary": [
+            "control_record",
+            "current_layout",
+            "epoch_record",
+            "run_record",
+            "run_result",
+        ],
         "._sources": ["load_state_dict_file", "resolve_model"],
         "._study": [
             "analyze_model",

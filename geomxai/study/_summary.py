@@ -19,7 +19,7 @@ import xarray as xr
 
 from geomxai.rundir import read_run
 
-__all__ = ["control_record", "epoch_record", "run_record", "run_result"]
+__all__ = ["control_record", "current_layout", "epoch_record", "run_record", "run_result"]
 
 CONTROL_PREFIX = "control_"
 """Prefix of the control's variables and dims inside a per-run result."""
@@ -48,6 +48,7 @@ def run_result(
     probe,
     options,
     epochs: Sequence[int] | None = None,
+    steps: Sequence[int] | None = None,
     keep: str = "all",
     control: bool = False,
     progress: bool = False,
@@ -63,7 +64,9 @@ def run_result(
     options : geomxai.study.AnalysisOptions
         What to measure.
     epochs : sequence of int, optional
-        The checkpoints analysed (default every one).
+        The epoch checkpoints analysed (default every checkpoint).
+    steps : sequence of int, optional
+        Sub-epoch checkpoints analysed too, by global optimizer step.
     keep : {"all", "final"}
         Keep the per-checkpoint arrays of every analysed checkpoint, or the final one's only.
     control : bool
@@ -80,7 +83,9 @@ def run_result(
     from geomxai.study._analyze import analyze_run
 
     run = read_run(run_dir)
-    ds = analyze_run(run_dir, options=options, probe=probe, progress=progress, epochs=epochs)
+    ds = analyze_run(
+        run_dir, options=options, probe=probe, progress=progress, epochs=epochs, steps=steps
+    )
     ds = ds.drop_vars([v for v in _DROP if v in ds.variables])
     if keep == "final":
         for name in _FINAL_ONLY:
@@ -109,6 +114,33 @@ def _add_control(ds: xr.Dataset, checkpoint: Path, probe, options) -> None:
     ds.attrs["control"] = json.dumps({k: str(v) for k, v in ctrl.attrs.items()})
 
 
+def current_layout(ds: xr.Dataset) -> xr.Dataset:
+    """A per-run result in today's variable names.
+
+    Results analysed before live-unit accounting (no ``n_live_units``) measured gradient
+    entanglement over every unit, dead ones included: that value is today's
+    ``entanglement_all_units``, not the live-unit ``entanglement``, so it is renamed rather
+    than read as the other; their dead-unit count ``n_dead`` becomes ``n_dead_units`` with
+    ``n_live_units`` beside it.
+    """
+    if "n_live_units" in ds:
+        return ds
+    if "entanglement" in ds and "entanglement_all_units" not in ds:
+        ds = ds.rename({"entanglement": "entanglement_all_units"})
+        metric = f"{CONTROL_PREFIX}metric"
+        if metric in ds.coords:
+            names = [str(m) for m in ds[metric].values]
+            ds = ds.assign_coords(
+                {metric: [("entanglement_all_units" if m == "entanglement" else m) for m in names]}
+            )
+    if "n_dead" in ds and "n_dead_units" not in ds:
+        # The count of dead units under its old name; NaN where fewer than 2 units lived.
+        ds = ds.rename({"n_dead": "n_dead_units"})
+        if "unit" in ds.dims:
+            ds["n_live_units"] = ds.sizes["unit"] - ds["n_dead_units"]
+    return ds
+
+
 def _scalar(da: xr.DataArray, *, final: bool) -> xr.DataArray | None:
     if "layer" in da.dims:
         da = da.isel(layer=0, drop=True)
@@ -128,6 +160,7 @@ def run_record(ds: xr.Dataset, names: Sequence[str] | None = None) -> dict[str, 
     the model's feature layer, is the one a study compares). A name in ``names`` that the run
     lacks is NaN, so runs analysed before a metric existed keep their row.
     """
+    ds = current_layout(ds)
     out: dict[str, float] = {}
     pick = list(names) if names is not None else list(ds.data_vars)
     for name in pick:
@@ -146,6 +179,7 @@ def run_record(ds: xr.Dataset, names: Sequence[str] | None = None) -> dict[str, 
 
 def epoch_record(ds: xr.Dataset, names: Sequence[str]) -> xr.Dataset:
     """Each of ``names`` over the run's analysed checkpoints (dim ``epoch``; first layer)."""
+    ds = current_layout(ds)
     keep = {}
     for name in names:
         if name in ds.data_vars and "epoch" in ds[name].dims and _numeric(ds[name]):
@@ -160,6 +194,7 @@ def control_record(ds: xr.Dataset) -> Mapping[str, object] | None:
     invariant, and the largest relative change of the logits and the saliency maps (None where
     the run has no control)."""
     p = CONTROL_PREFIX
+    ds = current_layout(ds)
     if f"{p}relative_change" not in ds:
         return None
     return {
