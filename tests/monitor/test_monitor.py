@@ -203,3 +203,16 @@ def test_the_trainer_logs_to_tensorboard_when_asked(tmp_path):
     )
     with pytest.raises(geomxai.train.ConfigError, match="tensorboard_dir"):
         tiny_config(tmp_path / "x", tensorboard_dir=" ")
+
+
+def test_importing_the_monitor_loads_no_framework():
+    import subprocess
+
+    code = (
+        "import sys, geomxai\n"
+        "geomxai.GeometryMonitor\n"
+        "import geomxai.monitor\n"
+        "print(sorted(m for m in ('lightning', 'transformers', 'tensorboard') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
