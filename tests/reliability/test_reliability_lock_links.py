@@ -165,3 +165,70 @@ class TestTrainResumeRefusesALinkedLock:
         assert done.returncode == 0, done.stderr
         assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
         assert victim.read_text() == SECRET
+
+
+# -- through a study -----------------------------------------------------------------------------
+DESIGN = """\
+[study]
+name = "s"
+seeds = [0]
+
+[train]
+dataset = "digits"
+model = "cnn2"
+epochs = 1
+batch_size = 32
+train_subset = 64
+test_subset = 32
+group_size = 8
+lr = 0.05
+device = "cpu"
+
+[[cells]]
+name = "regular"
+regime = "regular"
+"""
+
+
+class TestAStudyRefusesALinkedLock:
+    """The same through ``geomxai study``: each run's lock (``RUNS/NAME/RUN/.geomxai.lock``,
+    taken by its training) and the claim a study process takes on a run."""
+
+    @pytest.mark.parametrize("lock_name", [LOCK_FILE, ".geomxai.claim"])
+    def test_command_line(self, tmp_path, victim, lock_name):
+        design = tmp_path / "d.toml"
+        design.write_text(DESIGN)
+        run_dir = tmp_path / "runs" / "s" / "regular-s0"
+        run_dir.mkdir(parents=True)
+        link = run_dir / lock_name
+        link.symlink_to(victim)
+        done = subprocess.run(
+            [sys.executable, "-m", "geomxai.cli", "study", str(design), "--stage", "train"]
+            + ["--runs", str(tmp_path / "runs"), "--reports", str(tmp_path / "reports")],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert done.returncode == 2, done.stderr
+        line = one_error_line(done.stderr)
+        assert repr(str(link)) in line and "symbolic link" in line
+        _assert_untouched(link, victim)
+        assert sorted(p.name for p in run_dir.iterdir()) == [lock_name]  # nothing trained
+
+    def test_api(self, tmp_path, victim):
+        from geomxai.pipeline import run_study
+
+        design = tmp_path / "d.toml"
+        design.write_text(DESIGN)
+        run_dir = tmp_path / "runs" / "s" / "regular-s0"
+        run_dir.mkdir(parents=True)
+        link = run_dir / LOCK_FILE
+        link.symlink_to(victim)
+        with pytest.raises(UnsafeLockError, match="symbolic link"):
+            run_study(
+                design,
+                runs_root=tmp_path / "runs",
+                reports_root=tmp_path / "reports",
+                stages=["train"],
+            )
+        _assert_untouched(link, victim)
