@@ -128,7 +128,7 @@ class DirectoryLock:
             # The holder before us may have removed the file after we opened it: our lock is
             # then on a file nobody else can see. Only a lock on the file at the path counts.
             try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+                same = os.path.samestat(os.fstat(fd), os.lstat(self.path))
             except FileNotFoundError:
                 same = False
             if same:
