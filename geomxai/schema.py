@@ -350,15 +350,87 @@ def min_samples(name: str) -> int | None:
     return None
 
 
+# ---- several saliency methods and fills in one analysis (AnalysisOptions.saliency_methods and
+# fills): the masking variables gain dims saliency_method and fill, the other saliency metrics
+# saliency_method, each only where more than one is measured. A runs table holds one column per
+# method (and fill): a *variant* of the base metric, named by variant_name.
+
+VARIANT_DIMS = ("saliency_method", "fill")
+"""The dims a saliency metric gains when an analysis measures several methods or fills."""
+
+VARIANT_SEP = "__"
+"""What joins a base metric, its saliency method and its fill in a variant's name."""
+
+_DISPLAY = {
+    "abs_gradient": "|gradient|",
+    "gradient": "gradient",
+    "input_x_gradient": "input × gradient",
+    "smoothgrad": "SmoothGrad",
+    "integrated_gradients": "integrated gradients",
+    "uniform": "uniform fill",
+    "zero": "zero fill",
+    "mean": "mean fill",
+    "blur": "blur fill",
+    "road": "ROAD",
+}
+
+
+def variant_name(base: str, method: str, fill: str | None = None) -> str:
+    """The runs-table name of ``base`` measured with saliency ``method`` (and masking ``fill``).
+
+    ``base__method`` or ``base__method__fill``; :func:`split_variant` reads it back, and
+    :func:`label` and :func:`direction` answer for it as for the base metric.
+
+    Examples
+    --------
+    >>> variant_name("morf_auc", "integrated_gradients", "road")
+    'morf_auc__integrated_gradients__road'
+    >>> label("morf_auc__integrated_gradients__road"), direction("gini__smoothgrad")
+    ('MoRF AUC (integrated gradients, ROAD)', 'higher')
+    """
+    parts = [base, method] + ([] if fill is None else [fill])
+    for part in parts:
+        if not isinstance(part, str) or not part or VARIANT_SEP in part:
+            raise ValueError(
+                f"a variant's base, method and fill must be non-empty names without "
+                f"{VARIANT_SEP!r}; got {part!r}"
+            )
+    return VARIANT_SEP.join(parts)
+
+
+def split_variant(name: str) -> tuple[str, str | None, str | None]:
+    """``(base, method, fill)`` of a variant name; ``(name, None, None)`` for any other name.
+
+    Examples
+    --------
+    >>> split_variant("morf_auc__smoothgrad__zero"), split_variant("deletion_auc__smoothgrad")
+    (('morf_auc', 'smoothgrad', 'zero'), ('deletion_auc', 'smoothgrad', None))
+    >>> split_variant("morf_auc")
+    ('morf_auc', None, None)
+    """
+    parts = str(name).split(VARIANT_SEP)
+    if len(parts) not in (2, 3) or not all(parts) or parts[0] not in VARIABLES:
+        return str(name), None, None
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else None
+
+
 def label(name: str) -> str:
-    """Human text for a variable; an undeclared name is its own label with spaces for ``_``."""
+    """Human text for a variable; an undeclared name is its own label with spaces for ``_``; a
+    variant (:func:`variant_name`) is its base's label with the method and fill in brackets."""
     declared = VARIABLES.get(str(name))
-    return declared.label if declared is not None else str(name).replace("_", " ")
+    if declared is not None:
+        return declared.label
+    base, method, fill = split_variant(name)
+    if method is not None:
+        said = [_DISPLAY.get(p, p.replace("_", " ")) for p in (method, fill) if p is not None]
+        return f"{VARIABLES[base].label} ({', '.join(said)})"
+    return str(name).replace("_", " ")
 
 
 def direction(name: str) -> str | None:
-    """``"higher"``, ``"lower"`` or ``None`` (not declared, or describes rather than judges)."""
-    declared = VARIABLES.get(str(name))
+    """``"higher"``, ``"lower"`` or ``None`` (not declared, or describes rather than judges); a
+    variant's is its base metric's."""
+    declared = VARIABLES.get(split_variant(name)[0])
     return None if declared is None else declared.direction
 
 

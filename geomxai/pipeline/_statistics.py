@@ -40,7 +40,7 @@ def _metric_lists(design: Design, per_run: Mapping[str, xr.Dataset]) -> dict[str
         names = list(given) if given is not None else [m for m in default if m in present]
         return list(dict.fromkeys(names))
 
-    fidelity = chosen(spec.fidelity, schema.fidelity_metrics())
+    fidelity = _with_variants(chosen(spec.fidelity, schema.fidelity_metrics()), per_run)
     geometry = chosen(spec.geometry, schema.geometry_metrics())
     dynamics = [m for m in spec.dynamics if m not in geometry]
     return {
@@ -49,6 +49,19 @@ def _metric_lists(design: Design, per_run: Mapping[str, xr.Dataset]) -> dict[str
         "geometry": geometry,
         "dynamics": dynamics,
     }
+
+
+def _with_variants(names: list[str], per_run: Mapping[str, xr.Dataset]) -> list[str]:
+    """Each metric, or in its place its variants where the runs measured it with several
+    saliency methods or fills (``morf_auc__integrated_gradients__road``, ...): each is then a
+    metric of its own, with its own contrasts and verdicts."""
+    from geomxai.study._summary import variant_names
+
+    out = []
+    for name in names:
+        variants = [v for ds in per_run.values() for v in variant_names(ds, name)]
+        out += list(dict.fromkeys(variants)) or [name]
+    return out
 
 
 def _cell_of(design: Design, name: str, ds: xr.Dataset) -> str | None:

@@ -97,6 +97,18 @@ class AnalysisOptions:
         pairs when a mapping.
     entanglement_layer : str or None
         The layer gradient entanglement is measured at; ``None`` = the model's feature layer.
+    saliency_methods : tuple of str or None
+        Several named saliency methods measured in one analysis (``("abs_gradient",
+        "integrated_gradients", "smoothgrad")``); ``saliency_method`` becomes the first (a
+        non-default ``saliency_method`` not among them is refused). With more than one,
+        the saliency metrics gain a ``saliency_method`` dim: the masking variables, deletion
+        and insertion, Gini, top-q contrast and localisation; the example maps and the saliency
+        stability use the first method. One method is the same as ``saliency_method``.
+    fills : tuple of str or None
+        Several masking fills (``("uniform", "zero", "road")``); ``fill`` becomes the first.
+        With more than one, the masking variables (MoRF, LeRF and random-order curves, their
+        areas, ``fidelity_gap``) gain a ``fill`` dim (the random-order curve is computed once
+        per fill and shared by the methods). Deletion and insertion keep RISE's own fills.
     """
 
     probe_size: int = 512
@@ -112,6 +124,8 @@ class AnalysisOptions:
     saliency_kwargs: tuple[tuple[str, object], ...] | None = None
     reduce: object = "auto"
     entanglement_layer: str | None = None
+    saliency_methods: tuple[str, ...] | None = None
+    fills: tuple[str, ...] | None = None
 
     def __post_init__(self):
         # Each count must be an int (2.5 probes or NaN fractions fail deep inside otherwise;
@@ -135,6 +149,7 @@ class AnalysisOptions:
         object.__setattr__(self, "entanglement", bool(self.entanglement))
         if self.layers is not None and not isinstance(self.layers, tuple):
             object.__setattr__(self, "layers", tuple(self.layers))
+        _check_variants(self)
         _check_saliency_method(self.saliency_method)
         kwargs = _check_saliency_kwargs(self.saliency_kwargs, self.saliency_method)
         object.__setattr__(self, "saliency_kwargs", kwargs)
@@ -167,12 +182,33 @@ class AnalysisOptions:
             fields_["saliency_callable"] = origin
         # Fields added after cache version 6 enter the key only when set, so the cache entries
         # of analyses that do not use them stay valid.
-        for name, default in (("reduce", "auto"), ("entanglement_layer", None)):
+        defaults = (
+            ("reduce", "auto"),
+            ("entanglement_layer", None),
+            ("saliency_methods", None),
+            ("fills", None),
+        )
+        for name, default in defaults:
             if fields_[name] == default:
                 del fields_[name]
             elif name == "reduce" and isinstance(fields_[name], tuple):
                 fields_[name] = dict(fields_[name])
         return json.dumps(fields_, sort_keys=True, default=_key_value)
+
+    @property
+    def method_variants(self) -> tuple:
+        """The saliency methods measured: ``saliency_methods``, else ``(saliency_method,)``."""
+        return self.saliency_methods or (self.saliency_method,)
+
+    @property
+    def fill_variants(self) -> tuple[str, ...]:
+        """The masking fills measured: ``fills``, else ``(fill,)``."""
+        return self.fills or (self.fill,)
+
+    @property
+    def variants(self) -> bool:
+        """True when more than one saliency method or fill is measured (the variant layout)."""
+        return len(self.method_variants) > 1 or len(self.fill_variants) > 1
 
 
 _OPTION_COUNTS = {
@@ -184,6 +220,52 @@ _OPTION_COUNTS = {
     "batch_size": 1,
 }
 """The integer fields of :class:`AnalysisOptions` and the least value each takes."""
+
+
+_SINGLE = {"saliency_methods": ("saliency_method", "abs_gradient"), "fills": ("fill", "uniform")}
+"""Each list option, the single option it sets to its first entry, and that option's default."""
+
+
+def _check_variants(options: AnalysisOptions) -> None:
+    """``saliency_methods`` and ``fills`` checked (names, no repeats) and normalised: a tuple of
+    two or more, else None with the one given set as ``saliency_method`` / ``fill``."""
+    from geomxai._fill import FILLS
+    from geomxai._hints import did_you_mean
+    from geomxai.attribution import SALIENCY_METHODS
+
+    for name, known in (("saliency_methods", SALIENCY_METHODS), ("fills", FILLS)):
+        single, default = _SINGLE[name]
+        given = getattr(options, name)
+        if given is None:
+            continue
+        if isinstance(given, str) or not isinstance(given, (tuple, list)):
+            raise TypeError(
+                f"{name} must be a list of names (e.g. {list(known[:2])}); got {given!r}"
+            )
+        bad = [v for v in given if not isinstance(v, str) or v not in known]
+        if bad:
+            raise ValueError(
+                f"{name} must name entries of {known}; got {bad[0]!r}"
+                + (did_you_mean(bad[0], known) if isinstance(bad[0], str) else "")
+                + (
+                    " (a Captum method, factory or callable goes in saliency_method, one per "
+                    "analysis)"
+                    if name == "saliency_methods"
+                    else ""
+                )
+            )
+        if len(set(given)) != len(given):
+            raise ValueError(f"{name} lists a name twice: {list(given)}")
+        given = tuple(given)
+        current = getattr(options, single)
+        if given and not (isinstance(current, str) and current in (default, *given)):
+            raise ValueError(
+                f"{single}={current!r} and {name}={list(given)}: {single} becomes the first "
+                f"of {name}; give {name} alone, or list {current!r} in it"
+            )
+        if given:
+            object.__setattr__(options, single, given[0])
+        object.__setattr__(options, name, given if len(given) > 1 else None)
 
 
 def _check_reduce_option(reduce):
@@ -593,24 +675,42 @@ def _unmeasured(blocks: tuple[str, ...], reason: str, options: AnalysisOptions) 
     return ds.assign_coords(fraction=fractions) if "fraction" in ds.dims else ds
 
 
-def _masking_block(model, probe: Probe, sal: torch.Tensor, options: AnalysisOptions) -> xr.Dataset:
-    """MoRF, LeRF and random-order masking curves of the saliency maps, their areas, the gap."""
+def _masking_block(
+    model,
+    probe: Probe,
+    sal: torch.Tensor,
+    options: AnalysisOptions,
+    *,
+    fill: str | None = None,
+    random_curves: dict | None = None,
+) -> xr.Dataset:
+    """MoRF, LeRF and random-order masking curves of the saliency maps, their areas, the gap.
+
+    ``fill`` (default ``options.fill``) replaces masked positions. The random-order curve does
+    not depend on the maps' values, only their shape: with ``random_curves`` (fill -> curve)
+    it is computed once per fill and reused."""
     from geomxai.attribution import masking_auc, masking_curve
 
+    fill = options.fill if fill is None else fill
     fractions = np.linspace(0.0, 1.0, options.fractions)
     ds = xr.Dataset(coords={"fraction": fractions})
     for order in ("morf", "lerf", "random"):
-        curve = masking_curve(
-            model,
-            probe.images,
-            probe.labels,
-            sal,
-            fractions=fractions,
-            order=order,
-            fill=options.fill,
-            batch_size=options.batch_size,
-            seed=options.seed,
-        )
+        if order == "random" and random_curves is not None and fill in random_curves:
+            curve = random_curves[fill]
+        else:
+            curve = masking_curve(
+                model,
+                probe.images,
+                probe.labels,
+                sal,
+                fractions=fractions,
+                order=order,
+                fill=fill,
+                batch_size=options.batch_size,
+                seed=options.seed,
+            )
+        if order == "random" and random_curves is not None:
+            random_curves[fill] = curve
         ds[f"{order}_curve"] = ("fraction", np.asarray(curve.values, float))
         ds[f"{order}_auc"] = float(masking_auc(curve))
         ds[f"{order}_auc_paper"] = float(masking_auc(curve, scale="paper"))
@@ -823,6 +923,7 @@ def measure(
     n = len(probe.images)
     labelled = probe.labels is not None
     method = options.saliency_method
+    variants = xr.Dataset()
     with evaluating(model), placed_on(model, device):
         # The blocks run in this order (saliency after the geometry and accuracy passes), as
         # before the split, so a method that draws random numbers sees the same generator state.
@@ -837,24 +938,31 @@ def measure(
         else:
             if n < schema.MIN_ACCURACY_SAMPLES:
                 # NaN below their minimum whatever they give (apply_minimums): not computed.
-                parts.append(_unmeasured(("accuracy", "masking"), "", options))
+                blocks = ("accuracy",) if options.variants else ("accuracy", "masking")
+                parts.append(_unmeasured(blocks, "", options))
             else:
                 parts.append(_accuracy_block(model, probe, options))
             method = _bound_method(method, model)
-            sal = saliency(
-                model,
-                probe.images,
-                probe.labels,
-                method=method,
-                batch_size=options.batch_size,
-                **_saliency_arguments(method, options.saliency_kwargs),
-            )
-            if n >= schema.MIN_ACCURACY_SAMPLES:
-                parts.append(_masking_block(model, probe, sal, options))
+            if options.variants:
+                variants, sal = _variant_blocks(model, probe, options, parts[-1])
+                parts.append(variants)
+            else:
+                sal = saliency(
+                    model,
+                    probe.images,
+                    probe.labels,
+                    method=method,
+                    batch_size=options.batch_size,
+                    **_saliency_arguments(method, options.saliency_kwargs),
+                )
+                if n >= schema.MIN_ACCURACY_SAMPLES:
+                    parts.append(_masking_block(model, probe, sal, options))
+                parts += [
+                    _faithfulness_block(model, probe, sal, options),
+                    _saliency_block(sal),
+                    _localisation_block(sal, probe.masks),
+                ]
             parts += [
-                _faithfulness_block(model, probe, sal, options),
-                _saliency_block(sal),
-                _localisation_block(sal, probe.masks),
                 _entanglement_block(model, probe, tangle_layer, options),
                 _examples_block(sal, options),
             ]
@@ -871,8 +979,207 @@ def measure(
     from geomxai.study._degeneracy import add_degeneracy_warnings
 
     # After the attrs are set: the warnings go on the variables and on the Dataset itself.
-    add_degeneracy_warnings(ds, labels=probe.labels, fill=options.fill)
+    if options.variants and labelled:
+        # Each (method, fill) slice was checked before stacking (_variant_blocks); here the
+        # rest: the live units and the model at chance on the other variables.
+        rest = ds.drop_vars([*_VARIANT_NAMES, "probe_saliency"], errors="ignore")
+        _add_checked(ds, rest, probe.labels, options)
+        from geomxai.study._degeneracy import add_warning, warnings_of
+
+        for message in warnings_of(variants):
+            add_warning(ds, message)
+        ds.attrs["saliency_methods"] = json.dumps([method_name(m) for m in options.method_variants])
+        ds.attrs["fills"] = json.dumps(list(options.fill_variants))
+    else:
+        add_degeneracy_warnings(ds, labels=probe.labels, fill=options.fill)
     return schema.annotate(ds)
+
+
+_VARIANT_NAMES = (
+    *schema.names("masking"),
+    *schema.names("faithfulness_probability"),
+    *schema.names("saliency"),
+    *schema.names("localisation"),
+)
+"""The variables measured per saliency method (every one) and per fill (the masking ones)."""
+
+
+def _add_checked(ds: xr.Dataset, view: xr.Dataset, labels, options: AnalysisOptions) -> None:
+    """:func:`~geomxai.study._degeneracy.add_degeneracy_warnings` of ``view`` (a copy of some
+    of ``ds``'s variables), its warnings written onto ``ds``'s variables and ``ds`` itself."""
+    from geomxai.study._degeneracy import add_degeneracy_warnings, add_warning, warnings_of
+
+    view = view.copy()
+    for name in view.data_vars:
+        view[name].attrs = dict(view[name].attrs)
+    view.attrs = {}
+    add_degeneracy_warnings(view, labels=labels, fill=options.fill)
+    for name in view.data_vars:
+        for message in warnings_of(view[name]):
+            add_warning(ds[name], message)
+    for message in warnings_of(view):
+        add_warning(ds, message)
+
+
+def _variant_blocks(
+    model, probe: Probe, options: AnalysisOptions, accuracy: xr.Dataset
+) -> tuple[xr.Dataset, torch.Tensor]:
+    """The saliency metrics of every method in ``options.saliency_methods`` and the masking
+    metrics of every (method, fill) pair, stacked along ``saliency_method`` and ``fill`` (each
+    dim only where more than one is measured), and the first method's maps.
+
+    Each method's maps are what :func:`measure` of that method alone computes (the named
+    methods run under their own seeded generator), and every block after them draws from its
+    own seeded generator, so each slice equals the single-method, single-fill analysis. The
+    degeneracy warnings are checked on each slice, with ``accuracy`` (``probe_acc``) beside it,
+    before the slices are stacked; a warning that not every slice has is labelled by its
+    slice."""
+    from geomxai.attribution import method_name, saliency
+    from geomxai.study._degeneracy import add_degeneracy_warnings, warnings_of
+    from geomxai.study._probe import apply_minimums
+
+    n = len(probe.images)
+    methods, fills = options.method_variants, options.fill_variants
+    names = [method_name(m) for m in methods]
+    random_curves: dict = {}
+    grid, first = [], None
+    for method in methods:
+        sal = saliency(
+            model,
+            probe.images,
+            probe.labels,
+            method=method,
+            batch_size=options.batch_size,
+            **_saliency_arguments(method, options.saliency_kwargs),
+        )
+        first = sal if first is None else first
+        per_method = xr.merge(
+            [
+                _faithfulness_block(model, probe, sal, options),
+                _saliency_block(sal),
+                _localisation_block(sal, probe.masks),
+            ],
+            combine_attrs="drop_conflicts",
+        )
+        maps = _examples_block(sal, options)[["probe_saliency"]]
+        row = []
+        for fill in fills:
+            if n >= schema.MIN_ACCURACY_SAMPLES:
+                masking = _masking_block(
+                    model, probe, sal, options, fill=fill, random_curves=random_curves
+                )
+            else:
+                masking = _unmeasured(("masking",), "", options)
+            part = xr.merge([per_method, masking], combine_attrs="drop_conflicts")
+            part = apply_minimums(part, n)
+            checked = xr.merge([part, accuracy, maps], combine_attrs="drop_conflicts")
+            for name in checked.data_vars:
+                checked[name].attrs = dict(checked[name].attrs)
+            add_degeneracy_warnings(checked, labels=probe.labels, fill=fill)
+            for name in part.data_vars:
+                part[name].attrs = dict(checked[name].attrs)
+            part.attrs = {"warnings": checked.attrs.get("warnings", "[]")}
+            row.append(part)
+        grid.append(row)
+    several_m, several_f = len(methods) > 1, len(fills) > 1
+    slices = _Slices(names, fills)
+    out = xr.Dataset()
+    for name in grid[0][0].data_vars:
+        per_fill = name in schema.names("masking")
+        # Every slice a value came from, a per-method one too: its warnings may be one fill's.
+        tagged = [
+            ((i, j), grid[i][j][name]) for i in range(len(methods)) for j in range(len(fills))
+        ]
+        stacked = []
+        for i in range(len(methods)):
+            if per_fill and several_f:
+                das = [_bare(grid[i][j][name]) for j in range(len(fills))]
+                stacked.append(xr.concat(das, dim=_new_dim("fill", fills)))
+            else:
+                stacked.append(_bare(grid[i][0][name]))
+        da = xr.concat(stacked, dim=_new_dim("saliency_method", names)) if several_m else stacked[0]
+        da.attrs = slices.attrs(tagged)
+        out[name] = da
+    said = [
+        ((i, j), w)
+        for i in range(len(methods))
+        for j in range(len(fills))
+        for w in warnings_of(grid[i][j])
+    ]
+    messages = slices.labelled(
+        said, {(i, j) for i in range(len(methods)) for j in range(len(fills))}
+    )
+    if messages:
+        out.attrs["warnings"] = json.dumps(messages)
+    return out, first
+
+
+class _Slices:
+    """Labels of the (method, fill) slices of a variant analysis, for the messages (NaN
+    reasons, degeneracy warnings) of the slices a stacked variable is made of. A slice is a
+    pair ``(i, j)`` of indices into the methods and fills."""
+
+    def __init__(self, methods: list[str], fills: tuple[str, ...]):
+        self.methods, self.fills = methods, fills
+
+    def label(self, i: int | None, j: int | None) -> str:
+        said = [] if i is None or len(self.methods) < 2 else [self.methods[i]]
+        said += [] if j is None or len(self.fills) < 2 else [f"fill {self.fills[j]!r}"]
+        return ", ".join(said)
+
+    def labelled(self, said: list[tuple[tuple, str]], universe: set) -> list[str]:
+        """Each message once: as it is where every slice of ``universe`` said it; else
+        prefixed by the fills (every method said it there), by the methods (at every fill)
+        or by each slice that said it."""
+        out = []
+        for message in dict.fromkeys(m for _, m in said):
+            pairs = {k for k, m in said if m == message}
+            fills = sorted({j for _, j in pairs}, key=lambda j: -1 if j is None else j)
+            methods = sorted({i for i, _ in pairs})
+            if pairs == universe:
+                keys = [(None, None)]
+            elif pairs == {(i, j) for i, j in universe if j in fills}:
+                keys = [(None, j) for j in fills]
+            elif pairs == {(i, j) for i, j in universe if i in methods}:
+                keys = [(i, None) for i in methods]
+            else:
+                keys = sorted(pairs, key=lambda k: (k[0], -1 if k[1] is None else k[1]))
+            for i, j in keys:
+                lb = self.label(i, j)
+                out.append(f"{lb}: {message}" if lb else message)
+        return list(dict.fromkeys(out))
+
+    def attrs(self, tagged: list[tuple[tuple, xr.DataArray]]) -> dict:
+        """A stacked variable's attrs from its slices' (``tagged``: slice, DataArray): the NaN
+        reasons (one shared message as it is, else each labelled by its slice) and the
+        degeneracy warnings (:meth:`labelled`)."""
+        from geomxai.study._degeneracy import WARNINGS_ATTR, warnings_of
+
+        attrs = {}
+        reasons = [(k, str(da.attrs["nan_reason"])) for k, da in tagged if "nan_reason" in da.attrs]
+        unique = list(dict.fromkeys(m for _, m in reasons))
+        if len(unique) == 1:
+            attrs["nan_reason"] = unique[0]
+        elif unique:
+            attrs["nan_reason"] = "; ".join(self.labelled(reasons, {k for k, _ in tagged}))
+        warned = self.labelled(
+            [(k, w) for k, da in tagged for w in warnings_of(da)], {k for k, _ in tagged}
+        )
+        if warned:
+            attrs[WARNINGS_ATTR] = json.dumps(warned)
+        return attrs
+
+
+def _bare(da: xr.DataArray) -> xr.DataArray:
+    """A shallow copy of ``da`` without attrs (the stacked variable gets its own)."""
+    da = da.copy(deep=False)
+    da.attrs = {}
+    return da
+
+
+def _new_dim(dim: str, values) -> xr.DataArray:
+    """A new dim and its coordinate, for :func:`xarray.concat`."""
+    return xr.DataArray(list(values), dims=dim, name=dim)
 
 
 def _read_cache(cache: Path) -> xr.Dataset | None:

@@ -36,6 +36,10 @@ MIN_POINTS = 3
 _STATISTICS = ("spearman", "spearman_low", "spearman_high", "p_value")
 
 
+def _as_list(names) -> list[str]:
+    return [names] if isinstance(names, str) else list(names)
+
+
 def _names(ds: xr.Dataset, requested, defaults: tuple[str, ...], kind: str) -> list[str]:
     if requested is None:
         names = [n for n in defaults if n in ds.data_vars]
@@ -291,8 +295,13 @@ def link_geometry_fidelity(
     -1.0
     """
     _check_arguments(ds, n_boot, ci, layer, min_epoch)
+    # Saliency metrics of several methods or fills: one metric per method (and fill).
+    from geomxai.study._summary import expand_variants, split_variants
+
+    ds = split_variants(ds)
+    fidelity = None if fidelity is None else expand_variants(ds, _as_list(fidelity))
     geo_names = _names(ds, geometry, GEOMETRY_METRICS, "geometry")
-    fid_names = _names(ds, fidelity, FIDELITY_METRICS, "fidelity")
+    fid_names = _names(ds, fidelity, tuple(expand_variants(ds, FIDELITY_METRICS)), "fidelity")
     if min_epoch:
         ds = ds.sel(epoch=ds["epoch"] >= min_epoch)
     point_dims = [d for d in POINT_DIMS if d in ds.dims]

@@ -153,21 +153,102 @@ def _numeric(da: xr.DataArray) -> bool:
     return np.issubdtype(da.dtype, np.number) and da.dtype != bool
 
 
+def variant_names(ds: xr.Dataset, name: str) -> list[str]:
+    """The runs-table names of a saliency metric measured with several methods or fills: one
+    per method (and fill) where ``name`` has a ``saliency_method`` or ``fill`` dim
+    (:func:`geomxai.schema.variant_name`: ``morf_auc__integrated_gradients__road``); ``[]``
+    where it has neither."""
+    return list(_variants(ds, name))
+
+
+def _variants(ds: xr.Dataset, name: str) -> dict[str, xr.DataArray]:
+    """``name``'s variants by runs-table name, each without the variant dims."""
+    from geomxai import schema
+
+    if name not in ds.data_vars:
+        return {}
+    da = ds[name]
+    dims = [d for d in schema.VARIANT_DIMS if d in da.dims]
+    if not dims:
+        return {}
+    # Only fills vary: every variant has the one method, the run's own.
+    single = ds.attrs.get("saliency_method") or json.loads(ds.attrs.get("analysis") or "{}").get(
+        "saliency_method", "saliency"
+    )
+    methods = [str(m) for m in da["saliency_method"].values] if "saliency_method" in dims else []
+    fills = [str(f) for f in da["fill"].values] if "fill" in dims else [None]
+    out = {}
+    for i, method in enumerate(methods or [single]):
+        for j, fill in enumerate(fills):
+            sel = {"saliency_method": i} if methods else {}
+            sel.update({"fill": j} if fill is not None else {})
+            out[schema.variant_name(name, method, fill)] = da.isel(sel, drop=True)
+    return out
+
+
+def split_variants(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with each variable that has a ``saliency_method`` or ``fill`` dim replaced by one
+    variable per method (and fill), named by :func:`variant_names`, its other dims kept (the
+    variant dims' coordinates are dropped where nothing else uses them)."""
+    variants = {name: split for name in list(ds.data_vars) if (split := _variants(ds, str(name)))}
+    if not variants:
+        return ds
+    out = ds.drop_vars(list(variants))
+    for parts in variants.values():
+        for name, da in parts.items():
+            out[name] = da
+    from geomxai import schema
+
+    unused = [d for d in schema.VARIANT_DIMS if d in out.coords and d not in out.dims]
+    return out.drop_vars(unused)
+
+
+def expand_variants(ds: xr.Dataset, names) -> list[str]:
+    """``names`` with each metric that ``ds`` (after :func:`split_variants`) holds only as
+    variants replaced by those variants, in ``ds``'s order."""
+    from geomxai import schema
+
+    out = []
+    for name in names:
+        found = [
+            str(v)
+            for v in ds.data_vars
+            if name not in ds.data_vars and schema.split_variant(str(v))[0] == name != str(v)
+        ]
+        out += found or [name]
+    return list(dict.fromkeys(out))
+
+
+def _lookup(ds: xr.Dataset, name: str) -> xr.DataArray | None:
+    """A variable of ``ds``, or the variant a name of :func:`variant_names` selects; None."""
+    from geomxai import schema
+
+    if name in ds.data_vars:
+        return ds[name]
+    base, method, _ = schema.split_variant(name)
+    return None if method is None else _variants(ds, base).get(name)
+
+
 def run_record(ds: xr.Dataset, names: Sequence[str] | None = None) -> dict[str, float]:
     """The run's row of a runs table: each scalar metric at the final checkpoint.
 
     A metric is a numeric variable whose only dims are ``epoch`` and ``layer`` (the first layer,
-    the model's feature layer, is the one a study compares). A name in ``names`` that the run
-    lacks is NaN, so runs analysed before a metric existed keep their row.
+    the model's feature layer, is the one a study compares); a saliency metric measured with
+    several methods or fills gives one metric per method (and fill), named by
+    :func:`variant_names`. A name in ``names`` that the run lacks is NaN, so runs analysed
+    before a metric existed keep their row.
     """
     ds = current_layout(ds)
     out: dict[str, float] = {}
-    pick = list(names) if names is not None else list(ds.data_vars)
+    if names is not None:
+        pick = list(names)
+    else:
+        pick = [v for n in ds.data_vars for v in (variant_names(ds, str(n)) or [str(n)])]
     for name in pick:
-        if name not in ds.data_vars:
+        da = _lookup(ds, name)
+        if da is None:
             out[name] = math.nan
             continue
-        da = ds[name]
         if not _numeric(da) or not set(da.dims) <= {"epoch", "layer"}:
             if names is not None:
                 out[name] = math.nan
@@ -182,8 +263,9 @@ def epoch_record(ds: xr.Dataset, names: Sequence[str]) -> xr.Dataset:
     ds = current_layout(ds)
     keep = {}
     for name in names:
-        if name in ds.data_vars and "epoch" in ds[name].dims and _numeric(ds[name]):
-            da = _scalar(ds[name], final=False)
+        da = _lookup(ds, name)
+        if da is not None and "epoch" in da.dims and _numeric(da):
+            da = _scalar(da, final=False)
             if da.dims == ("epoch",):
                 keep[name] = da
     return xr.Dataset(keep)
