@@ -4,7 +4,8 @@
   (n, d)) by a named method (gradient, |gradient|, input x gradient, SmoothGrad, Integrated
   Gradients), any Captum ``Attribution`` instance or a callable; :func:`method_name` names it,
   :func:`check_saliency_method` checks it for a caller that passes it on.
-- Masking fidelity: :func:`masking_curve`, :func:`masking_auc`, :func:`fidelity_gap`.
+- Masking fidelity: :func:`masking_curve`, :func:`masking_auc`, :func:`fidelity_gap`;
+  :func:`road_impute` and :func:`gaussian_blur`, the ``"road"`` and ``"blur"`` fills.
 - Probabilistic faithfulness (RISE): :func:`deletion_curve`, :func:`insertion_curve`.
 - Saliency gaps: :func:`topq_contrast`, :func:`gini`, and against ground-truth masks
   :func:`mask_auroc`, :func:`mass_inside`, :func:`pointing_game`.
@@ -16,6 +17,7 @@
 Formulas and conventions: ``docs/metrics.md``.
 """
 
+from geomxai._fill import gaussian_blur
 from geomxai.attribution._entanglement import (
     LayerGradients,
     entanglement_from_gradients,
@@ -25,7 +27,8 @@ from geomxai.attribution._entanglement import (
 )
 from geomxai.attribution._gaps import gini, mask_auroc, mass_inside, pointing_game, topq_contrast
 from geomxai.attribution._insertion_deletion import deletion_curve, insertion_curve
-from geomxai.attribution._masking import fidelity_gap, masking_auc, masking_curve, road_impute
+from geomxai.attribution._masking import fidelity_gap, masking_auc, masking_curve
+from geomxai.attribution._road import road_impute
 from geomxai.attribution._saliency import METHODS as SALIENCY_METHODS
 from geomxai.attribution._saliency import check_saliency_method, method_name, saliency
 from geomxai.attribution._sanity import cascading_randomization
@@ -39,6 +42,7 @@ __all__ = [
     "entanglement_from_gradients",
     "entanglement_of",
     "fidelity_gap",
+    "gaussian_blur",
     "gini",
     "gradient_entanglement",
     "insertion_curve",

@@ -19,11 +19,11 @@ from geomxai.attribution._layout import (
     as_position_maps,
     batch_stats,
     check_fill,
-    impute_road,
     layout_of,
     position_fill,
 )
 from geomxai.attribution._masking import _check_fractions, n_masked, pixel_ranks
+from geomxai.attribution._road import impute_road
 from geomxai.attribution._utils import as_labels, check_batch_size, compute_dtype
 
 MODES = ("deletion", "insertion")

@@ -9,7 +9,8 @@ position of its own.
 This module owns that convention: which shapes are accepted (:func:`as_batch`), what the
 positions of a batch are (:class:`Layout`), how an attribution becomes a per-position map
 (:func:`reduce_channels`), how a map is checked against its batch (:func:`as_position_maps`),
-and what a masked position is replaced with (:func:`position_fill`, :func:`impute_road`).
+and what a masked position is replaced with (:func:`position_fill`; ROAD's imputation is
+:func:`geomxai.attribution._road.impute_road`).
 """
 
 from __future__ import annotations
@@ -201,23 +202,3 @@ def position_fill(
         low, high = stats.low.to(x.device, x.dtype), stats.high.to(x.device, x.dtype)
         return low + (high - low) * u
     raise ValueError(f"fill must be one of {TABULAR_FILLS} for tabular data; got fill={fill!r}")
-
-
-def impute_road(
-    x: torch.Tensor,
-    mask: torch.Tensor,
-    layout: Layout,
-    *,
-    noise: float,
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """ROAD imputation of the masked positions; a sequence is an image one pixel high.
-
-    With no neighbour above or below, ROAD's system along a sequence makes each removed step
-    the mean of its two neighbours in time: linear interpolation between kept steps.
-    """
-    from geomxai.attribution._masking import road_impute
-
-    if layout.kind == "image":
-        return road_impute(x, mask, noise=noise, generator=generator)
-    return road_impute(x[:, :, None], mask[:, :, None], noise=noise, generator=generator)[:, :, 0]

@@ -16,13 +16,8 @@ from geomxai.attribution import (
     saliency,
     topq_contrast,
 )
-from geomxai.attribution._layout import (
-    as_batch,
-    batch_stats,
-    impute_road,
-    layout_of,
-    position_fill,
-)
+from geomxai.attribution._layout import as_batch, batch_stats, layout_of, position_fill
+from geomxai.attribution._road import impute_road
 
 FRACTIONS = np.linspace(0, 1, 11)
 
