@@ -15,7 +15,7 @@ from geomxai._lazy import attach
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
-        "._analyze": [
+        "._runs": [
             "AnalysisOptions",
             "Probe",
             "add_dynamics",

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from geomxai import schema
-from geomxai.study._analyze import (
+from geomxai.study._runs import (
     AnalysisOptions,
     Probe,
     _check_per_checkpoint_method,

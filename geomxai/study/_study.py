@@ -18,7 +18,7 @@ import torch
 import xarray as xr
 
 from geomxai._fs import check_nonempty_path, write_bytes_atomic
-from geomxai.study._analyze import AnalysisOptions, measure
+from geomxai.study._runs import AnalysisOptions, measure
 from geomxai.study._link import link_geometry_fidelity
 
 

@@ -80,7 +80,7 @@ def run_result(
     xr.Dataset
         Over ``epoch``; attrs ``final_epoch`` and, with ``control``, ``control`` (JSON).
     """
-    from geomxai.study._analyze import analyze_run
+    from geomxai.study._runs import analyze_run
 
     run = read_run(run_dir)
     ds = analyze_run(

@@ -10,10 +10,10 @@ import pytest
 import torch
 import xarray as xr
 
+from geomxai.study import _runs as _analyze
 from geomxai.study import (
     AnalysisOptions,
     Probe,
-    _analyze,
     analyze_run,
     analyze_runs,
     checkpoints_of,
@@ -725,7 +725,7 @@ def test_a_factory_that_cannot_build_says_what_to_give(factory, error, match):
 def test_factories_and_callables_are_told_apart_by_their_signature():
     from captum.attr import Saliency
 
-    from geomxai.study._analyze import _check_saliency_method
+    from geomxai.study._runs import _check_saliency_method
 
     def attribute(model, x, target, extra=1):
         return x

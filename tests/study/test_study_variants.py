@@ -16,7 +16,7 @@ from torch import nn
 from geomxai import schema
 from geomxai.attribution import SALIENCY_METHODS
 from geomxai.study import AnalysisOptions
-from geomxai.study._analyze import _VARIANT_NAMES, Probe, measure
+from geomxai.study._runs import _VARIANT_NAMES, Probe, measure
 from geomxai.study._degeneracy import warnings_of
 from geomxai.study._summary import epoch_record, run_record, variant_names
 
