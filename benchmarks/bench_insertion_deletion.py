@@ -17,7 +17,7 @@ in Quantus is not stable). Both curves follow the **softmax probability of the t
   after each step; its "black" baseline is each input's minimum, which is 0 for every digit
   image (checked below); the standardised table gets the baseline value 0.0;
 - insertion: Quantus has no insertion metric, so its ``PixelFlipping`` loop is given the start
-  image as input (the same Gaussian blur geomxai uses, ``geomxai._fill.gaussian_blur``, sigma 1
+  image as input (the same Gaussian blur geomxai uses, ``geomxai.attribution.gaussian_blur``, sigma 1
   pixel, for images; the per-feature batch mean for the table) and a ``perturb_func`` that puts
   the original values back at the indices it is handed: Quantus's machinery, RISE's insertion.
 
@@ -44,8 +44,7 @@ import torch
 from _machine import result_header, write_results  # beside this script
 from torch import nn
 
-from geomxai._fill import gaussian_blur
-from geomxai.attribution import deletion_curve, insertion_curve, saliency
+from geomxai.attribution import deletion_curve, gaussian_blur, insertion_curve, saliency
 from geomxai.models import cnn2
 
 TOLERANCE = 1e-5  # float32 softmax in Quantus against float64 in geomxai

@@ -20,15 +20,12 @@ and the matrix product, i.e. ``zca_whiten(x)`` forward + backward). Ratios are t
 from __future__ import annotations
 
 import argparse
-import contextlib
 
 import torch
 from _machine import result_header, write_results  # beside this script
 from torch.utils.benchmark import Timer
 
-import geomxai.whitening._zca as zca_module
-from geomxai.whitening import zca_whiten
-from geomxai.whitening._newton_schulz import ns_inv_sqrt
+from geomxai.whitening import eigh_routine, inv_sqrt_psd, ns_inv_sqrt, zca_whiten
 
 
 def _eigh32(sym):
@@ -58,16 +55,6 @@ ROUTES = {
 }
 
 
-@contextlib.contextmanager
-def route(fn):
-    saved = zca_module._safe_eigh
-    zca_module._safe_eigh = fn
-    try:
-        yield
-    finally:
-        zca_module._safe_eigh = saved
-
-
 def median_ms(fn, min_run_time: float) -> float:
     fn()
     fn()
@@ -93,9 +80,9 @@ def bench(d: int, g: int, *, n: int, device, min_run_time: float) -> dict:
 
     rows = {}
     for name, eigh in ROUTES.items():
-        with route(eigh):
+        with eigh_routine(eigh):
             rows[f"{name}/matrices"] = median_ms(
-                matrices(lambda c: zca_module.inv_sqrt_psd(c, 1e-5)), min_run_time
+                matrices(lambda c: inv_sqrt_psd(c, 1e-5)), min_run_time
             )
             rows[f"{name}/whiten"] = median_ms(whiten, min_run_time)
     for iters in (5, 10):

@@ -21,8 +21,7 @@ from pathlib import Path
 
 from _machine import result_header, write_results  # beside this script
 
-from geomxai.train import TrainConfig, parse_override, read_metrics, train
-from geomxai.train._distributed import resolve_device
+from geomxai.train import TrainConfig, parse_override, read_metrics, resolve_device, train
 
 CPU_SUBSET = (5000, 1000)  # (train, test) images on the CPU unless --set train_subset=N
 CASES = {

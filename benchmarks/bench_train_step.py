@@ -52,8 +52,8 @@ from geomxai.train import (
     model_spec,
     parse_override,
     prepare_for_capture,
+    same_in_both_modes,
 )
-from geomxai.train._step import same_in_both_modes
 
 CASES = {
     "regular": {"regime": "regular"},

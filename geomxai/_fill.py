@@ -9,9 +9,12 @@ the trainer masked them.
 from __future__ import annotations
 
 import math
+from numbers import Real
 
 import torch
 import torch.nn.functional as F
+
+from geomxai._checks import Interval, check
 
 FILLS = ("uniform", "zero", "mean", "blur", "road")
 """Every fill the masking curves accept. ``"road"`` depends on which pixels are removed
@@ -28,17 +31,36 @@ IMAGE_FILLS = ("uniform", "zero", "mean", "blur")
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur per channel, kernel radius ceil(3 sigma), replicate padding.
 
+    The blur of the masking curves' ``fill="blur"`` (public as
+    ``geomxai.attribution.gaussian_blur``), for a baseline that must equal it.
+
     Parameters
     ----------
     x : Tensor (n, c, h, w)
     sigma : float
-        Standard deviation in pixels, > 0.
+        Standard deviation in pixels, a positive finite number.
 
     Returns
     -------
     Tensor (n, c, h, w)
         Same dtype and device as ``x``.
+
+    Raises
+    ------
+    ValueError
+        ``sigma`` not a positive finite number, or ``x`` not 4-d.
+
+    Examples
+    --------
+    >>> x = torch.zeros(1, 1, 9, 9)
+    >>> x[0, 0, 4, 4] = 1.0
+    >>> y = gaussian_blur(x, 1.0)
+    >>> round(float(y.sum()), 6), round(float(y[0, 0, 4, 4]), 4)
+    (1.0, 0.1592)
     """
+    check(sigma, "sigma", Interval(Real, 0, None, closed="neither"))
+    if x.dim() != 4:
+        raise ValueError(f"x must be a (n, c, h, w) batch of images; got shape {tuple(x.shape)}")
     radius = max(1, math.ceil(3 * sigma))
     t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
     k = torch.exp(-0.5 * (t / sigma) ** 2)

@@ -10,8 +10,7 @@ import torch
 from geomxai import load_checkpoint
 from geomxai.attribution import gradient_entanglement
 from geomxai.rundir import read_run
-from geomxai.study import reparametrization_control
-from geomxai.study._analyze import make_probe
+from geomxai.study import make_probe, reparametrization_control
 from geomxai.train import TrainConfig, train
 
 torch.set_num_threads(1)

@@ -29,6 +29,7 @@ from geomxai.train._distributed import (
     all_gather_cat,
     all_reduce_sum,
     convert_sync_whitening,
+    resolve_device,
 )
 from geomxai.train._graph import StaticStep, prepare_for_capture, set_lr
 from geomxai.train._loop import CosineSchedule, Trainer, TrainingDivergedError, derive_seed, train
@@ -45,6 +46,7 @@ from geomxai.train._step import (
     TrainForward,
     eval_input_gradient,
     frozen_running_stats,
+    same_in_both_modes,
     train_step,
 )
 
@@ -87,7 +89,9 @@ __all__ = [
     "read_config",
     "read_metrics",
     "read_run",
+    "resolve_device",
     "saliency_scores",
+    "same_in_both_modes",
     "save_checkpoint",
     "set_lr",
     "train",

@@ -52,9 +52,32 @@ class DistEnv:
 
 
 def resolve_device(name: str, *, local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``.
+    """The device a ``TrainConfig.device`` names, checked against the machine.
 
-    ``"cuda"`` maps to ``cuda:<local_rank>`` so that one config serves every rank of a job.
+    ``"auto"`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; ``"cuda"`` maps to
+    ``cuda:<local_rank>`` so that one config serves every rank of a job.
+
+    Parameters
+    ----------
+    name : str
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (any name ``torch.device`` accepts).
+    local_rank : int
+        This process's rank on its node (``LOCAL_RANK`` under ``torchrun``), 0 alone.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ConfigError
+        A name torch does not know, CUDA asked for where there is none, or a CUDA index past the
+        machine's devices.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
     """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"

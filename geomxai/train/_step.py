@@ -161,6 +161,14 @@ def same_in_both_modes(model: nn.Module) -> bool:
     running an eval forward of its own. Conservative: a model with an unknown layer is taken
     to differ.
 
+    Parameters
+    ----------
+    model : nn.Module
+
+    Returns
+    -------
+    bool
+
     Examples
     --------
     >>> same_in_both_modes(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten()))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -9,6 +13,53 @@ from geomxai.whitening._groups import check_eps, feature_dim, resolve_groups, wh
 
 # Relative sizes of the diagonal shifts tried when eigh fails to converge (see _safe_eigh).
 _SHIFTS = (1e-12, 1e-9, 1e-6)
+
+EighRoutine = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+_EIGH: contextvars.ContextVar[EighRoutine | None] = contextvars.ContextVar(
+    "geomxai_whitening_eigh", default=None
+)
+
+
+@contextlib.contextmanager
+def eigh_routine(fn: EighRoutine) -> Iterator[None]:
+    """Decompose ZCA's covariances with ``fn`` instead of ``torch.linalg.eigh`` inside the block.
+
+    For measuring or choosing the eigendecomposition route on a device (cuSOLVER, MAGMA, the
+    host's LAPACK, a lower precision): within the ``with`` block (in this thread or task) every
+    ZCA matrix that :func:`inv_sqrt_psd`, :func:`zca_whiten` and ``GroupWhitening(method="zca")``
+    compute starts from ``fn(sym)``. The fallbacks for a decomposition that does not converge
+    (diagonal shifts, a CPU retry) are unchanged and still use ``torch.linalg.eigh``.
+
+    Parameters
+    ----------
+    fn : callable (Tensor (..., m, m)) -> (Tensor (..., m), Tensor (..., m, m))
+        Eigenvalues in ascending order and orthonormal eigenvectors (as columns) of a batch of
+        symmetric matrices, with the input's dtype and device, like ``torch.linalg.eigh``; it
+        raises ``torch.linalg.LinAlgError`` when it does not converge.
+
+    Yields
+    ------
+    None
+
+    Examples
+    --------
+    >>> import torch
+    >>> from geomxai.whitening import eigh_routine, inv_sqrt_psd
+    >>> def host(sym):
+    ...     evals, evecs = torch.linalg.eigh(sym.cpu())
+    ...     return evals.to(sym.device), evecs.to(sym.device)
+    >>> with eigh_routine(host):
+    ...     w = inv_sqrt_psd(torch.eye(2, dtype=torch.float64)[None] * 4.0, 0.0)
+    >>> w[0].diagonal().tolist()
+    [0.5, 0.5]
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be a callable like torch.linalg.eigh; got {type(fn).__name__}")
+    token = _EIGH.set(fn)
+    try:
+        yield
+    finally:
+        _EIGH.reset(token)
 
 
 def _safe_eigh(sym: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -20,8 +71,9 @@ def _safe_eigh(sym: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     clustered spectra). After that, a tiny symmetric perturbation, and last the CPU LAPACK solver
     (a different algorithm from cuSOLVER's batched Jacobi).
     """
+    routine = _EIGH.get()
     try:
-        return torch.linalg.eigh(sym)
+        return torch.linalg.eigh(sym) if routine is None else routine(sym)
     except torch.linalg.LinAlgError:
         pass
     if not bool(torch.isfinite(sym).all()):
@@ -93,7 +145,25 @@ class _InvSqrtPSD(torch.autograd.Function):
 
 
 def inv_sqrt_psd(cov: torch.Tensor, eps: float) -> torch.Tensor:
-    """ZCA matrices ``(C + eps I)^-1/2`` of a batch (..., m, m) of covariances; safe gradients."""
+    """ZCA matrices ``(C + eps I)^-1/2`` of a batch (..., m, m) of covariances; safe gradients.
+
+    The matrix function under :func:`zca_whiten`, from one batched ``eigh`` (see
+    :func:`eigh_routine` to choose its route). The backward is the Daleckii-Krein formula in a
+    closed form with no division by eigenvalue gaps, so repeated and zero eigenvalues give finite
+    gradients (first order only).
+
+    Parameters
+    ----------
+    cov : Tensor (..., m, m)
+        Symmetric positive semi-definite matrices (only their symmetric part is used); float64
+        for the precision ``zca_whiten`` has.
+    eps : float
+        Added to every eigenvalue (negative round-off eigenvalues count as 0).
+
+    Returns
+    -------
+    Tensor (..., m, m), dtype of ``cov``
+    """
     return _InvSqrtPSD.apply(cov, eps)
 
 
