@@ -191,7 +191,6 @@ _PENDING_PRIVATE = {
     ("geomxai/cli.py", "geomxai.study._sources.parse_model_args"),
     ("geomxai/cli.py", "geomxai.study._sources.resolve_model"),
     ("geomxai/pipeline", "geomxai.study._summary.variant_names"),
-    ("geomxai/study", "geomxai.collect._reduce.REDUCTIONS"),
     ("geomxai/study", "geomxai.train._checkpoint.check_run_identity"),
     ("geomxai/study", "geomxai.attribution._layout.as_batch"),
     ("geomxai/study", "geomxai.attribution._utils.as_labels"),
@@ -234,3 +233,149 @@ def test_no_module_imports_another_subpackages_private_module():
     assert not _foreign_private("geomxai/study/_a.py", "geomxai.study._b.x")
     assert not _foreign_private("geomxai/study/_a.py", "geomxai._fs.write_bytes_atomic")
     assert not _foreign_private("geomxai/study/_a.py", "geomxai.collect.REDUCTIONS")
+
+
+# ---- No import cycle in geomxai/ (issue 22): the graph of which module imports which, read
+# with ast. A package that re-exports a name (eagerly or through its lazy table) stands for the
+# module that defines it; the package's own __init__ running first is not an edge.
+
+
+def _package_modules(root) -> dict[str, object]:
+    """Every module of the package under ``root`` (``geomxai.study._runs``) and its path."""
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def _reexports(modules: dict) -> dict[str, dict[str, str]]:
+    """For each package, the module each of its re-exported names comes from."""
+    found = {}
+    for name, path in modules.items():
+        if path.name != "__init__.py":
+            continue
+        table = {}
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                table.update({a.asname or a.name: node.module for a in node.names})
+            elif (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", "") == "attach"
+                and len(node.args) == 2
+            ):  # geomxai._lazy.attach(__name__, {"._module": [names]})
+                for module, names in ast.literal_eval(node.args[1]).items():
+                    table.update(
+                        dict.fromkeys(names, name + module if module[0] == "." else module)
+                    )
+        found[name] = table
+    return found
+
+
+def _import_graph(root, *, deferred: bool = False) -> dict[str, set[str]]:
+    """``{module: the geomxai modules it imports}``: module-level imports (those under ``if
+    TYPE_CHECKING`` excluded); with ``deferred``, the imports inside functions too."""
+    modules = _package_modules(root)
+    reexports = _reexports(modules)
+
+    def owner(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    def target(base: str, name: str) -> str | None:
+        # ``from base import name``: a submodule, a name re-exported from another module
+        # (followed through a package that re-exports a package's name), or base's own.
+        if f"{base}.{name}" in modules:
+            return f"{base}.{name}"
+        source = reexports.get(base, {}).get(name)
+        if source and source != base:
+            return target(source, name) if source in reexports else owner(source)
+        return owner(base)
+
+    graph = {}
+    for module, path in modules.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        tree = ast.parse(path.read_text())
+        edges = set()
+        for node in _import_nodes(tree.body, deferred=deferred):
+            if isinstance(node, ast.Import):
+                edges.update(owner(a.name) for a in node.names)
+                continue
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            edges.update(target(base, a.name) for a in node.names)
+        graph[module] = {m for m in edges if m and m != module}
+    return graph
+
+
+def _import_nodes(body: list, *, deferred: bool):
+    """The import statements of a block: those it runs when the module is imported (none
+    under ``if TYPE_CHECKING``), and with ``deferred`` those inside functions too."""
+    for node in body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            yield from _import_nodes(node.orelse, deferred=deferred)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if deferred:
+                yield from _import_nodes(node.body, deferred=deferred)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        else:
+            for child in ("body", "orelse", "finalbody", "handlers", "cases"):
+                block = getattr(node, child, None)
+                if isinstance(block, list):
+                    yield from _import_nodes(block, deferred=deferred)
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (``[a, b, ..., a]``), or None when there is none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def walk(node):
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (found := walk(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := walk(node)):
+            return found
+    return None
+
+
+@pytest.mark.parametrize("deferred", [False, True], ids=["module-level", "with-deferred"])
+def test_no_import_cycle_in_the_package(deferred):
+    # Module level, a cycle is an import that fails or half-initialises a module depending on
+    # which side is imported first. A deferred import (inside a function, to keep import cost
+    # down) breaks no import, but the two modules are still one piece that names itself twice.
+    from pathlib import Path
+
+    graph = _import_graph(Path(geomxai.__file__).parent, deferred=deferred)
+    assert "geomxai.study._runs" in graph and graph["geomxai.study._runs"]
+    cycle = _cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_check_sees_a_cycle(tmp_path):
+    # The check above would pass on a graph it cannot read; this is what it must catch.
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("from pkg._a import f\n")
+    (package / "_a.py").write_text("def f():\n    from pkg._b import g\n")
+    (package / "_b.py").write_text(
+        "from typing import TYPE_CHECKING\nfrom pkg import f\n"
+        "if TYPE_CHECKING:\n    from pkg._c import h\n"
+    )
+    (package / "_c.py").write_text("from pkg._b import g\n")
+    assert _cycle(_import_graph(package)) is None
+    assert _import_graph(package)["pkg._b"] == {"pkg._a"}
+    assert _cycle(_import_graph(package, deferred=True)) == ["pkg._a", "pkg._b", "pkg._a"]

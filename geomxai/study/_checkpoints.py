@@ -24,14 +24,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from geomxai import schema
-from geomxai.study._runs import (
-    AnalysisOptions,
-    Probe,
-    _check_per_checkpoint_method,
-    _over_epochs,
-    _scalar,
-    measure,
-)
+from geomxai.study._measure import measure
+from geomxai.study._nan import _scalar
+from geomxai.study._options import AnalysisOptions
+from geomxai.study._probe import Probe
+from geomxai.study._runs import _over_epochs
+from geomxai.study._saliency_method import _check_per_checkpoint_method
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 """File suffixes a folder of checkpoints is read for."""

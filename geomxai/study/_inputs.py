@@ -18,7 +18,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from geomxai.data import as_tensors, load_dataset
 from geomxai.models import MODELS
-from geomxai.study._runs import Probe
+from geomxai.study._probe import Probe
 from geomxai.study._sources import (
     SPEC_PREFIXES,
     ModelSource,

@@ -19,7 +19,7 @@ def _analyse_one(path, probe, options, cache_dir, workers_per_host):
     import torch
     from dask.distributed import get_worker
 
-    from geomxai.study._runs import analyze_checkpoint
+    from geomxai.study._cache import analyze_checkpoint
 
     # Each worker process gets its share of its machine's cores; torch would otherwise start as
     # many threads as the machine has in every worker and oversubscribe it.
@@ -46,7 +46,7 @@ def local_cluster(workers: int):
 def map_checkpoints(
     paths, probe, options, cache_dir, *, workers: int = 2, scheduler: str | None = None
 ):
-    """:func:`~geomxai.study._runs.analyze_checkpoint` on every path, one dask task each.
+    """:func:`~geomxai.study.analyze_checkpoint` on every path, one dask task each.
 
     With ``scheduler`` (an address such as ``tcp://host:8786``) the tasks go to that cluster;
     otherwise a ``LocalCluster`` of ``workers`` single-threaded processes is started and closed.

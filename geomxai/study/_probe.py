@@ -1,4 +1,5 @@
-"""Probe honesty: what a probe of ``n`` samples can and cannot measure, said once.
+"""The probe set (:class:`Probe`, :func:`make_probe`) and probe honesty: what a probe of ``n``
+samples can and cannot measure, said once.
 
 The minimums are declared in :mod:`geomxai.schema` (:func:`~geomxai.schema.min_samples`,
 :data:`~geomxai.schema.SAMPLES_PER_UNIT`); this module applies them to a measured Dataset (NaN
@@ -10,11 +11,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
 
 from geomxai import schema
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ProbeSizeWarning(UserWarning):
@@ -130,3 +136,36 @@ def widths_of(ds: xr.Dataset) -> dict[str, int]:
         for layer, value in zip(units["layer"].values, units.values, strict=True)
         if np.isfinite(value)
     }
+
+
+@dataclass
+class Probe:
+    """The fixed probe set: inputs, labels and (for ``blocks``) ground-truth masks.
+
+    ``images`` are the model's inputs: image batches (n, c, h, w), sequences (n, c, t) or
+    tabular rows (n, d). ``labels=None`` is an unlabelled probe: :func:`measure` then measures
+    the geometry only (accuracy, saliency and fidelity are NaN and say why).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    masks: torch.Tensor | None = None
+    dataset: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def make_probe(dataset: str, size: int, **dataset_options) -> Probe:
+    """The first ``size`` test images of a dataset: the same images at every checkpoint."""
+    import torch
+
+    # Here, not at the top: the datasets load torchvision, which the probe's checks do not need.
+    from geomxai.data import dataset_tensors, load_dataset
+
+    bundle = load_dataset(dataset, **dataset_options)
+    images, labels = dataset_tensors(bundle.test)
+    n = min(size, len(labels))
+    masks = None if bundle.test_masks is None else bundle.test_masks[:n].clone()
+    # Copies, not views: a view pickles (and is scattered to every dask worker) with the whole
+    # test set behind it.
+    images = images[:n].to(torch.float32, copy=True)
+    return Probe(images, labels[:n].to(torch.long, copy=True), masks, dataset)

@@ -18,8 +18,9 @@ import torch
 import xarray as xr
 
 from geomxai._fs import check_nonempty_path, write_bytes_atomic
-from geomxai.study._runs import AnalysisOptions, measure
 from geomxai.study._link import link_geometry_fidelity
+from geomxai.study._measure import measure
+from geomxai.study._options import AnalysisOptions
 
 
 def cpu_name() -> str:

@@ -242,7 +242,7 @@ class TestConcurrentAnalyses:
     def test_two_threads_writing_one_entry_leave_one_whole_entry(self, tmp_path):
         from concurrent.futures import ThreadPoolExecutor
 
-        from geomxai.study._runs import _read_cache, _write_cache
+        from geomxai.study._cache import _read_cache, _write_cache
 
         entry = tmp_path / "epoch_0001-abc.nc"
         datasets = [xr.Dataset({"a": ("x", np.full(50_000, float(i)))}) for i in range(8)]

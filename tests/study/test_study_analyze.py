@@ -10,17 +10,20 @@ import pytest
 import torch
 import xarray as xr
 
-from geomxai.study import _runs as _analyze
 from geomxai.study import (
     AnalysisOptions,
     Probe,
+    _cache,
+    add_dynamics,
     analyze_run,
     analyze_runs,
     checkpoints_of,
     make_probe,
+    measure,
     open_results,
     save_results,
 )
+from geomxai.study._nan import _merge_reasons
 
 REGIMES = ("regular", "saliencydecor")
 # 64 probe images: the accuracy needs 50 (geomxai.schema.MIN_ACCURACY_SAMPLES), and the tiny
@@ -52,13 +55,13 @@ def _numeric(ds: xr.Dataset) -> list[str]:
 
 def _count_measures(monkeypatch) -> list:
     calls = []
-    real = _analyze.measure
+    real = _cache.measure
 
     def counting(model, probe, options):
         calls.append(1)
         return real(model, probe, options)
 
-    monkeypatch.setattr(_analyze, "measure", counting)
+    monkeypatch.setattr(_cache, "measure", counting)
     return calls
 
 
@@ -103,7 +106,7 @@ def test_a_second_analysis_reads_the_cache(runs, analysed, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("measure ran although every checkpoint is cached")
 
-    monkeypatch.setattr(_analyze, "measure", fail)
+    monkeypatch.setattr(_cache, "measure", fail)
     again = analyze_run(runs["regular"], options=OPTIONS, progress=False)
     xr.testing.assert_identical(again, analysed)
 
@@ -189,7 +192,7 @@ def test_a_directory_without_checkpoints_says_what_it_expected(tmp_path):
 def test_a_model_without_a_feature_layer_asks_for_layers():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     with pytest.raises(ValueError, match=r"no feature layer named 'body'.*layers=\[\.\.\.\]"):
-        _analyze.measure(model, make_probe("digits", 8), OPTIONS)
+        measure(model, make_probe("digits", 8), OPTIONS)
 
 
 @pytest.mark.slow
@@ -281,7 +284,7 @@ def test_measure_is_the_schema_blocks_with_their_dims_and_attrs(runs):
 
     model = _regular_model(runs)
     probe = make_probe("digits", OPTIONS.probe_size)
-    ds = _analyze.measure(model, probe, OPTIONS)
+    ds = measure(model, probe, OPTIONS)
     blocks = ("geometry", "accuracy", "masking", "faithfulness_probability", "saliency")
     blocks += ("entanglement", "examples")
     expected = [n for b in blocks for n in schema.names(b) if schema.variable(n).per_checkpoint]
@@ -296,7 +299,7 @@ def test_measure_is_the_schema_blocks_with_their_dims_and_attrs(runs):
     assert set(ds.attrs) <= {"saliency_method", "reduction", "entanglement_layer", "warnings"}
     # Ground-truth masks add the localisation block, and only it.
     masked = Probe(probe.images, probe.labels, torch.rand(len(probe.labels), 8, 8) > 0.5)
-    extra = set(_analyze.measure(model, masked, OPTIONS).data_vars) - set(ds.data_vars)
+    extra = set(measure(model, masked, OPTIONS).data_vars) - set(ds.data_vars)
     assert extra == set(schema.names("localisation"))
 
 
@@ -320,8 +323,8 @@ def test_entanglement_is_taken_at_the_models_own_feature_layer(runs):
     model = _regular_model(runs)
     renamed = _Renamed(model).eval()
     probe = make_probe("digits", OPTIONS.probe_size)
-    ours = _analyze.measure(renamed, probe, OPTIONS)
-    theirs = _analyze.measure(model, probe, OPTIONS)
+    ours = measure(renamed, probe, OPTIONS)
+    theirs = measure(model, probe, OPTIONS)
     assert list(ours["layer"].values) == ["encoder"]  # geometry's default layer
     value = float(ours["entanglement"])
     assert np.isfinite(value) and "nan_reason" not in ours["entanglement"].attrs
@@ -338,7 +341,7 @@ def test_without_a_feature_layer_entanglement_is_nan_and_says_why_on_the_variabl
         torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10)
     )
     options = AnalysisOptions(probe_size=16, fractions=3, top_k=4, n_examples=2, layers=("2",))
-    ds = _analyze.measure(model, make_probe("digits", 16), options)
+    ds = measure(model, make_probe("digits", 16), options)
     assert list(ds["layer"].values) == ["2"]
     assert np.isfinite(ds["effective_rank"].values).all()
     assert np.isnan(float(ds["entanglement"]))
@@ -355,7 +358,7 @@ def test_a_layer_without_live_units_says_why_on_its_variables():
         torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), dead, torch.nn.Linear(4, 10)
     )
     options = AnalysisOptions(probe_size=16, fractions=3, top_k=4, n_examples=2, layers=("2", "3"))
-    ds = _analyze.measure(model, make_probe("digits", 16), options)
+    ds = measure(model, make_probe("digits", 16), options)
     assert list(ds["layer"].values) == ["2", "3"]
     # The live-unit counts are defined on both layers (layer '3' is all dead).
     assert ds["n_live_units"].sel(layer="3") == 0 and ds["n_dead_units"].sel(layer="3") == 4
@@ -376,7 +379,7 @@ def test_a_layer_without_live_units_says_why_on_its_variables():
 
 def test_entanglement_switched_off_says_so(runs):
     options = AnalysisOptions(probe_size=16, fractions=3, top_k=4, n_examples=2, entanglement=False)
-    ds = _analyze.measure(_regular_model(runs), make_probe("digits", 16), options)
+    ds = measure(_regular_model(runs), make_probe("digits", 16), options)
     assert np.isnan(float(ds["entanglement"]))
     assert ds["entanglement"].attrs["nan_reason"] == "the analysis ran with entanglement=False"
 
@@ -388,7 +391,7 @@ def test_reasons_that_differ_between_parts_are_each_kept_with_their_label():
         xr.Dataset({"a": 0.5, "b": xr.DataArray(np.nan, attrs={"nan_reason": "z"})}),
     ]
     merged = xr.concat(parts, dim="epoch", combine_attrs="drop_conflicts")
-    _analyze._merge_reasons(merged, [(f"epoch {e}", p) for e, p in enumerate(parts)])
+    _merge_reasons(merged, [(f"epoch {e}", p) for e, p in enumerate(parts)])
     assert merged["a"].attrs["nan_reason"] == "epoch 0: x; epoch 1: y"
     assert merged["b"].attrs["nan_reason"] == "z"  # one message, kept as it is
 
@@ -430,7 +433,7 @@ def test_dynamics_equal_axis_swaps_of_each_pair_on_padded_layers(rng):
 
     widths = (7, 3)  # the second layer is narrower than the first and than top_k: padded both ways
     ds, unpadded = _padded_run(rng, widths, top_k=4)
-    out = _analyze.add_dynamics(ds.copy())
+    out = add_dynamics(ds.copy())
     for j in range(len(widths)):
         for t in range(1, ds.sizes["epoch"]):
             (la, va), (lb, vb) = unpadded[t - 1, j], unpadded[t, j]
@@ -521,7 +524,7 @@ def test_a_probe_below_two_samples_per_unit_warns_and_keeps_the_values(runs, tmp
 
     probe = make_probe("digits", 50)
     with pytest.warns(ProbeSizeWarning, match=r"below 2 x 32 = 64 for layer 'body'"):
-        ds = _analyze.measure(_regular_model(runs), probe, OPTIONS)
+        ds = measure(_regular_model(runs), probe, OPTIONS)
     assert np.isfinite(ds["effective_rank"].values).all()
     assert np.isfinite(float(ds["probe_acc"]))
 
@@ -529,7 +532,7 @@ def test_a_probe_below_two_samples_per_unit_warns_and_keeps_the_values(runs, tmp
 def test_measure_restores_the_callers_train_and_eval_flags(runs):
     model = _regular_model(runs).train()
     model.body.eval()
-    _analyze.measure(model, make_probe("digits", 16), OPTIONS)
+    measure(model, make_probe("digits", 16), OPTIONS)
     assert model.training and not model.body.training and model.head.training
 
 
@@ -541,17 +544,17 @@ def test_saliency_method_takes_a_captum_instance_and_a_callable(runs):
     model = _regular_model(runs)
     probe = make_probe("digits", 16)
     options = AnalysisOptions(probe_size=16, fractions=3, top_k=4, n_examples=2)
-    by_name = _analyze.measure(model, probe, replace_method(options, "integrated_gradients"))
-    captum = _analyze.measure(model, probe, replace_method(options, IntegratedGradients(model)))
+    by_name = measure(model, probe, replace_method(options, "integrated_gradients"))
+    captum = measure(model, probe, replace_method(options, IntegratedGradients(model)))
     assert captum.attrs["saliency_method"] == "IntegratedGradients"
     assert np.isfinite(float(captum["gini"]))
 
     def my_gradient(model, x, target):
         return saliency(model, x, target, method="gradient")
 
-    own = _analyze.measure(model, probe, replace_method(options, my_gradient))
+    own = measure(model, probe, replace_method(options, my_gradient))
     assert own.attrs["saliency_method"] == "callable:my_gradient"
-    reference = _analyze.measure(model, probe, replace_method(options, "gradient"))
+    reference = measure(model, probe, replace_method(options, "gradient"))
     np.testing.assert_allclose(own["saliency_maps"].values, reference["saliency_maps"].values)
     assert by_name.attrs["saliency_method"] == "integrated_gradients"
     # The cache key names the method readably, and stays JSON.
@@ -590,7 +593,7 @@ def test_the_cache_key_holds_no_deep_copy_of_a_captum_method(runs):
 def test_an_unlabelled_probe_measures_the_geometry_only(runs):
     model = _regular_model(runs)
     probe = make_probe("digits", 64)
-    ds = _analyze.measure(model, Probe(probe.images, None), OPTIONS)
+    ds = measure(model, Probe(probe.images, None), OPTIONS)
     assert np.isfinite(ds["effective_rank"].values).all()
     for var in ("probe_acc", "morf_auc", "morf_curve", "gini", "topq_contrast", "entanglement"):
         assert np.isnan(ds[var].values).all(), var
@@ -608,7 +611,7 @@ def test_deletion_and_insertion_are_the_reference_curves_of_the_same_saliency(ru
 
     model = _regular_model(runs)
     probe = make_probe("digits", OPTIONS.probe_size)
-    ds = _analyze.measure(model, probe, OPTIONS)
+    ds = measure(model, probe, OPTIONS)
     sal = saliency(
         model,
         probe.images,
@@ -656,7 +659,7 @@ def test_a_run_keeps_the_per_sample_areas_and_the_study_results_do_not(runs, ana
 def test_an_unlabelled_probe_leaves_the_probability_curves_nan_saying_why(runs):
     model = _regular_model(runs)
     probe = make_probe("digits", 64)
-    ds = _analyze.measure(model, Probe(probe.images, None), OPTIONS)
+    ds = measure(model, Probe(probe.images, None), OPTIONS)
     for var in ("deletion_auc", "insertion_auc", "deletion_curve", "insertion_curve"):
         assert np.isnan(ds[var].values).all(), var
         assert "the probe has no labels" in ds[var].attrs["nan_reason"], var
@@ -719,13 +722,13 @@ def test_a_factory_that_cannot_build_says_what_to_give(factory, error, match):
     options = AnalysisOptions(probe_size=4, fractions=2, layers=("1",), saliency_method=factory)
     probe = Probe(torch.rand(4, 1, 2, 2), torch.tensor([0, 1, 0, 1]))
     with pytest.raises(error, match=match):
-        _analyze.measure(model, probe, options)
+        measure(model, probe, options)
 
 
 def test_factories_and_callables_are_told_apart_by_their_signature():
     from captum.attr import Saliency
 
-    from geomxai.study._runs import _check_saliency_method
+    from geomxai.study._saliency_method import _check_saliency_method
 
     def attribute(model, x, target, extra=1):
         return x
@@ -784,11 +787,11 @@ def test_saliency_kwargs_reach_the_method(runs):
     probe = make_probe("digits", 16)
     options = AnalysisOptions(probe_size=16, fractions=3, top_k=4, n_examples=2)
     smooth = replace(options, saliency_method="smoothgrad", saliency_kwargs={"n_samples": 3})
-    ds = _analyze.measure(model, probe, smooth)
+    ds = measure(model, probe, smooth)
     reference = saliency(model, probe.images, probe.labels, method="smoothgrad", n_samples=3)
     np.testing.assert_allclose(ds["saliency_maps"].values, reference[:2].numpy(), rtol=1e-5)
     window = {"sliding_window_shapes": (1, 3, 3), "strides": (1, 2, 2)}
-    occluded = _analyze.measure(
+    occluded = measure(
         model, probe, replace(options, saliency_method=Occlusion, saliency_kwargs=window)
     )
     reference = saliency(

@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from geomxai.study import AnalysisOptions
-from geomxai.study._runs import Probe, measure
+from geomxai.study import AnalysisOptions, Probe, measure
 from geomxai.study._degeneracy import add_warning, chance_level, warnings_of
 
 K = 4

@@ -15,10 +15,10 @@ from torch import nn
 
 from geomxai import schema
 from geomxai.attribution import SALIENCY_METHODS
-from geomxai.study import AnalysisOptions
-from geomxai.study._runs import _VARIANT_NAMES, Probe, measure
+from geomxai.study import AnalysisOptions, Probe, measure
 from geomxai.study._degeneracy import warnings_of
 from geomxai.study._summary import epoch_record, run_record, variant_names
+from geomxai.study._variants import _VARIANT_NAMES
 
 pytestmark = pytest.mark.filterwarnings("ignore::geomxai.study._probe.ProbeSizeWarning")
 
