@@ -34,7 +34,7 @@ __getattr__, __dir__, __all__ = attach(
             "run_result",
         ],
         "._sources": ["load_state_dict_file", "resolve_model"],
-        "._study": [
+        "._results_io": [
             "analyze_model",
             "linked",
             "open_results",
