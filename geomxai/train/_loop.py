@@ -21,13 +21,7 @@ from geomxai.data import DatasetBundle, dataset_tensors, load_dataset
 from geomxai.models import FeatureModel
 from geomxai.train._augment import random_flip_crop
 from geomxai.train._build import build_from_spec, model_spec
-from geomxai.train._checkpoint import (
-    CheckpointError,
-    check_metrics_entry,
-    check_resume_payload,
-    read_checkpoint,
-    save_checkpoint,
-)
+from geomxai.train._checkpoint import save_checkpoint
 from geomxai.train._config import ConfigError, TrainConfig
 from geomxai.train._distributed import (
     DistEnv,
@@ -39,19 +33,14 @@ from geomxai.train._distributed import (
 )
 from geomxai.train._graph import StaticStep, prepare_for_capture, set_lr
 from geomxai.train._rundir import (
-    CONFIG_FILE,
-    METRICS_FILE,
+    ResumePoint,
     append_metrics,
-    check_checkpoint_entries,
-    check_resumable,
     checkpoint_path,
+    find_resume_point,
     list_checkpoints,
-    list_step_checkpoints,
     lock_run_dir,
-    read_metrics,
-    rewrite_metrics,
+    start_run_dir,
     step_checkpoint_path,
-    write_text_atomic,
 )
 from geomxai.train._step import TERMS, TrainForward, train_step
 
@@ -68,51 +57,6 @@ def check_interval(device: torch.device) -> int:
     """Steps between host reads of the finite-loss flags: every step on the CPU (a read costs
     nothing there); every 50 on a GPU, where each read waits for the device to drain."""
     return 1 if device.type == "cpu" else 50
-
-
-def _check_partial_epoch(
-    payload: dict[str, Any], path, step: int, steps_per_epoch: int, world_size: int
-) -> None:
-    """Refuse a sub-epoch checkpoint a mid-epoch resume cannot continue from exactly, before
-    anything of the run is rewritten: its ``partial_epoch`` must hold the steps done (matching
-    the file's global step ``step``), finite loss sums of one entry per loss term and a
-    generator state for each of ``world_size`` processes."""
-    where = str(path)
-    partial = payload.get("partial_epoch")
-    done = step % steps_per_epoch
-    rng = partial.get("rng") if isinstance(partial, dict) else None
-    sums = partial.get("sums") if isinstance(partial, dict) else None
-    ok = (
-        isinstance(partial, dict)
-        and partial.get("steps_done") == done
-        and partial.get("epoch") == step // steps_per_epoch + 1
-        and payload.get("step") == step
-        and isinstance(sums, torch.Tensor)
-        and tuple(sums.shape) == (len(TERMS),)
-        and bool(torch.isfinite(sums).all())
-        and isinstance(rng, list)
-        and all(
-            isinstance(r, dict)
-            and all(isinstance(r.get(k), torch.Tensor) for k in ("torch", "mask", "augment"))
-            for r in rng
-        )
-    )
-    if not ok:
-        raise CheckpointError(
-            f"{where!r} is not a sub-epoch checkpoint of global step {step} that a resume can "
-            f"continue from (its 'partial_epoch' entry must hold {done} steps done of epoch "
-            f"{step // steps_per_epoch + 1} of {steps_per_epoch} steps, finite loss sums and "
-            "every process's generator states); the file was edited, damaged or written with "
-            "another batch size. Move it out of the run's checkpoints/ folder to resume from "
-            "the checkpoint before it"
-        )
-    if len(rng) != world_size:
-        raise ConfigError(
-            f"cannot resume mid-epoch from {where!r}: it was written by {len(rng)} process(es) "
-            f"and this run has {world_size}; each process's random streams continue from its "
-            "own saved state. Resume with the same number of processes, or move the sub-epoch "
-            "checkpoints after the last epoch checkpoint out of checkpoints/"
-        )
 
 
 class TrainingDivergedError(RuntimeError):
@@ -371,46 +315,6 @@ class Trainer:
         model.train()
         return model, spec
 
-    def _check_run_dir(self, spec: dict) -> dict | None:
-        """Rank 0, holding the lock: refuse to overwrite a run; on resume, the last checkpoint
-        (or None)."""
-        cfg, run_dir = self.config, self.run_dir
-        check_checkpoint_entries(run_dir)
-        found = list_checkpoints(run_dir)
-        if not cfg.resume:
-            if found or (run_dir / METRICS_FILE).exists():
-                raise ConfigError(
-                    f"out_dir {str(run_dir)!r} already holds a run; set resume=true to continue "
-                    "it or choose another out_dir"
-                )
-            return None
-        if not found:
-            if (run_dir / CONFIG_FILE).is_file():
-                log.info("no checkpoint in %s yet; starting the run from scratch", run_dir)
-            return None
-        last = max(found)
-        path, step = found[last], None
-        steps = list_step_checkpoints(run_dir)
-        if steps and max(steps) > last * self.steps_per_epoch:
-            # A sub-epoch checkpoint after the last epoch one: the run continues mid-epoch.
-            step = max(steps)
-            path, last = steps[step], step // self.steps_per_epoch
-        # Every entry the resume restores is checked now, before anything of the run (its
-        # config.json, its metrics.jsonl) is rewritten: a refused resume leaves the run as it was.
-        payload = read_checkpoint(path)
-        check_resume_payload(payload, path, epoch=last)
-        if step is not None:
-            _check_partial_epoch(payload, path, step, self.steps_per_epoch, self.env.world_size)
-        self._resume_rows = self._metrics_rows(last, found)
-        check_resumable(payload["config"], cfg, run_dir)
-        if payload["model_spec"] != spec:
-            raise ConfigError(
-                f"cannot resume {str(run_dir)!r}: its model {payload['model_spec']} does not match "
-                f"the one dataset {cfg.dataset!r} gives now ({spec}); the dataset changed in "
-                "channels, classes or image size"
-            )
-        return payload
-
     def _prepare(self) -> int:
         """Everything before epoch 1; returns the epoch the run has reached (0 when fresh).
 
@@ -424,14 +328,15 @@ class Trainer:
         bundle = self._load_data()
         model, self.spec = self._build_model(bundle)
         self.train_split, self.test_split, self.steps_per_epoch = self._split_data(bundle)
-        payload = self._claim_run_dir()
+        resume = self._claim_run_dir()
+        payload = None if resume is None else resume.payload
         # A sub-epoch checkpoint's unfinished epoch: its steps done, loss sums and RNG states.
         self._partial = None if payload is None else payload.get("partial_epoch")
         self.model = self._place_model(model, payload)
         start_epoch = self._make_optimizer(payload)
         self.net, self.no_sync = self._wrap_forward(self.model)
         self.stepper = self._make_stepper()
-        self._initialise_run_dir(start_epoch, resumed=payload is not None)
+        self._initialise_run_dir(resume)
         return start_epoch
 
     def _check_cuda_graph(self) -> None:
@@ -489,10 +394,11 @@ class Trainer:
             )
         return train_split, test_split, steps_per_epoch
 
-    def _claim_run_dir(self) -> dict | None:
-        """Lock and inspect the run directory; the checkpoint to resume from, or None.
+    def _claim_run_dir(self) -> ResumePoint | None:
+        """Lock and inspect the run directory; where a resume continues, or None.
 
-        Rank 0 locks and inspects; every rank gets its verdict, so that all of them raise
+        What the directory allows is :func:`find_resume_point`'s decision (``_rundir``); here
+        rank 0 locks and asks, and every rank gets its verdict, so that all of them raise
         together or all go on (one raising alone would leave the others hanging). The lock
         comes first: what the directory holds is only known while no other writer can change
         it. The lock is kept in ``self._lock`` until :meth:`fit` ends.
@@ -502,7 +408,13 @@ class Trainer:
         if env.is_main:
             try:
                 self._lock = lock_run_dir(self.run_dir)
-                verdict["payload"] = self._check_run_dir(self.spec)
+                verdict["payload"] = find_resume_point(
+                    self.run_dir,
+                    self.config,
+                    self.spec,
+                    steps_per_epoch=self.steps_per_epoch,
+                    world_size=env.world_size,
+                )
             except Exception as err:  # forwarded, so that no rank waits for a rank that failed
                 if not env.distributed:
                     raise
@@ -580,35 +492,17 @@ class Trainer:
             log.warning("amp=true only takes effect on CUDA; training in float32 on %s", device)
         return net, no_sync
 
-    def _initialise_run_dir(self, start_epoch: int, *, resumed: bool) -> None:
-        """Write ``config.json``; on resume, trim the metrics to the checkpoints; on a fresh
-        run, evaluate the initial weights (every rank) and save them as checkpoint 0."""
+    def _initialise_run_dir(self, resume: ResumePoint | None) -> None:
+        """Start the run directory (``config.json``; on resume, the metrics trimmed to the
+        checkpoints, as :func:`start_run_dir` does); on a fresh run, evaluate the initial
+        weights (every rank) and save them as checkpoint 0."""
         if self.env.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.run_dir / CONFIG_FILE, self.config.to_json() + "\n")
-            if resumed:
-                # Read and checked in _check_run_dir, before anything was written.
-                rewrite_metrics(self.run_dir, self._resume_rows)
-        if not resumed:
+            # On resume, everything was read and checked by find_resume_point, before this.
+            start_run_dir(self.run_dir, self.config, resume)
+        if resume is None:
             initial = {"epoch": 0, "test_acc": self.evaluate()}
             if self.env.is_main:
                 self._save(0, initial)
-
-    def _metrics_rows(self, last_epoch: int, found: dict[int, Path]) -> list[dict[str, Any]]:
-        """The metrics lines a resume keeps: one per checkpointed epoch up to ``last_epoch``,
-        dropping lines of the lost epoch and restoring a line a crash kept from being written
-        (from the checkpoint's copy). Only reads: damage raises here, naming the file, before
-        the resume writes anything."""
-        rows = {
-            r["epoch"]: r
-            for r in read_metrics(self.run_dir)
-            if 1 <= r.get("epoch", 0) <= last_epoch
-        }
-        for epoch in range(1, last_epoch + 1):
-            if epoch not in rows and epoch in found:
-                payload = read_checkpoint(found[epoch])
-                rows[epoch] = check_metrics_entry(payload, found[epoch], epoch) or {"epoch": epoch}
-        return [rows[e] for e in sorted(rows)]
 
     # ------------------------------------------------------------------ the loop
     def _epoch_index_batches(self, epoch: int) -> list[torch.Tensor]:

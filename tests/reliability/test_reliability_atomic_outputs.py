@@ -14,7 +14,7 @@ import torch
 import xarray as xr
 from reliability_helpers import TRAIN_FIELDS, one_error_line, toml_config
 
-import geomxai.train._loop as loop_module
+import geomxai.train._rundir as rundir_module
 from geomxai._fs import (
     STALE_AFTER_S,
     _host_tag,
@@ -164,7 +164,7 @@ class TestFullDisk:
         def full(path, text):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-        monkeypatch.setattr(loop_module, "write_text_atomic", full)
+        monkeypatch.setattr(rundir_module, "write_text_atomic", full)
         config = TrainConfig(**{**TRAIN_FIELDS, "out_dir": str(tmp_path / "a" / "b" / "run")})
         with pytest.raises(OSError, match="No space left"):
             train(config)
