@@ -95,7 +95,9 @@ class Features:
 
     Exactly one of ``centred`` (n, d) and ``covariance`` (d, d) is set; ``mean`` (d,) and
     ``count`` are always known. ``covariance`` uses ``count - 1`` in the denominator.
-    ``unit_coord`` (d,) is the unit coordinate of a DataArray input, None otherwise.
+    ``unit_coord`` (d,) is the unit coordinate of a DataArray input, None otherwise. ``scale``
+    is the power of two the input was divided by (``as_features(..., rescale=True)``; 1.0
+    otherwise): a covariance eigenvalue of the input is ``scale**2`` times one of these.
     """
 
     count: int
@@ -103,6 +105,7 @@ class Features:
     centred: np.ndarray | None = None
     covariance: np.ndarray | None = None
     unit_coord: np.ndarray | None = None
+    scale: float = 1.0
 
     @property
     def dim(self) -> int:
@@ -120,8 +123,37 @@ class Features:
         return self.centred.T @ self.centred / (self.count - 1)
 
 
-def as_features(features, *, name: str = "features") -> Features:
+def power_of_two_scale(largest: float) -> int:
+    """The exponent ``k`` with ``largest / 2**k`` in [0.5, 1) (0 for 0): dividing by ``2**k``
+    is exact in floating point (barring underflow), so a scale-free quantity computed on the
+    rescaled numbers is the one of the originals, while their squares and products stay finite
+    for any finite input (a covariance of features at 1e200 would be inf)."""
+    return int(np.frexp(largest)[1]) if largest > 0 else 0
+
+
+def rescaled(array: np.ndarray) -> tuple[np.ndarray, float]:
+    """``array / 2**k`` with its largest magnitude in [0.5, 1), and ``2**k`` (see
+    :func:`power_of_two_scale`); ``array`` must be finite.
+
+    Examples
+    --------
+    >>> x, scale = rescaled(np.array([3e200, -1e200]))
+    >>> x.tolist() == [3e200 / scale, -1e200 / scale], bool(0.5 <= x.max() < 1)
+    (True, True)
+    """
+    k = power_of_two_scale(float(np.max(np.abs(array)))) if array.size else 0
+    return np.ldexp(array, -k), float(np.ldexp(1.0, k))
+
+
+def as_features(features, *, name: str = "features", rescale: bool = False) -> Features:
     """Validate and reduce any accepted container to :class:`Features`.
+
+    With ``rescale=True`` the features are divided by a power of two near their largest
+    magnitude (``Features.scale``; for ``FeatureMoments`` the covariance by its square), exact
+    in floating point: for the scale-free metrics, which then give their true finite value for
+    features at any finite scale (at 1e200 a covariance overflows) and the same value as before
+    at ordinary scales. A metric that reports raw eigenvalues or variances keeps the default, or
+    multiplies them back by ``scale**2``.
 
     Raises
     ------
@@ -143,7 +175,17 @@ def as_features(features, *, name: str = "features") -> Features:
             )
         cov = np.asarray(features.covariance(ddof=1), dtype=np.float64)
         check_finite(cov, name=f"{name} (FeatureMoments covariance)")
-        return Features(count=int(features.count), mean=np.asarray(features.mean), covariance=cov)
+        mean = np.asarray(features.mean)
+        if not rescale:
+            return Features(count=int(features.count), mean=mean, covariance=cov)
+        # The covariance by an even power of two, the mean by its square root: both exact.
+        k = -(-power_of_two_scale(float(np.max(np.abs(cov)))) // 2)
+        return Features(
+            count=int(features.count),
+            mean=np.ldexp(mean, -k),
+            covariance=np.ldexp(cov, -2 * k),
+            scale=float(np.ldexp(1.0, k)),
+        )
     unit_coord = None
     if isinstance(features, xr.DataArray):
         unit_dim = _unit_dim(features, name)
@@ -157,10 +199,13 @@ def as_features(features, *, name: str = "features") -> Features:
         )
     if d < 1:
         raise ValueError(f"{name} need at least 1 unit; got shape {array.shape}")
+    scale = 1.0
+    if rescale:
+        array, scale = rescaled(array)
     # Centre in float64 first: x^T x - n m m^T cancels catastrophically for features with a
     # large mean and a small spread (post-ReLU units).
     mean = array.mean(axis=0)
-    return Features(count=n, mean=mean, centred=array - mean, unit_coord=unit_coord)
+    return Features(count=n, mean=mean, centred=array - mean, unit_coord=unit_coord, scale=scale)
 
 
 def gram_matrix(feats: Features) -> np.ndarray:

@@ -45,6 +45,14 @@ def _maps(saliency, *, name: str = "saliency") -> np.ndarray:
     return s.reshape(s.shape[0], -1)
 
 
+def _scale_free(s: np.ndarray) -> np.ndarray:
+    """Each map (row) divided by a power of two near its largest value: exact in floating
+    point, so a ratio of the map's sums is unchanged, and sums of maps at 1e308 stay finite."""
+    top = s.max(axis=1, keepdims=True)
+    k = np.where(top > 0, np.frexp(top)[1], 0)
+    return np.ldexp(s, -k)
+
+
 def _masks(masks, shape: tuple[int, ...]) -> np.ndarray:
     if isinstance(masks, xr.DataArray):
         masks = masks.values
@@ -96,7 +104,7 @@ def topq_contrast(saliency, q: float = 0.1) -> xr.DataArray:
     """
     if not 0 < q < 1:
         raise ValueError(f"q must be in (0, 1); got q={q!r}")
-    s = _maps(saliency)
+    s = _scale_free(_maps(saliency))  # scale-free: finite for maps at any finite scale
     p = s.shape[1]
     k = max(1, int(round(q * p)))
     if k >= p:
@@ -133,7 +141,7 @@ def gini(saliency) -> xr.DataArray:
     >>> gini(s).values.tolist()
     [0.0, 0.75]
     """
-    s = np.sort(_maps(saliency), axis=1)
+    s = np.sort(_scale_free(_maps(saliency)), axis=1)  # scale-free, see topq_contrast
     p = s.shape[1]
     weights = 2 * np.arange(1, p + 1) - p - 1
     total = s.sum(axis=1)

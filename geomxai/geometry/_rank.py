@@ -72,7 +72,9 @@ def effective_rank(
         raise ValueError(f"method must be one of {_METHODS}; got method={method!r}")
     if not eps >= 0:
         raise ValueError(f"eps must be a non-negative float; got eps={eps!r}")
-    feats = as_features(features)
+    # Scale-free (either method): computed on features rescaled by a power of two, so features
+    # at 1e200 give their value rather than an overflowed covariance.
+    feats = as_features(features, rescale=True)
     if method == "covariance":
         eig = covariance_eigenvalues(feats)
         total = eig.sum()
@@ -126,7 +128,7 @@ def participation_ratio(features) -> float:
     >>> round(participation_ratio(h), 1)
     2.0
     """
-    feats = as_features(features)
+    feats = as_features(features, rescale=True)  # scale-free, see effective_rank
     gram = gram_matrix(feats)
     total = float(np.trace(gram))
     if total <= 0:

@@ -19,14 +19,19 @@ from typing import Literal
 import numpy as np
 import xarray as xr
 
+from geomxai._features import rescaled
 from geomxai.geometry._input import as_matrix
 from geomxai.moments import FeatureMoments
 
 _KINDS = ("angular", "euclidean")
 
 
-def _pair(a, b, *, min_samples: int, why: str) -> tuple[np.ndarray, np.ndarray]:
-    """Two finite float64 matrices (n, d1), (n, d2) of the same samples, columns centred."""
+def _pair(
+    a, b, *, min_samples: int, why: str, rescale: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two finite float64 matrices (n, d1), (n, d2) of the same samples, columns centred; with
+    ``rescale``, each divided by a power of two near its largest magnitude (exact), for a
+    similarity invariant to the scale of either set."""
     for name, x in (("a", a), ("b", b)):
         if isinstance(x, FeatureMoments):
             raise TypeError(
@@ -43,6 +48,8 @@ def _pair(a, b, *, min_samples: int, why: str) -> tuple[np.ndarray, np.ndarray]:
                 )
     x = as_matrix(a, name="a")
     y = as_matrix(b, name="b")
+    if rescale:
+        x, y = rescaled(x)[0], rescaled(y)[0]
     if x.shape[0] != y.shape[0]:
         raise ValueError(
             "a and b must have the same number of samples (rows); "
@@ -177,6 +184,7 @@ def linear_cka(a, b, *, unbiased: bool = True) -> float:
         b,
         min_samples=4 if unbiased else 2,
         why="unbiased linear CKA" if unbiased else "linear CKA",
+        rescale=True,  # CKA is invariant to the scale of either set; this keeps it finite
     )
     n, d1 = x.shape
     d2 = y.shape[1]
@@ -283,7 +291,7 @@ def procrustes_distance(a, b, *, kind: Literal["angular", "euclidean"] = "angula
     """
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {_KINDS}; got kind={kind!r}")
-    x, y = _pair(a, b, min_samples=2, why="procrustes_distance")
+    x, y = _pair(a, b, min_samples=2, why="procrustes_distance", rescale=True)
     x = _reduce_columns(x / np.linalg.norm(x))
     y = _reduce_columns(y / np.linalg.norm(y))
     k = max(x.shape[1], y.shape[1])

@@ -382,7 +382,9 @@ def correlation_summary(
     """
     _check_tol(tol)
     fit_range = _check_fit_range(fit_range)
-    feats = as_features(features)
+    # Every summary is scale-free (correlations, decay exponents and their R^2), so they are
+    # computed on features rescaled by a power of two: finite for features at any finite scale.
+    feats = as_features(features, rescale=True)
     live = _live_units(feats, tol)
     d = int(live.sum())
     if d < 2:

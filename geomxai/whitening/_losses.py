@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from geomxai.whitening._groups import (
+    STATS_DTYPE,
     batch_moments,
     check_choice,
     check_eps,
@@ -27,6 +28,20 @@ def _offdiag_sq_sum(mat: torch.Tensor) -> torch.Tensor:
     return sq.sum() - sq.diagonal(dim1=-2, dim2=-1).sum()
 
 
+def _scale_free_rows(rows: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rows / 2**k`` in float64 with their largest magnitude in [0.5, 1), and ``eps / 4**k``.
+
+    The correlations of ``offdiag`` are the same for these (powers of two scale exactly), but
+    their covariance stays finite for features at any finite scale (at 1e200 it overflows to
+    inf and the loss is NaN). ``k`` is computed on the device: no host synchronisation.
+    """
+    x64 = rows.to(STATS_DTYPE)
+    k = torch.frexp(x64.detach().abs().amax()).exponent.to(STATS_DTYPE)
+    # 2**-k is exact for these k (2**1000 bounds the factor for subnormal features).
+    factor = torch.exp2(-k.clamp_min(-1000.0))
+    return x64 * factor, eps * factor * factor
+
+
 def decorrelation_loss(
     h: torch.Tensor,
     *,
@@ -47,7 +62,9 @@ def decorrelation_loss(
         groups when they have equal size). A mean of quantities in [0, 1], it has the same scale
         at any width and group size, so a weight of 0.001-0.01 means the same everywhere. ``eps``
         keeps the gradient finite at dead units (a plain ``C_ij / sqrt(C_ii C_jj)`` has an infinite
-        one); units with variance well below ``eps`` count as uncorrelated.
+        one); units with variance well below ``eps`` count as uncorrelated. Computed on the
+        features and ``eps`` divided by powers of two near the features' largest magnitude
+        (exact), so features at any finite scale (1e200) give the true value.
     ``kind="covariance"``
         DeCov (Cogswell et al., ICLR 2016): ``0.5 * (||C||_F^2 - ||diag C||^2)`` summed over groups
         (over the whole matrix when ``group_size=None``). Not scale-free: it grows with the feature
@@ -116,6 +133,8 @@ def decorrelation_loss(
     refuse_nonfinite(rows, name="h", on_accelerator=False)
 
     with no_autocast(h.device):
+        if kind == "offdiag":
+            rows, eps = _scale_free_rows(rows, eps)
         if kind != "whitened":
             # One (num_groups, g, g) batch; a remainder group's zero padding adds nothing to
             # either sum (its off-diagonal entries are 0, so are their correlations).
