@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -51,6 +52,8 @@ over-epochs figures of a small study), or the final checkpoint's only (a study o
 FACTORIAL_POSITIONS = ("regular", "sgt", "dbn", "saliencydecor")
 """The 2x2 design's positions (masking x whitening), in :data:`geomxai.stats.FACTORIAL_CELLS`
 order; a design maps each to one of its cells."""
+
+log = logging.getLogger(__name__)
 
 _MAX_DESIGN_BYTES = 1 << 20  # a design is a few kB; /dev/zero or a data file is refused early
 
@@ -575,6 +578,62 @@ def _paper(path: Path, raw, cells: tuple[Cell, ...]) -> dict:
     return out
 
 
+_PROFILE_STUDY_KEYS = ("name", "regimes", "seeds", "fallback_dataset")
+
+
+def _from_profile(path: Path, raw: dict) -> dict:
+    """A profile of the layout before designs (training fields at the top level, ``[study]
+    regimes``) read as the design it means: one cell per regime, every checkpoint analysed,
+    the regimes compared with saliencydecor. Said in a warning, with the fix."""
+    if "train" in raw or "cells" in raw:
+        return raw
+    top = {k: v for k, v in raw.items() if not isinstance(v, Mapping)}
+    study = raw.get("study", {})
+    if not top and not (isinstance(study, Mapping) and "regimes" in study):
+        return raw
+    log.warning(
+        "%s has the profile layout of older geomxai (training fields at the top level); it is "
+        "read as a design with one cell per regime. Write it as a design ([train], [[cells]], "
+        "[statistics]; docs/study.md) to choose its cells and statistics",
+        path,
+    )
+    out = {k: v for k, v in raw.items() if isinstance(v, Mapping) and k != "study"}
+    out["train"] = {k: v for k, v in top.items() if k not in ("seed", "out_dir", "resume")}
+    regimes = ["regular", "sgt", "dbn", "saliencydecor"]
+    new_study = {}
+    if isinstance(study, Mapping):
+        for key in study:
+            if key not in _PROFILE_STUDY_KEYS:
+                raise DesignError(
+                    f"{path}: [study] {key} is not a known key"
+                    + did_you_mean(key, _PROFILE_STUDY_KEYS)
+                    + f"; known: {', '.join(_PROFILE_STUDY_KEYS)}"
+                )
+        regimes = study.get("regimes", regimes)
+        new_study = {k: v for k, v in study.items() if k != "regimes"}
+    elif study:
+        raise DesignError(f"{path}: [study] must be a table; got {type(study).__name__}")
+    if not isinstance(regimes, list) or not all(isinstance(r, str) for r in regimes):
+        raise DesignError(
+            f"{path}: [study] regimes must be a list of regime names; got {regimes!r}"
+        )
+    out["study"] = new_study
+    out["cells"] = [{"name": r, "regime": r} for r in regimes]
+    analysis = dict(out.get("analysis", {}))
+    analysis.setdefault("checkpoints", "all")
+    analysis.setdefault("keep", "all")
+    out["analysis"] = analysis
+    if "statistics" not in out and "saliencydecor" in regimes and len(regimes) > 1:
+        stats_table: dict = {
+            "treatment": "saliencydecor",
+            "baselines": [r for r in regimes if r != "saliencydecor"],
+        }
+        if set(FACTORIAL_POSITIONS) <= set(regimes):
+            stats_table["factorial"] = {r: r for r in FACTORIAL_POSITIONS}
+        out["statistics"] = stats_table
+    return out
+
+
 def load_design(design, *, out_dir=None, runs_dir=None, overrides=None) -> Design:
     """Read and validate a design file (every table, before any work).
 
@@ -600,7 +659,7 @@ def load_design(design, *, out_dir=None, runs_dir=None, overrides=None) -> Desig
         names the file, the table and the key.
     """
     path = find_design(design)
-    raw = _read(path)
+    raw = _from_profile(path, _read(path))
     for key in raw:
         if key not in DESIGN_TABLES:
             raise DesignError(

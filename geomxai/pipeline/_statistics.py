@@ -145,15 +145,23 @@ def detail_results(design: Design, per_run: Mapping[str, xr.Dataset]) -> xr.Data
     checkpoints: the layout of :func:`geomxai.study.analyze_runs`, for a small study's figures."""
     from geomxai.study import combine_runs, linked
 
-    tagged = []
+    tagged, images = [], None
     for name, ds in per_run.items():
         cell = _cell_of(design, name, ds)
         if cell is None:
             continue
+        if "probe_images" in ds:  # the same probe for every run: kept once, without run dims
+            images = ds["probe_images"] if images is None else images
+            ds = ds.drop_vars("probe_images")
         ds = ds.copy()
         ds.attrs["regime"] = cell
         tagged.append(ds)
     detail = combine_runs(tagged)
+    if images is not None:
+        detail["probe_images"] = images
+    from geomxai.study import AnalysisOptions
+
+    detail.attrs["analysis_options"] = AnalysisOptions(**design.analysis).key()
     return linked(detail, study=design.name) if detail.sizes.get("epoch", 0) > 1 else detail
 
 

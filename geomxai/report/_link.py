@@ -21,8 +21,9 @@ def _label(name: str, layer: str | None) -> str:
     return plain(f"{text} ({layer})" if layer else text)
 
 
-def _pair_link(ds: xr.Dataset, link, geometry: str, fidelity: str, layer) -> xr.Dataset:
-    """The link statistics of one pair: from ``link`` or from ``ds`` itself."""
+def _pair_link(ds: xr.Dataset, link, geometry: str, fidelity: str, layer) -> xr.Dataset | None:
+    """The link statistics of one pair: from ``link`` or from ``ds`` itself; None where the
+    results hold none (a report draws what the analysis computed and computes nothing)."""
     for source in (link, ds):
         if source is None or not all(v in source for v in LINK_VARIABLES):
             continue
@@ -37,12 +38,7 @@ def _pair_link(ds: xr.Dataset, link, geometry: str, fidelity: str, layer) -> xr.
             f"geometry {list(map(str, link['geometry'].values))} and fidelity "
             f"{list(map(str, link['fidelity'].values))}"
         )
-    # A report draws what the analysis computed and computes nothing itself.
-    raise ValueError(
-        f"the results hold no link for geometry={geometry!r}, fidelity={fidelity!r}; compute it "
-        "with geomxai.study.linked(results) (or geomxai.study.link_geometry_fidelity) and pass "
-        "it as link="
-    )
+    return None
 
 
 def plot_geometry_fidelity(
@@ -62,7 +58,8 @@ def plot_geometry_fidelity(
         Results of :func:`geomxai.study.analyze_runs` (dims ``regime``, ``seed``, ``epoch``, ...).
     link : xr.Dataset, optional
         :func:`geomxai.study.link_geometry_fidelity` of ``ds``; by default the ``spearman``
-        variables already in ``ds`` (as ``geomxai study`` saves them), else computed here.
+        variables already in ``ds`` (as :func:`geomxai.study.linked` saves them). Without
+        either, the points are drawn and the title says the results hold no link.
     geometry, fidelity : str
         The two variables.
     layer : str, optional
@@ -111,6 +108,10 @@ def plot_geometry_fidelity(
 
     ax.set_xlabel(_label(geometry, layer_of(geometry)))
     ax.set_ylabel(_label(fidelity, layer_of(fidelity)))
+    if stats is None:
+        ax.set_title("no link in these results (geomxai.study.linked computes it)", fontsize=9)
+        ax.legend(fontsize=7)
+        return ax
     rho = float(stats["spearman"])
     lo, hi = float(stats["spearman_low"]), float(stats["spearman_high"])
     n = int(stats["n_points"]) if "n_points" in stats else None

@@ -28,6 +28,10 @@ _DROP = ("probe_saliency", "top_eigvecs", "top_eigvals", "probe_images")
 """Arrays a per-run result never keeps: the whole probe's maps and the eigenvectors are only
 needed for the dynamics, computed before they are dropped."""
 
+_KEPT_WHOLE = ("top_eigvals", "probe_images")
+"""What a per-run result of a design that keeps every checkpoint (``keep = "all"``) keeps of
+:data:`_DROP`: small, and drawn by the report."""
+
 _FINAL_ONLY = (
     "saliency_maps",
     "corr_spectrum",
@@ -86,7 +90,13 @@ def run_result(
     ds = analyze_run(
         run_dir, options=options, probe=probe, progress=progress, epochs=epochs, steps=steps
     )
-    ds = ds.drop_vars([v for v in _DROP if v in ds.variables])
+    # A small study keeps every checkpoint's spectrum of the tracked axes and the example
+    # images its report draws the maps over.
+    drop = _DROP if keep == "final" else tuple(v for v in _DROP if v not in _KEPT_WHOLE)
+    ds = ds.drop_vars([v for v in drop if v in ds.variables])
+    if keep == "all" and "probe_images" not in ds and "example" in ds.dims:
+        n = ds.sizes["example"]
+        ds["probe_images"] = (("example", "channel", "height", "width"), probe.images[:n].numpy())
     if keep == "final":
         for name in _FINAL_ONLY:
             if name in ds and "epoch" in ds[name].dims:

@@ -171,23 +171,6 @@ class TestOneTrainerPerRun:
             run_study(str(profile), runs_root=tmp_path / "runs", reports_root=tmp_path / "rep")
         assert not (tmp_path / "rep").exists()
 
-    def test_two_studies_of_one_name_are_refused(self, tmp_path, hold_lock, cli):
-        profile = tmp_path / "p.toml"
-        fields = {**TRAIN_FIELDS, "out_dir": "unused"}
-        profile.write_text(
-            "".join(f"{k} = {json.dumps(v)}\n" for k, v in fields.items())
-            + '[study]\nname = "s"\nregimes = ["regular"]\n'
-        )
-        child = hold_lock(tmp_path / "runs" / "s")
-        status, text = cli(
-            "study", "--profile", profile, "--runs", tmp_path / "runs", "--reports", tmp_path / "r"
-        )
-        assert status == 2
-        line = one_error_line(text)
-        assert f"study {str(tmp_path / 'runs' / 's')!r} is in use" in line
-        assert f"pid {child.pid}" in line
-        assert sorted(p.name for p in (tmp_path / "runs" / "s").iterdir()) == [LOCK_FILE]
-
 
 # Two processes that cache the same checkpoint's result at the same moment, many times over,
 # reading the entry back between writes; `measure` is replaced by a fixed Dataset so the test

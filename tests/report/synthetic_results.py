@@ -100,7 +100,12 @@ def make_results(
 
     ds = xr.Dataset(coords=coords)
     for v in variables:
-        dims = (*point, *v.dims) if v.per_checkpoint else v.dims
+        if v.per_checkpoint:
+            dims = (*point, *v.dims)
+        elif v.block == "run_dynamics":  # one value per run, over the whole run
+            dims = ("regime", "seed", *v.dims)
+        else:
+            dims = v.dims
         if v.block == "link" or v.name == "probe_images":
             continue  # below: the link's variables hang together; the images come last
         values = rng.uniform(0.05, 0.95, [sizes[d] for d in dims])
@@ -190,6 +195,21 @@ def make_results(
         hardware="test",
         commit="abc1234",
     )
+    # Where the entanglement-layer metrics were taken, and over which units, as measure says.
+    for name in ds.data_vars:
+        if name.startswith(("head_", "grad_metric_")) or name.startswith("entanglement"):
+            ds[name].attrs["layer"] = "body"
+    for name, units in (("entanglement", "live"), ("entanglement_all_units", "all")):
+        if name in ds:
+            ds[name].attrs["units"] = units
+    for name, units in (("subspace_settle_epoch", "epochs"), ("subspace_settle_step", "steps")):
+        if name in ds:
+            ds[name].attrs.update(units=units, settled_overlap=0.9)
+    # Each run's global optimizer step at each checkpoint (runs may differ in steps per epoch).
+    ds = ds.assign_coords(
+        step=(point, np.broadcast_to(np.asarray(epochs) * 10, [sizes[d] for d in point]).copy())
+    )
+    ds["step"].attrs["long_name"] = "global optimizer steps taken at the checkpoint"
     ds = schema.annotate(ds)
     # The pipeline adds the probe images after the analysis and the link, unannotated.
     images = rng.uniform(0, 1, [sizes[d] for d in schema.variable("probe_images").dims])

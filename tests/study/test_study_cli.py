@@ -139,11 +139,11 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"geomxai {geomxai.__version__}"
 
 
-def test_a_misspelt_profile_lists_close_matches_and_the_profiles(tmp_path, caplog, monkeypatch):
+def test_a_misspelt_design_lists_close_matches_and_the_designs(tmp_path, caplog, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["study", "--profile", "quik", "--runs", str(tmp_path / "r")]) == 2
-    assert "no study profile 'quik' (did you mean quick?)" in caplog.text
-    assert "Profiles: " in caplog.text and "paper-mnist" in caplog.text
+    assert "no study design 'quik' (did you mean quick?)" in caplog.text
+    assert "paper-mnist" in caplog.text and "Traceback" not in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -241,10 +241,22 @@ def test_the_link_survives_a_results_file_and_reaches_the_report(noisy, tmp_path
     assert "<td>n/a</td>" in page  # the constant fidelity_gap
 
 
-def test_scatter_colours_regimes_and_titles_rho_with_its_interval(rng):
+def test_a_scatter_without_a_link_draws_the_points_and_computes_nothing(rng):
     x = rng.uniform(size=SHAPE)
     ds = _results(effective_rank=np.stack([x, x], -1), lerf_auc=x**2, mean_abs_corr=-x)
     ax = plot_geometry_fidelity(ds, geometry="effective_rank", fidelity="lerf_auc")
+    try:
+        assert ax.get_title().startswith("no link in these results")
+        assert sum(len(c.get_offsets()) for c in ax.collections) == x.size
+    finally:
+        plt.close(ax.figure)
+
+
+def test_scatter_colours_regimes_and_titles_rho_with_its_interval(rng):
+    x = rng.uniform(size=SHAPE)
+    ds = _results(effective_rank=np.stack([x, x], -1), lerf_auc=x**2, mean_abs_corr=-x)
+    link = link_geometry_fidelity(ds, geometry=["effective_rank"], fidelity=["lerf_auc"])
+    ax = plot_geometry_fidelity(ds, link, geometry="effective_rank", fidelity="lerf_auc")
     try:
         assert ax.get_title() == f"Spearman ρ = 1.00 [1.00, 1.00], n = {x.size}"
         # Labels from the schema (the layer of a per-layer variable beside it).
