@@ -23,7 +23,7 @@ def attach(
     package : str
         The package's ``__name__``.
     origins : mapping of str to sequence of str
-        Each private module (relative, like ``"._analyze"``, or absolute) and the public names
+        Each private module (relative, like ``"._runs"``, or absolute) and the public names
         it defines.
 
     Examples

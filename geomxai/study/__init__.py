@@ -21,9 +21,11 @@ __getattr__, __dir__, __all__ = attach(
         "._dynamics": ["add_dynamics"],
         "._inputs": ["IMAGENET_MEAN", "IMAGENET_STD", "imagenet_normalization"],
         "._measure": ["measure"],
+        "._model": ["analyze_model"],
         "._options": ["AnalysisOptions"],
         "._preprocess": ["PreprocessingWarning"],
         "._link": ["FIDELITY_METRICS", "GEOMETRY_METRICS", "link_geometry_fidelity"],
+        "._provenance": ["stamp"],
         "._probe": ["Probe", "ProbeSizeWarning", "make_probe"],
         "._runs": ["analyze_run", "analyze_runs", "checkpoints_of", "combine_runs"],
         "._summary": [
@@ -35,13 +37,11 @@ __getattr__, __dir__, __all__ = attach(
         ],
         "._sources": ["load_state_dict_file", "resolve_model"],
         "._results_io": [
-            "analyze_model",
             "linked",
             "open_results",
             "open_results_file",
             "save_results",
             "squeeze_results",
-            "stamp",
         ],
     },
 )

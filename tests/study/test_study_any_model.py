@@ -208,12 +208,12 @@ def imagenet_weights(tmp_path_factory):
 def test_a_1000_class_head_on_a_2_class_folder_is_refused_before_any_work(
     folder, imagenet_weights, suffix, monkeypatch
 ):
-    from geomxai.study import _runs as _analyze
+    from geomxai.study import _model
 
     def fail(*args, **kwargs):
         raise AssertionError("measure ran although the head does not fit")
 
-    monkeypatch.setattr(_analyze, "measure", fail)
+    monkeypatch.setattr(_model, "measure", fail)
     weights = imagenet_weights / f"resnet18.{suffix}"
     with pytest.raises(ValueError, match=r"1000 outputs but the data has 2 classes") as err:
         analyze_model(
