@@ -179,12 +179,13 @@ CACHE_WRITER = textwrap.dedent(
     """
     import sys, time
     import numpy as np, xarray as xr
-    import geomxai.study._analyze as A
+    import geomxai.study._cache as A
+    from geomxai.study import AnalysisOptions, make_probe
     ckpt, cache, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
     expected = xr.Dataset({"a": ("x", np.arange(200_000.0))})
     A.measure = lambda model, probe, options: expected
-    probe = A.make_probe("digits", 4)
-    options = A.AnalysisOptions(probe_size=4)
+    probe = make_probe("digits", 4)
+    options = AnalysisOptions(probe_size=4)
     while time.time() < start:
         time.sleep(0.001)
     for _ in range(15):
