@@ -69,8 +69,7 @@ def run_identity(config: Mapping[str, Any]) -> dict[str, Any]:
     ValueError
         ``config`` is not a valid TrainConfig (the message names the field).
     """
-    from geomxai.train._config import TrainConfig
-    from geomxai.train._rundir import RESUMABLE_CHANGES
+    from geomxai.train._config import RESUMABLE_CHANGES, TrainConfig
 
     full = TrainConfig.from_dict({**config, "resume": False}).to_dict()
     kept = {k: v for k, v in sorted(full.items()) if k not in RESUMABLE_CHANGES}

@@ -20,6 +20,21 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+RESUMABLE_CHANGES = frozenset(
+    {
+        "epochs",
+        "resume",
+        "progress",
+        "out_dir",
+        "checkpoint_every_steps",
+        "checkpoint_steps_epochs",
+        "tensorboard_dir",
+    }
+)
+"""Fields of :class:`TrainConfig` a resumed run may change: how long to go on, display, where
+the directory now is, which extra (sub-epoch) checkpoints it keeps and where it logs; none of
+them changes a weight. Declared beside the config, so the checkpoint's run identity and the run
+directory's resume check read it from this leaf."""
 REGIMES = ("regular", "sgt", "dbn", "saliencydecor")
 """The four training regimes, defined once here; other parts import ``geomxai.train.REGIMES``."""
 PLACEMENTS = ("auto", "path", "aux")

@@ -41,7 +41,7 @@ from geomxai.train._checkpoint import (
     check_resume_payload,
     read_checkpoint,
 )
-from geomxai.train._config import ConfigError, TrainConfig
+from geomxai.train._config import RESUMABLE_CHANGES, ConfigError, TrainConfig
 from geomxai.train._step import TERMS
 
 __all__ = [
@@ -74,21 +74,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("geomxai.train")
-
-RESUMABLE_CHANGES = frozenset(
-    {
-        "epochs",
-        "resume",
-        "progress",
-        "out_dir",
-        "checkpoint_every_steps",
-        "checkpoint_steps_epochs",
-        "tensorboard_dir",
-    }
-)
-"""Fields a resumed run may change: how long to go on, display, where the directory now is,
-which extra (sub-epoch) checkpoints it keeps and where it logs; none of them changes a
-weight."""
 
 
 def latest_checkpoint(run_dir) -> Path | None:
