@@ -128,3 +128,50 @@ def image_fill(
     hi = flat.amax(dim=2).view(n, c, 1, 1)
     u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return lo + (hi - lo) * u
+
+
+def table_fill(
+    x: torch.Tensor, fill: str, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Replacement values for every feature of a batch of tabular rows; they do not depend on
+    the mask.
+
+    A row's features are on unrelated scales, so (as the masking curves do for tables,
+    :func:`geomxai.attribution.masking_curve`) each feature is filled from its own values over
+    the batch, never from the row's other features: ``"uniform"`` draws from U[min, max] of the
+    feature over the batch, ``"mean"`` is its batch mean, ``"zero"`` is 0 (the training split's
+    mean on standardised features). None of them reads the row itself, so a fully masked row
+    carries nothing of its class.
+
+    Parameters
+    ----------
+    x : Tensor (n, d)
+    fill : {"uniform", "mean", "zero"}
+    generator : torch.Generator, optional
+        On ``x``'s device; makes the uniform draws reproducible.
+
+    Returns
+    -------
+    Tensor (n, d)
+        Same dtype and device as ``x``.
+
+    Examples
+    --------
+    >>> x = torch.tensor([[0.0, 10.0], [2.0, 30.0]])
+    >>> table_fill(x, "mean").tolist()
+    [[1.0, 20.0], [1.0, 20.0]]
+    >>> v = table_fill(x, "uniform", generator=torch.Generator().manual_seed(0))
+    >>> bool(((v[:, 1] >= 10) & (v[:, 1] <= 30)).all())  # each feature's own range
+    True
+    """
+    if fill not in TRAINING_FILLS:
+        raise ValueError(f"fill must be one of {', '.join(TRAINING_FILLS)}; got fill={fill!r}")
+    if x.dim() != 2:
+        raise ValueError(f"x must be a (n, d) batch of rows; got shape {tuple(x.shape)}")
+    if fill == "zero":
+        return torch.zeros_like(x)
+    if fill == "mean":
+        return x.mean(dim=0, keepdim=True).expand_as(x)
+    lo, hi = x.amin(dim=0, keepdim=True), x.amax(dim=0, keepdim=True)
+    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return lo + (hi - lo) * u

@@ -27,10 +27,14 @@ class ModelTraits:
         path to the head, so input gradients pass through the whitened space (CNNs, paper
         Eq. 3); False, feeding only the auxiliary loss, logits from the raw features (the
         paper's ViT).
+    takes_tables : bool
+        The model takes tabular rows (n, d) (an MLP); the trainer builds it for a table of
+        ``d`` features with ``in_channels=d, image_size=1`` and refuses a model without it.
     """
 
     is_sequence_model: bool = False
     whiten_in_path: bool = True
+    takes_tables: bool = False
 
 
 class FeatureModel(nn.Module):

@@ -6,19 +6,30 @@ from collections.abc import Callable
 
 from geomxai._hints import close_matches
 from geomxai.models._base import FeatureModel, ModelTraits
-from geomxai.models._cnn import cnn2
-from geomxai.models._resnet import resnet18, resnet50
-from geomxai.models._vit import VIT_TRAITS, vit_micro, vit_tiny
+from geomxai.models._cnn import cnn2, cnn_gap
+from geomxai.models._mlp import MLP_TRAITS, mlp
+from geomxai.models._resnet import resnet18, resnet20, resnet20_w8, resnet50
+from geomxai.models._vit import VIT_TRAITS, vit_micro, vit_micro_w64, vit_tiny
 
 MODELS: dict[str, Callable[..., FeatureModel]] = {
     "cnn2": cnn2,
+    "cnn_gap": cnn_gap,
+    "mlp": mlp,
     "resnet18": resnet18,
+    "resnet20": resnet20,
+    "resnet20_w8": resnet20_w8,
     "resnet50": resnet50,
     "vit_tiny": vit_tiny,
     "vit_micro": vit_micro,
+    "vit_micro_w64": vit_micro_w64,
 }
 
-MODEL_TRAITS: dict[str, ModelTraits] = {"vit_tiny": VIT_TRAITS, "vit_micro": VIT_TRAITS}
+MODEL_TRAITS: dict[str, ModelTraits] = {
+    "vit_tiny": VIT_TRAITS,
+    "vit_micro": VIT_TRAITS,
+    "vit_micro_w64": VIT_TRAITS,
+    "mlp": MLP_TRAITS,
+}
 """Registered models whose :class:`ModelTraits` differ from the defaults (a CNN's)."""
 
 

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from tqdm.auto import tqdm
 
 from geomxai.data import DatasetBundle, dataset_tensors, load_dataset
-from geomxai.models import FeatureModel
+from geomxai.models import FeatureModel, model_traits
 from geomxai.train._augment import random_flip_crop
 from geomxai.train._build import build_from_spec, model_spec
 from geomxai.train._checkpoint import save_checkpoint
@@ -212,6 +212,39 @@ class _Split:
             )
 
 
+def _model_input(bundle: DatasetBundle, cfg: TrainConfig) -> tuple[int, int, int]:
+    """``(in_channels, image_size, image_size)`` the model of a run is built for.
+
+    Images (c, h, w) must be square. A table of ``d`` features is built as ``d`` channels of a
+    1x1 image, for a model that declares it takes tables (:class:`geomxai.models.ModelTraits`):
+    the ConfigError otherwise names the model that does, and refuses the image augmentation.
+    """
+    if bundle.kind == "tabular":
+        (d,) = bundle.input_shape
+        if not model_traits(cfg.model).takes_tables:
+            raise ConfigError(
+                f"dataset {cfg.dataset!r} is a table of {d} features and model {cfg.model!r} "
+                "takes images; use model='mlp'"
+            )
+        if cfg.augment:
+            raise ConfigError(
+                f"augment flips and crops images and dataset {cfg.dataset!r} is a table of "
+                f"{d} features; set augment=false"
+            )
+        return d, 1, 1
+    if bundle.kind != "image":
+        raise ConfigError(
+            f"dataset {cfg.dataset!r} has inputs of shape {bundle.input_shape}; the trainer "
+            "takes images (c, h, w) and tables (d,)"
+        )
+    c, h, w = bundle.input_shape
+    if h != w:
+        raise ConfigError(
+            f"dataset {cfg.dataset!r} has {h}x{w} images; geomxai models take square images"
+        )
+    return c, h, w
+
+
 class Trainer:
     """The lifecycle of one training run; :func:`train` is ``Trainer(config).fit()``.
 
@@ -280,11 +313,7 @@ class Trainer:
 
     def _build_model(self, bundle: DatasetBundle) -> tuple[FeatureModel, dict]:
         cfg = self.config
-        c, h, w = bundle.input_shape
-        if h != w:
-            raise ConfigError(
-                f"dataset {cfg.dataset!r} has {h}x{w} images; geomxai models take square images"
-            )
+        c, h, w = _model_input(bundle, cfg)
         spec = model_spec(cfg, in_channels=c, num_classes=bundle.num_classes, image_size=h)
         torch.manual_seed(cfg.seed)
         try:
@@ -301,7 +330,7 @@ class Trainer:
         model.eval()
         try:
             with torch.no_grad():
-                out = model(torch.zeros(2, c, h, w))
+                out = model(torch.zeros(2, *bundle.input_shape))
         except RuntimeError as err:
             raise ConfigError(
                 f"model {cfg.model!r} does not accept dataset {cfg.dataset!r} images "
@@ -431,8 +460,13 @@ class Trainer:
         if payload is not None:
             model.load_state_dict(payload["model"])
         model.to(device)
-        # A sequence model (ViT) has no image maps for channels_last to lay out.
-        self.channels_last = cfg.channels_last and not model.is_sequence_model
+        # A sequence model (ViT) has no image maps for channels_last to lay out, nor has a
+        # model of tabular rows (their input is (n, d)).
+        self.channels_last = (
+            cfg.channels_last
+            and not model.is_sequence_model
+            and not model_traits(cfg.model).takes_tables
+        )
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         if self.env.distributed:
