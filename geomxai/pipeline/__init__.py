@@ -10,6 +10,7 @@ together (:mod:`geomxai.train`, :mod:`geomxai.study`, :mod:`geomxai.stats`,
     geomxai study configs/fashion-mnist-converged.toml --stage report
 """
 
+from geomxai.pipeline._across import Across, across_results, is_across, load_across, run_across
 from geomxai.pipeline._design import (
     Cell,
     Design,
@@ -26,6 +27,11 @@ from geomxai.pipeline._statistics import SCHEMA_VERSION, runs_table, study_stati
 
 __all__ = [
     "ALL",
+    "Across",
+    "across_results",
+    "is_across",
+    "load_across",
+    "run_across",
     "SCHEMA_VERSION",
     "STAGES",
     "Cell",
@@ -77,6 +83,12 @@ def run_study(
     from geomxai.train import parse_override
 
     found = find_design(design)
+    if is_across(found):  # a comparison of studies: their results, no stage of its own
+        root = (
+            None if reports_root is None else Path(check_nonempty_path(reports_root, "--reports"))
+        )
+        across = load_across(found)
+        return run_across(load_across(found, out_dir=None if root is None else root / across.name))
     name = load_design(found).name
     loaded = load_design(
         found,

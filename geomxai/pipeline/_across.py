@@ -1,0 +1,277 @@
+"""The question across settings: one table per claim x setting, from the settings' results.
+
+An across-settings file (``[across]``: a name, a title, the designs) names studies whose
+``results.nc`` the engine has written; this module gathers, for each claim of the paper and each
+setting, the estimate, its interval and the setting's corrected verdict (each setting's own
+family and correction: nothing is re-tested here). The report says, in words generated from the
+table, what holds in every setting, what depends on the setting and what no setting supports.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from geomxai import schema
+from geomxai.pipeline._design import DesignError, _read, _Table, find_design, load_design
+
+__all__ = [
+    "Across",
+    "CLAIMS",
+    "across_results",
+    "is_across",
+    "load_across",
+    "run_across",
+    "summarise",
+]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim the paper makes, read from one family of a setting's results."""
+
+    key: str
+    text: str
+    family: str  # contrasts | factorial | dose
+    metric: str
+    against: str | None = None  # a baseline (contrasts) or an effect (factorial)
+    expected: str | None = None  # the verdict the paper's claim means
+
+
+CLAIMS: tuple[Claim, ...] = (
+    *(
+        Claim(
+            f"accuracy-{b}",
+            f"SaliencyDecor is more accurate than {b}",
+            "contrasts",
+            "test_acc",
+            b,
+            "better",
+        )
+        for b in ("regular", "sgt", "dbn")
+    ),
+    *(
+        Claim(f"{m}-{b}", f"{label} is better than {b}'s", "contrasts", m, b, "better")
+        for m, label in (
+            ("morf_auc", "SaliencyDecor's MoRF AUC"),
+            ("fidelity_gap", "SaliencyDecor's LeRF - MoRF gap"),
+            ("deletion_auc", "SaliencyDecor's deletion AUC"),
+            ("insertion_auc", "SaliencyDecor's insertion AUC"),
+            ("gini", "SaliencyDecor's Gini (sharpness)"),
+            ("topq_contrast", "SaliencyDecor's top-10% contrast (sharpness)"),
+        )
+        for b in ("regular", "sgt", "dbn")
+    ),
+    *(
+        Claim(
+            f"interaction-{m}",
+            f"masking x whitening interaction on {lab} is beneficial",
+            "factorial",
+            m,
+            "interaction",
+            "better",
+        )
+        for m, lab in (
+            ("test_acc", "accuracy"),
+            ("morf_auc", "MoRF AUC"),
+            ("fidelity_gap", "the LeRF - MoRF gap"),
+        )
+    ),
+    *(
+        Claim(f"dose-{m}", f"more decorrelation (lambda) improves {lab}", "dose", m, None, "better")
+        for m, lab in (
+            ("morf_auc", "MoRF AUC"),
+            ("fidelity_gap", "the LeRF - MoRF gap"),
+            ("test_acc", "accuracy"),
+        )
+    ),
+)
+"""The claims of the question, each with the verdict the paper's claim means."""
+
+
+@dataclass(frozen=True)
+class Across:
+    """A parsed across-settings file."""
+
+    name: str
+    title: str
+    source: str
+    designs: tuple[str, ...]
+    out_dir: Path
+
+
+def is_across(path) -> bool:
+    """Whether a TOML file is an across-settings file (an ``[across]`` table)."""
+    try:
+        return "across" in _read(find_design(path))
+    except DesignError:
+        return False
+
+
+def run_across(across: Across) -> Path:
+    """Gather the settings' results, write ``results.nc`` and the report; the report's path."""
+    import shlex
+    import sys
+
+    from geomxai.report import build_across_report
+    from geomxai.study import save_results, stamp
+
+    results = across_results(across)
+    save_results(
+        stamp(results, command=" ".join(map(shlex.quote, sys.argv))), across.out_dir / "results.nc"
+    )
+    return build_across_report(results, across.out_dir)
+
+
+def load_across(path, *, out_dir=None) -> Across:
+    """Read and check an across-settings file: every design it names must load."""
+    path = find_design(path)
+    raw = _read(path)
+    extra = [k for k in raw if k != "across"]
+    if extra:
+        raise DesignError(f"{path}: an across-settings file has one table, [across]; got {extra}")
+    t = _Table(path, "across", raw["across"], ("name", "title", "designs", "out"))
+    designs = t.strings("designs")
+    if not designs:
+        t.fail("designs", "must name the study designs to compare (configs/NAME.toml or NAME)")
+    for d in designs:
+        load_design(d)  # each must be a valid design; its error names the file
+    name = t.string("name", path.stem)
+    out = Path(out_dir) if out_dir is not None else Path(t.string("out", f"reports/{name}"))
+    return Across(name, t.string("title", name), str(path), tuple(designs), out)
+
+
+def _setting(design) -> str:
+    c = design.train
+    return f"{design.name} ({c.get('dataset', '?')}, {c.get('model', '?')})"
+
+
+def _variants(ds: xr.Dataset, metric: str) -> list[str]:
+    """The metric and each of its method/fill variants present in the results."""
+    names = [str(m) for m in ds["metric"].values] if "metric" in ds.coords else []
+    out = [
+        m for m in names if m == metric or (schema.split_variant(m)[0] == metric and m != metric)
+    ]
+    return out
+
+
+def _read_claim(ds: xr.Dataset, claim: Claim, metric: str) -> dict | None:
+    if claim.family == "contrasts":
+        if "contrasts_estimate" not in ds or claim.against not in ds["baseline"].values:
+            return None
+        sel, p = {"metric": metric, "baseline": claim.against}, "contrasts_"
+        keys = ("estimate", "ci_low", "ci_high", "q_value", "verdict")
+    elif claim.family == "factorial":
+        if "factorial_estimate" not in ds:
+            return None
+        sel, p = {"metric": metric, "effect": claim.against}, "factorial_"
+        keys = ("estimate", "ci_low", "ci_high", "q_value", "verdict")
+    else:
+        if "dose_slope" not in ds:
+            return None
+        sel, p = {"metric": metric}, "dose_"
+        keys = ("slope", "slope_ci_low", "slope_ci_high", "slope_q_value", "slope_verdict")
+    try:
+        values = [ds[f"{p}{k}"].sel(**sel).values for k in keys]
+    except KeyError:
+        return None
+    if not np.isfinite(float(values[0])):
+        return None
+    return {
+        "estimate": float(values[0]),
+        "ci_low": float(values[1]),
+        "ci_high": float(values[2]),
+        "q_value": float(values[3]),
+        "verdict": str(values[4]),
+    }
+
+
+def across_results(across: Across) -> xr.Dataset:
+    """Claims x settings: estimate, interval, q-value and the setting's corrected verdict.
+
+    A claim on a metric measured under several saliency methods or fills has one row per
+    variant (``claim`` = ``<key>[<variant>]``).
+    """
+    from geomxai.study import open_results_file
+
+    settings, per_setting, sources = [], [], {}
+    for d in across.designs:
+        design = load_design(d)
+        path = design.out_dir / "results.nc"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: no results of design {design.name!r}; run `geomxai study {design.source}` "
+                "(or its --stage statistics) first"
+            )
+        settings.append(_setting(design))
+        per_setting.append(open_results_file(path))
+        sources[settings[-1]] = {
+            "results": str(path),
+            "created": per_setting[-1].attrs.get("created", ""),
+        }
+    rows: dict[str, dict] = {}
+    for claim in CLAIMS:
+        for s_i, ds in enumerate(per_setting):
+            for metric in _variants(ds, claim.metric) or [claim.metric]:
+                key = claim.key if metric == claim.metric else f"{claim.key}[{metric}]"
+                got = _read_claim(ds, claim, metric)
+                if got is None:
+                    continue
+                row = rows.setdefault(key, {"claim": claim, "metric": metric, "values": {}})
+                row["values"][s_i] = got
+    keys = list(rows)
+    shape = (len(keys), len(settings))
+    arrays = {k: np.full(shape, np.nan) for k in ("estimate", "ci_low", "ci_high", "q_value")}
+    verdict = np.full(shape, "not measured", dtype=object)
+    for i, key in enumerate(keys):
+        for j, got in rows[key]["values"].items():
+            for k in arrays:
+                arrays[k][i, j] = got[k]
+            verdict[i, j] = got["verdict"]
+    out = xr.Dataset(
+        {k: (("claim", "setting"), v) for k, v in arrays.items()}
+        | {"verdict": (("claim", "setting"), verdict.astype(str))},
+        coords={
+            "claim": keys,
+            "setting": settings,
+            "claim_text": ("claim", [rows[k]["claim"].text for k in keys]),
+            "claim_metric": ("claim", [rows[k]["metric"] for k in keys]),
+            "claim_expected": ("claim", [rows[k]["claim"].expected or "" for k in keys]),
+            "claim_family": ("claim", [rows[k]["claim"].family for k in keys]),
+        },
+    )
+    out.attrs.update(
+        {
+            "across": across.name,
+            "title": across.title,
+            "designs": json.dumps(list(across.designs)),
+            "sources": json.dumps(sources),
+            "schema_version": 2,
+            "kind": "across-settings",
+        }
+    )
+    out.attrs["summary"] = json.dumps(summarise(out))
+    return out
+
+
+def summarise(results: xr.Dataset) -> dict[str, list[str]]:
+    """Claims that hold in every setting, that depend on the setting, and that no setting
+    supports (the paper's claim is a "better" that no setting's corrected verdict gives)."""
+    out: dict[str, list[str]] = {"holds": [], "depends": [], "unsupported": []}
+    for i in range(results.sizes["claim"]):
+        words = [str(w) for w in results["verdict"].values[i] if str(w) != "not measured"]
+        if not words:
+            continue
+        text = f"{results['claim_text'].values[i]} ({results['claim_metric'].values[i]})"
+        expected = str(results["claim_expected"].values[i])
+        if len(set(words)) == 1 and len(words) == results.sizes["setting"]:
+            out["holds"].append(f"{text}: {words[0]} in every setting")
+        elif len(set(words)) > 1:
+            out["depends"].append(f"{text}: " + ", ".join(words))
+        if expected and expected not in words:
+            out["unsupported"].append(text)
+    return out
