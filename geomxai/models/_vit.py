@@ -90,3 +90,35 @@ def vit_micro(*, in_channels: int = 3, num_classes: int = 10, image_size: int = 
         hidden_dim=32,
         mlp_dim=64,
     )
+
+
+def vit_micro_w64(
+    *, in_channels: int = 3, num_classes: int = 10, image_size: int = 32
+) -> FeatureModel:
+    """A 4-block, 4-head, width-64 ViT: the paper's ViT form at a size that trains on a CPU.
+
+    Patches of 7 pixels where the image side is a multiple of 7 (16 tokens and the CLS token on
+    28x28), else of 4 (else 1). The feature layer is the 64-d CLS token after the last block; as
+    for every ViT here, logits come from the raw CLS token and a ``saliencydecor`` run's whitening
+    feeds only the auxiliary loss (``whiten_in_path=False``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = vit_micro_w64(in_channels=1, image_size=28)
+    >>> model.feature_dim, model.body.vit.patch_size, len(model.body.vit.encoder.layers)
+    (64, 7, 4)
+    >>> model(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 10])
+    """
+    patch = 7 if image_size % 7 == 0 else 4 if image_size % 4 == 0 else 1
+    return vit_tiny(
+        in_channels=in_channels,
+        num_classes=num_classes,
+        image_size=image_size,
+        patch_size=patch,
+        num_layers=4,
+        num_heads=4,
+        hidden_dim=64,
+        mlp_dim=128,
+    )
