@@ -19,6 +19,7 @@ from geomxai._fs import (
 from geomxai.study._measure import measure
 from geomxai.study._options import AnalysisOptions
 from geomxai.study._probe import Probe
+from geomxai.study._results_io import netcdf_bytes
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def _write_cache(cache: Path, ds: xr.Dataset) -> None:
     # leaves a whole entry (the same numbers, whichever lands last). Serialised in memory
     # first, so a full disk is a checked OSError here, never an HDF5 write that crashes.
     try:
-        write_bytes_atomic(cache, ds.to_netcdf(engine="h5netcdf"))
+        write_bytes_atomic(cache, netcdf_bytes(ds))
     except OSError as err:
         log.warning(
             "cannot write the analysis cache entry %s (%s); the result is used without being "

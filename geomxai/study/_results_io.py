@@ -51,7 +51,21 @@ def save_results(ds: xr.Dataset, path) -> Path:
             f"the results path must be a file; {str(path)!r} is a folder (give a file path "
             f"such as {str(path / 'results.nc')!r})"
         )
-    return write_bytes_atomic(path, ds.to_netcdf(engine="h5netcdf"))
+    return write_bytes_atomic(path, netcdf_bytes(ds))
+
+
+def netcdf_bytes(ds: xr.Dataset) -> bytes:
+    """``ds`` as the bytes of a netCDF file (h5netcdf), serialised in memory.
+
+    Inside a dask.distributed worker, xarray guards a write with a cluster-wide lock named by
+    the target; an in-memory target has no name the scheduler knows, so the write would fail
+    ("Semaphore or Lock ... not known"). Nothing else writes these bytes, so the write runs on
+    the synchronous scheduler, with a local lock.
+    """
+    import dask
+
+    with dask.config.set(scheduler="synchronous"):
+        return ds.to_netcdf(engine="h5netcdf")
 
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
