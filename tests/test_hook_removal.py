@@ -9,8 +9,10 @@ user's model for attribution or training; one test runs each row in each way a c
   hooks on them) have run, the "invalid module" case of Captum's ``test_hook_removal.py``;
 - ``interrupted``: the head raises ``KeyboardInterrupt``, a ``BaseException`` that an
   ``except Exception`` clean-up would miss;
-- ``bad_argument``: an argument the function only finds wrong once its hooks are in place (a
-  target class the model does not have, a reduction a layer's output cannot take).
+- ``bad_argument``: an argument the function finds wrong, once its hooks are in place where it
+  can only tell then (a reduction a layer's output cannot take, a target of a Captum instance)
+  or up front where it checks first (a target class the model does not have, for the named
+  saliency methods and the analysis).
 
 After each, the model's hooks are exactly those it had before: the test's own hook is still
 there and nothing else was added, on any submodule or globally; every submodule has its own
@@ -116,6 +118,7 @@ def _with_collector(model, x, **kwargs):
 
 OPTIONS = AnalysisOptions(probe_size=6, fractions=3, top_k=2, n_examples=2, batch_size=4)
 WRONG_CLASS = "out of bounds"
+TARGET_RANGE = "target must hold class indices"  # refused up front, before any hook is placed
 WRONG_CHANNELS = "expected input.* to have 2 channels"
 CLS_ON_A_MAP = r"reduce='cls' expects a token sequence"
 SALIENCY_METHODS = (
@@ -136,7 +139,7 @@ def _saliency_case(method: str) -> Case:
     def bad(model, x, y, tmp_path):
         return call(model, x, y, tmp_path, target=torch.full_like(y, NO_CLASS))
 
-    return Case(f"saliency[{method}]", call, bad, RuntimeError, WRONG_CLASS)
+    return Case(f"saliency[{method}]", call, bad, ValueError, TARGET_RANGE)
 
 
 def _masking_case(fill: str) -> Case:
@@ -250,8 +253,8 @@ CASES = [
         "cascading_randomization",
         lambda m, x, y, tmp: cascading_randomization(m, x, y, seed=0),
         lambda m, x, y, tmp: cascading_randomization(m, x, NO_CLASS, seed=0),
-        RuntimeError,
-        WRONG_CLASS,
+        ValueError,
+        TARGET_RANGE,
     ),
     # ---- training: the trainer registers no hook and builds its own model; its one pass over
     # a model it is handed is the eval-mode masking gradient
@@ -267,8 +270,8 @@ CASES = [
         "measure",
         lambda m, x, y, tmp: measure(m, Probe(x, y), OPTIONS),
         lambda m, x, y, tmp: measure(m, Probe(x, torch.full_like(y, NO_CLASS)), OPTIONS),
-        RuntimeError,
-        WRONG_CLASS,
+        ValueError,
+        TARGET_RANGE,
     ),
     Case(
         "reparametrization_control",
