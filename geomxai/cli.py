@@ -310,12 +310,18 @@ def cmd_report(args) -> int:
     with open_results_file(args.results) as ds:
         results = ds.load()
     check_layout(results, args.results)
-    if not any(name in schema.VARIABLES for name in results.data_vars):
+    if results.attrs.get("kind") != "across-settings" and not any(
+        name in schema.VARIABLES for name in results.data_vars
+    ):
         raise ValueError(
             f"{args.results!r} is a netCDF file but holds none of geomxai's result variables; "
             "give a results file written by `geomxai analyze` or `geomxai study`"
         )
-    if "schema_version" in results.attrs:  # a study's results: its own sections
+    if results.attrs.get("kind") == "across-settings":  # a comparison of studies
+        from geomxai.report import build_across_report
+
+        index = build_across_report(results, out)
+    elif "design" in results.attrs:  # a study's results: its own sections
         from geomxai.report import build_study_report
 
         index = build_study_report(results, out)

@@ -250,7 +250,7 @@ def across_results(across: Across) -> xr.Dataset:
             "title": across.title,
             "designs": json.dumps(list(across.designs)),
             "sources": json.dumps(sources),
-            "schema_version": 2,
+            "schema_version": schema.SCHEMA_VERSION,
             "kind": "across-settings",
         }
     )

@@ -21,10 +21,7 @@ from geomxai.study import control_record, epoch_record, run_record
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
-"""Layout of a study's results file: 2 = a ``run`` dim with ``cell``/``regime``/``seed`` and the
-varied fields as coords, the design and every run's config as JSON attrs, and each family's
-adjusted p-values and verdicts beside its estimates."""
+from geomxai.schema import SCHEMA_VERSION  # noqa: E402  (one layout number for every results file)
 
 _OTHER = "~"  # prefix of the cells a view leaves out of a comparison
 

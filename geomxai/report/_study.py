@@ -21,7 +21,7 @@ import xarray as xr
 from geomxai import schema
 from geomxai.report._style import new_figure, plain, save
 
-RESULTS_SCHEMA_VERSION = 2
+RESULTS_SCHEMA_VERSION = schema.SCHEMA_VERSION
 """The layout of a study's results file this renderer reads (``attrs["schema_version"]``)."""
 
 

@@ -58,8 +58,13 @@ def stamp(ds: xr.Dataset, **extra) -> xr.Dataset:
     Returns
     -------
     xr.Dataset
-        ``ds`` with ``created`` (UTC), ``hardware`` and ``commit`` (of the source tree) set.
+        ``ds`` with ``created`` (UTC), ``hardware`` and ``commit`` (of the source tree) set,
+        and ``schema_version`` (:data:`geomxai.schema.SCHEMA_VERSION`) where it has none: every
+        results file says which layout it has.
     """
+    from geomxai.schema import SCHEMA_VERSION
+
+    ds.attrs.setdefault("schema_version", SCHEMA_VERSION)
     ds.attrs.update(
         {
             "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
