@@ -660,7 +660,14 @@ def load_design(design, *, out_dir=None, runs_dir=None, overrides=None) -> Desig
     """
     path = find_design(design)
     raw = _from_profile(path, _read(path))
+    if "train" in raw and not isinstance(raw["train"], Mapping):
+        _Table(path, "train", raw["train"])  # names the key and its type
     for key in raw:
+        if key not in DESIGN_TABLES and not isinstance(raw[key], Mapping):
+            raise DesignError(
+                f"{path}: {key} is set at the top level, outside any table; a design keeps "
+                "training fields in [train] (and an older profile has no [train] table)"
+            )
         if key not in DESIGN_TABLES:
             raise DesignError(
                 f"{path}: unknown table [{key}]"

@@ -117,6 +117,11 @@ def test_a_design_names_its_cells_seeds_and_varied_fields(tmp_path):
         (lambda t: "study = 5\n" + _without(t, "[study]"), r"\[study\] must be a table"),
         (lambda t: t.replace("[train]", "[[train]]"), r"\[train\] must be a table; got list"),
         (
+            lambda t: "train = 5\n" + _without(t, "[train]").replace("[study]", "[study]"),
+            r"\[train\] must be a table; got int",
+        ),
+        (lambda t: 'dataset = "digits"\n' + t, r"dataset is set at the top level"),
+        (
             lambda t: t + '\n[statistics.factorial]\nregular = "regular"\n',
             r"statistics.factorial.*missing",
         ),
