@@ -4,30 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import platform
 import sys
 from pathlib import Path
 
 import torch
 
 from geomxai import tune_cpu_allocator
+from geomxai.study import cpu_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 # What the geomxai command does, so the figures are what a user gets; GEOMXAI_MALLOC=default
 # measures glibc's own behaviour instead (docs/training.md compares the two).
 ALLOCATOR_TUNED = tune_cpu_allocator()
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one), as the study's reports say."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def hardware_name(device: torch.device | None = None) -> str:

@@ -25,7 +25,7 @@ __getattr__, __dir__, __all__ = attach(
         "._options": ["AnalysisOptions"],
         "._preprocess": ["PreprocessingWarning"],
         "._link": ["FIDELITY_METRICS", "GEOMETRY_METRICS", "link_geometry_fidelity"],
-        "._provenance": ["stamp"],
+        "._provenance": ["cpu_name", "hardware", "stamp"],
         "._probe": ["Probe", "ProbeSizeWarning", "make_probe"],
         "._runs": ["analyze_run", "analyze_runs", "checkpoints_of", "combine_runs"],
         "._summary": [
