@@ -155,6 +155,7 @@ def factorial_effects(
     --------
     >>> cells = {"regular": [0.80, 0.82], "sgt": [0.78, 0.79],
     ...          "dbn": [0.70, 0.74], "saliencydecor": [0.83, 0.85]}
+    >>> from geomxai.stats import runs_dataset
     >>> runs = runs_dataset([{"regime": k, "seed": s, "acc": v[s]}
     ...                      for k, v in cells.items() for s in (0, 1)])
     >>> fx = factorial_effects(runs, "acc")
@@ -276,6 +277,7 @@ def paired_contrasts(
 
     Examples
     --------
+    >>> from geomxai.stats import runs_dataset
     >>> runs = runs_dataset([{"regime": k, "seed": s, "acc": v + 0.01 * s}
     ...     for k, v in {"regular": 0.8, "saliencydecor": 0.85}.items() for s in range(3)])
     >>> pc = paired_contrasts(runs, "acc", against=["regular"])

@@ -253,6 +253,7 @@ def dose_response(
     Examples
     --------
     >>> lam = [0.0, 0.01, 0.1, 1.0]
+    >>> from geomxai.stats import runs_dataset
     >>> runs = runs_dataset([
     ...     {"regime": "saliencydecor", "seed": s, "decor_weight": w,
     ...      "corr": 0.5 - 0.1 * np.log10(w if w else 1e-3) + 0.01 * s + 0.001 * (s * i % 3)}

@@ -230,6 +230,7 @@ def power_analysis(
 
     Examples
     --------
+    >>> from geomxai.stats import runs_dataset
     >>> runs = runs_dataset([{"regime": k, "seed": s, "acc": v + 0.01 * s + 0.005 * (s % 2) * (k == "sgt")}
     ...     for k, v in {"regular": 0.8, "sgt": 0.82}.items() for s in range(6)])
     >>> pw = power_analysis(runs, "acc", [("sgt", "regular")], stated={"acc": 0.001})

@@ -17,9 +17,9 @@ from geomxai._fs import (
     write_bytes_atomic,
 )
 from geomxai.study._measure import measure
+from geomxai.study._netcdf import netcdf_bytes
 from geomxai.study._options import AnalysisOptions
 from geomxai.study._probe import Probe
-from geomxai.study._results_io import netcdf_bytes
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ import xarray as xr
 
 from geomxai._fs import check_nonempty_path, write_bytes_atomic
 from geomxai.study._link import link_geometry_fidelity
+from geomxai.study._netcdf import netcdf_bytes
 from geomxai.study._provenance import stamp
 
 
@@ -52,20 +53,6 @@ def save_results(ds: xr.Dataset, path) -> Path:
             f"such as {str(path / 'results.nc')!r})"
         )
     return write_bytes_atomic(path, netcdf_bytes(ds))
-
-
-def netcdf_bytes(ds: xr.Dataset) -> bytes:
-    """``ds`` as the bytes of a netCDF file (h5netcdf), serialised in memory.
-
-    Inside a dask.distributed worker, xarray guards a write with a cluster-wide lock named by
-    the target; an in-memory target has no name the scheduler knows, so the write would fail
-    ("Semaphore or Lock ... not known"). Nothing else writes these bytes, so the write runs on
-    the synchronous scheduler, with a local lock.
-    """
-    import dask
-
-    with dask.config.set(scheduler="synchronous"):
-        return ds.to_netcdf(engine="h5netcdf")
 
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
