@@ -201,7 +201,12 @@ def test_the_converged_report_is_rebuilt_with_every_estimate_as_before(tmp_path)
     for coord in ("metric", "geometry", "control_metric"):
         if coord in before.coords:
             before = before.assign_coords(
-                {coord: [("entanglement_all_units" if str(m) == "entanglement" else str(m)) for m in before[coord].values]}
+                {
+                    coord: [
+                        ("entanglement_all_units" if str(m) == "entanglement" else str(m))
+                        for m in before[coord].values
+                    ]
+                }
             )
     if "entanglement" in before.data_vars:
         before = before.rename({"entanglement": "entanglement_all_units"})
