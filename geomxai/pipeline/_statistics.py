@@ -299,7 +299,7 @@ def _links(design, runs, lists):
         confidence=spec.confidence,
     )
     within = None
-    if spec.within_cell and runs.sizes["run"] > 2 * len(set(map(str, runs["cell"].values))):
+    if spec.within_cell:
         within = stats.within_cell_link(
             runs,
             geometry,

@@ -581,6 +581,14 @@ def within_cell_section(page: StudyPage) -> Section | None:
     if not page.has("within_cell_spearman"):
         return None
     ds = page.ds
+    if not (ds["within_cell_n_cells"] > 0).any():
+        return Section(
+            "Within cells: does geometry track fidelity among runs of one cell?",
+            [
+                "Not computed: the within-cell link needs at least 3 runs in a cell (seeds), and "
+                "no cell of these results has that many analysed."
+            ],
+        )
     s = Section(
         "Within cells: does geometry track fidelity among runs of one cell?",
         [

@@ -629,7 +629,9 @@ def within_run_link(
 # -- within cells ---------------------------------------------------------------------------------
 
 MIN_RUNS_PER_CELL = 3
-"""Fewest runs a cell needs to enter the within-cell link (two give one rank difference)."""
+"""Fewest runs a cell needs to enter the within-cell link. Two would give only the sign of one
+within-cell change, whose correlation across cells is +-1 by chance with probability 2**(1-k)
+and whose t-test p-value would then be 0: so a design needs at least 3 seeds per cell."""
 
 
 def _cell_ranks(values: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
