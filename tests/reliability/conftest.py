@@ -97,3 +97,30 @@ def checkpoint_writer_killed():
         return [f".{target}.{_host_tag()}-{pid}-k2j4x9q_.tmp", f".{target}.a1b2c3d4.tmp"]
 
     return names
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk(kib) -> folder``: a real tmpfs of ``kib`` KiB, unmounted afterwards (root
+    only; skipped if the mount is refused, e.g. in an unprivileged container)."""
+    mounted: list[Path] = []
+
+    def mount(kib: int) -> Path:
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); needs root")
+        mounted.append(folder)
+        return folder
+
+    try:
+        yield mount
+    finally:
+        for folder in mounted:
+            if subprocess.run(["umount", str(folder)], capture_output=True).returncode:
+                subprocess.run(["umount", "-l", str(folder)], check=False)

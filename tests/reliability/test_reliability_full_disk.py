@@ -27,32 +27,6 @@ from geomxai.study import save_results
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """``small_disk(kib) -> folder``: a real tmpfs of ``kib`` KiB, unmounted afterwards."""
-    mounted: list[Path] = []
-
-    def mount(kib: int) -> Path:
-        folder = tmp_path / f"disk{len(mounted)}"
-        folder.mkdir()
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder)],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode:
-            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); needs root")
-        mounted.append(folder)
-        return folder
-
-    try:
-        yield mount
-    finally:
-        for folder in mounted:
-            if subprocess.run(["umount", str(folder)], capture_output=True).returncode:
-                subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
 def _fill(folder: Path, leave: int) -> None:
     """Fill ``folder``'s file system until about ``leave`` bytes are free (as ``dd`` would)."""
     with open(folder / "ballast", "wb") as fh:

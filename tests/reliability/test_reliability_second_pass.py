@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -44,31 +43,7 @@ def _forge(path: Path, **changes) -> None:
 _DROP = object()
 
 
-# -- a real small disk ---------------------------------------------------------------------------
-@pytest.fixture
-def small_disk(tmp_path):
-    """``small_disk(kib) -> folder`` on a real tmpfs of that size (root only; skipped if the
-    mount is refused, e.g. in an unprivileged container)."""
-    mounted = []
-
-    def mount(kib: int) -> Path:
-        folder = tmp_path / f"disk{len(mounted)}"
-        folder.mkdir()
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder)],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode:
-            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); needs root")
-        mounted.append(folder)
-        return folder
-
-    yield mount
-    for folder in mounted:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
+# -- a real small disk: the small_disk fixture of conftest.py -----------------------------------
 def _free(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
