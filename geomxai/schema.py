@@ -414,6 +414,29 @@ def split_variant(name: str) -> tuple[str, str | None, str | None]:
     return parts[0], parts[1], parts[2] if len(parts) == 3 else None
 
 
+def with_variants(names, present) -> list[str]:
+    """Each of ``names`` that ``present`` holds, or, where ``present`` holds a name only as its
+    method/fill variants (:func:`variant_name`), those variants; in ``names``' order, each
+    name's variants in ``present``'s order, names found in neither form left out.
+
+    Examples
+    --------
+    >>> with_variants(["test_acc", "morf_auc", "gini"],
+    ...               ["test_acc", "morf_auc__abs_gradient__zero", "morf_auc__smoothgrad__zero"])
+    ['test_acc', 'morf_auc__abs_gradient__zero', 'morf_auc__smoothgrad__zero']
+    """
+    present = [str(p) for p in present]
+    out = []
+    for name in names:
+        name = str(name)
+        out += (
+            [name]
+            if name in present
+            else [p for p in present if p != name and split_variant(p)[0] == name]
+        )
+    return list(dict.fromkeys(out))
+
+
 def label(name: str) -> str:
     """Human text for a variable; an undeclared name is its own label with spaces for ``_``; a
     variant (:func:`variant_name`) is its base's label with the method and fill in brackets."""

@@ -150,15 +150,6 @@ def _setting(design) -> str:
     return f"{design.name} ({c.get('dataset', '?')}, {c.get('model', '?')})"
 
 
-def _variants(ds: xr.Dataset, metric: str) -> list[str]:
-    """The metric and each of its method/fill variants present in the results."""
-    names = [str(m) for m in ds["metric"].values] if "metric" in ds.coords else []
-    out = [
-        m for m in names if m == metric or (schema.split_variant(m)[0] == metric and m != metric)
-    ]
-    return out
-
-
 def _read_claim(ds: xr.Dataset, claim: Claim, metric: str) -> dict | None:
     if claim.family == "contrasts":
         if "contrasts_estimate" not in ds or claim.against not in ds["baseline"].values:
@@ -216,7 +207,8 @@ def across_results(across: Across) -> xr.Dataset:
     rows: dict[str, dict] = {}
     for claim in CLAIMS:
         for s_i, ds in enumerate(per_setting):
-            for metric in _variants(ds, claim.metric) or [claim.metric]:
+            names = ds["metric"].values if "metric" in ds.coords else []
+            for metric in schema.with_variants([claim.metric], names) or [claim.metric]:
                 key = claim.key if metric == claim.metric else f"{claim.key}[{metric}]"
                 got = _read_claim(ds, claim, metric)
                 if got is None:

@@ -337,7 +337,7 @@ def factorial_section(page: StudyPage) -> Section | None:
         rows,
         page.family_caption("factorial_", "every effect of every metric"),
     )
-    shown = [m for m in ("test_acc", "morf_auc", "fidelity_gap") if m in metrics]
+    shown = _first_variants(("test_acc", "morf_auc", "fidelity_gap"), metrics)
     if shown and "factorial_cell_mean" in ds:
         fig, axes = new_figure(4 * len(shown), 3.2, ncols=len(shown))
         for ax, m in zip(np.atleast_1d(axes), shown, strict=True):
@@ -427,18 +427,17 @@ def dose_sections(page: StudyPage) -> list[Section]:
             rows,
             page.family_caption(f"{prefix}slope_", f"the slopes of every metric along {field_}"),
         )
-        shown = [
-            m
-            for m in (
+        shown = _first_variants(
+            (
                 "mean_abs_corr",
                 "effective_rank",
                 "entanglement",
                 "morf_auc",
                 "fidelity_gap",
                 "test_acc",
-            )
-            if m in metrics
-        ]
+            ),
+            metrics,
+        )
         if shown and f"{prefix}dose_mean" in ds:
             fig, axes = new_figure(11, 6, nrows=2, ncols=3)
             doses = ds[dim].values
@@ -794,6 +793,12 @@ def convergence_section(page: StudyPage) -> Section | None:
     return s
 
 
+def _first_variants(names, metrics) -> list[str]:
+    """For a figure: each of ``names`` once, as itself or its first method/fill variant (the
+    design's first saliency method and fill); the tables list every variant."""
+    return [found[0] for n in names if (found := schema.with_variants([n], metrics))]
+
+
 def verdict_section(page: StudyPage) -> Section | None:
     ds = page.ds
     st = page.design.get("statistics", {})
@@ -812,16 +817,18 @@ def verdict_section(page: StudyPage) -> Section | None:
     if page.has("contrasts_verdict"):
         fid = [
             m
-            for m in (
-                "morf_auc",
-                "fidelity_gap",
-                "deletion_auc",
-                "insertion_auc",
-                "topq_contrast",
-                "gini",
+            for m in schema.with_variants(
+                (
+                    "morf_auc",
+                    "fidelity_gap",
+                    "deletion_auc",
+                    "insertion_auc",
+                    "topq_contrast",
+                    "gini",
+                ),
+                ds["metric"].values,
             )
-            if m in ds["metric"].values
-            and np.isfinite(ds["contrasts_estimate"].sel(metric=m)).any()
+            if np.isfinite(ds["contrasts_estimate"].sel(metric=m)).any()
         ]
         for b in ds["baseline"].values:
             parts = [
@@ -841,9 +848,10 @@ def verdict_section(page: StudyPage) -> Section | None:
         parts = []
         for m in [
             m
-            for m in ("test_acc", "morf_auc", "fidelity_gap")
-            if m in ds["metric"].values
-            and np.isfinite(ds["factorial_estimate"].sel(metric=m)).any()
+            for m in schema.with_variants(
+                ("test_acc", "morf_auc", "fidelity_gap"), ds["metric"].values
+            )
+            if np.isfinite(ds["factorial_estimate"].sel(metric=m)).any()
         ]:
             parts.append(
                 f"{label(m)}: interaction "
@@ -862,8 +870,10 @@ def verdict_section(page: StudyPage) -> Section | None:
         parts = []
         for m in [
             m
-            for m in ("mean_abs_corr", "morf_auc", "fidelity_gap", "test_acc")
-            if m in ds["metric"].values and np.isfinite(ds[f"{prefix}slope"].sel(metric=m)).any()
+            for m in schema.with_variants(
+                ("mean_abs_corr", "morf_auc", "fidelity_gap", "test_acc"), ds["metric"].values
+            )
+            if np.isfinite(ds[f"{prefix}slope"].sel(metric=m)).any()
         ]:
             parts.append(
                 f"{label(m)} per decade: "

@@ -215,17 +215,13 @@ def split_variants(ds: xr.Dataset) -> xr.Dataset:
 
 def expand_variants(ds: xr.Dataset, names) -> list[str]:
     """``names`` with each metric that ``ds`` (after :func:`split_variants`) holds only as
-    variants replaced by those variants, in ``ds``'s order."""
+    variants replaced by those variants, in ``ds``'s order; a name ``ds`` lacks in both forms
+    is kept (for the caller's error)."""
     from geomxai import schema
 
     out = []
     for name in names:
-        found = [
-            str(v)
-            for v in ds.data_vars
-            if name not in ds.data_vars and schema.split_variant(str(v))[0] == name != str(v)
-        ]
-        out += found or [name]
+        out += schema.with_variants([name], ds.data_vars) or [name]
     return list(dict.fromkeys(out))
 
 

@@ -87,3 +87,11 @@ def test_a_design_of_two_methods_and_two_fills_gives_a_verdict_per_method_and_fi
         assert json.loads(ds.attrs["design"])["analysis"]["fills"] == list(FILLS)
     # The report names each variant by its method and fill.
     assert "MoRF AUC (integrated gradients, uniform fill)" in index.read_text()
+    # ... and the verdict's questions answer from the variants: no empty answer where the
+    # results hold a metric only as its method/fill variants.
+    verdict = (out / "tables.md").read_text().split("## Verdict", 1)[1].split("\n## ", 1)[0]
+    fidelity = next(
+        line for line in verdict.splitlines() if "improve fidelity over regular" in line
+    )
+    assert fidelity.rstrip(" |").count(": ") >= len(morf + gini), fidelity
+    assert "MoRF AUC (|gradient|, zero fill)" in fidelity.replace("\\|", "|")
