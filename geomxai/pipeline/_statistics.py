@@ -61,6 +61,12 @@ def _with_variants(names: list[str], per_run: Mapping[str, xr.Dataset]) -> list[
     return out
 
 
+ACCOUNTING = ("probe_acc", "n_live_units", "n_dead_units", "entanglement_all_units")
+"""What each run's row carries beside the design's metric lists: the probe's accuracy, the
+feature layer's live and dead units, and entanglement over all units (dead ones included; the
+value the live-unit ``entanglement`` replaced), so the report can show them run by run."""
+
+
 def _cell_of(design: Design, name: str, ds: xr.Dataset) -> str | None:
     cell = ds.attrs.get("cell")
     if cell in design.cell_names:
@@ -77,7 +83,7 @@ def runs_table(design: Design, per_run: Mapping[str, xr.Dataset]) -> xr.Dataset:
     field a cell varies, taken from each run's own recorded training config."""
     lists = _metric_lists(design, per_run)
     names = [*lists["accuracy"], *lists["fidelity"], *lists["geometry"], *lists["dynamics"]]
-    names += [n for n in ("probe_acc", "n_live_units", "n_dead_units") if n not in names]
+    names += [n for n in ACCOUNTING if n not in names]
     records, cells, configs = [], [], {}
     for name, ds in per_run.items():
         cell = _cell_of(design, name, ds)
@@ -362,9 +368,7 @@ def _cells_summary(design: Design, runs: xr.Dataset, lists) -> xr.Dataset:
     metrics = _present(
         runs, [*lists["accuracy"], *lists["fidelity"], *lists["geometry"], *lists["dynamics"]]
     )
-    metrics += _present(
-        runs, [m for m in ("n_live_units", "n_dead_units", "probe_acc") if m not in metrics]
-    )
+    metrics += _present(runs, [m for m in ACCOUNTING if m not in metrics])
     cells = [c for c in design.cell_names if c in set(map(str, runs["cell"].values))]
     shape = (len(cells), len(metrics))
     out = {k: np.full(shape, np.nan) for k in ("mean", "ci_low", "ci_high", "n")}

@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 
 from geomxai import schema
+from geomxai._finite import DEAD_UNIT_TOL
 from geomxai.report._style import new_figure, plain, save
 
 RESULTS_SCHEMA_VERSION = schema.SCHEMA_VERSION
@@ -217,11 +218,13 @@ def setting_text(page: StudyPage) -> str:
         )
     analysis = d.get("analysis", {})
     probe = d.get("probe_size", analysis.get("probe_size"))
-    method = analysis.get("saliency_method", "abs_gradient")
-    fill = analysis.get("fill", "uniform")
+    methods = analysis.get("saliency_methods") or [analysis.get("saliency_method", "abs_gradient")]
+    fills = analysis.get("fills") or [analysis.get("fill", "uniform")]
     parts.append(
-        f"Geometry and saliency on the first {probe} test images of {dataset} ({method} saliency, "
-        f"{fill} fill); checkpoints analysed: {d.get('checkpoints', 'all')}."
+        f"Geometry and saliency on the first {probe} test images of {dataset} "
+        f"({' and '.join(map(str, methods))} saliency; {' and '.join(map(str, fills))} "
+        f"fill{'s' if len(fills) > 1 else ''}); checkpoints analysed: "
+        f"{d.get('checkpoints', 'all')}."
     )
     if page.ds.attrs.get("note"):
         parts.append(f"Note: {page.ds.attrs['note']}")
@@ -1017,6 +1020,35 @@ def cells_section(page: StudyPage) -> Section | None:
     return s.table(["cell", "seeds", *map(label, metrics)], rows)
 
 
+def units_section(page: StudyPage) -> Section | None:
+    """Each run's live and dead units at the feature layer, beside entanglement on live units
+    and over all units: where dead units distort a metric, the reader sees it run by run."""
+    ds = page.ds
+    if "n_live_units" not in ds or ds["n_live_units"].dims != ("run",):
+        return None
+    s = Section(
+        "Live units, run by run",
+        [
+            "A unit of the feature layer is dead on the probe where its variance is at most "
+            f"{DEAD_UNIT_TOL:g} of the layer's largest (docs/metrics.md). Effective rank and participation ratio are "
+            "not changed by a dead unit (it adds a zero eigenvalue), so there the count is "
+            "capacity; gradient entanglement is, so it is measured on live units, and its value "
+            "over all units is shown beside it."
+        ],
+    )
+    shown = [m for m in ("test_acc", "entanglement", "entanglement_all_units") if m in ds]
+    rows = []
+    for i, run in enumerate(ds["run"].values):
+        live, dead = (
+            float(ds[n].values[i]) if n in ds else np.nan for n in ("n_live_units", "n_dead_units")
+        )
+        units = f"{live:.0f} of {live + dead:.0f}" if np.isfinite(live + dead) else count(live)
+        row = [str(run), str(ds["cell"].values[i]), str(int(ds["seed"].values[i])), units]
+        row += [f"{float(ds[m].values[i]):.4f}" for m in shown]
+        rows.append(row)
+    return s.table(["run", "cell", "seed", "live units", *map(label, shown)], rows)
+
+
 def paper_section(page: StudyPage) -> Section | None:
     """The numbers the design cites from the paper, beside this study's, on geomxai's scales."""
     ds = page.ds
@@ -1064,6 +1096,7 @@ SECTIONS: tuple[Callable[[StudyPage], Section | list[Section] | None], ...] = (
     verdict_section,
     convergence_section,
     cells_section,
+    units_section,
     paper_section,
     contrasts_section,
     factorial_section,

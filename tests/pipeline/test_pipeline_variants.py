@@ -95,3 +95,14 @@ def test_a_design_of_two_methods_and_two_fills_gives_a_verdict_per_method_and_fi
     )
     assert fidelity.rstrip(" |").count(": ") >= len(morf + gini), fidelity
     assert "MoRF AUC (|gradient|, zero fill)" in fidelity.replace("\\|", "|")
+    # Each run's live units are shown beside entanglement on live units and over all units.
+    units = (out / "tables.md").read_text().split("## Live units, run by run", 1)[1]
+    with xr.open_dataset(out / "results.nc", engine="h5netcdf") as ds:
+        live, dead = (int(ds[n].sel(run="sgt-s0")) for n in ("n_live_units", "n_dead_units"))
+        assert np.isfinite(ds["entanglement_all_units"]).all()
+    row = next(line for line in units.splitlines() if line.startswith("| sgt-s0 |"))
+    assert f"| {live} of {live + dead} |" in row, row
+    assert (
+        "abs_gradient and integrated_gradients saliency; zero and uniform fills"
+        in index.read_text()
+    )
