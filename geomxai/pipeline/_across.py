@@ -246,14 +246,80 @@ def across_results(across: Across) -> xr.Dataset:
             "kind": "across-settings",
         }
     )
+    out = out.merge(geometry_results(per_setting, settings))
     out.attrs["summary"] = json.dumps(summarise(out))
     return out
+
+
+def geometry_results(per_setting: list[xr.Dataset], settings: list[str]) -> xr.Dataset:
+    """Geometry metrics x settings: how many fidelity metrics each tracks across runs (pooled)
+    and within cells, each at its setting's corrected q below the design's alpha, which ones
+    within cells (``fidelity:rho``, the partial Spearman, joined by ``; ``), and what the function-preserving
+    control said of it (``invariant`` in every run, ``moved``, ``not covered``, ``not
+    measured``). Read from each setting's own tables; nothing is re-tested."""
+    geometry = list(
+        dict.fromkeys(
+            str(g)
+            for ds in per_setting
+            for prefix in ("link_", "within_cell_")
+            if f"{prefix}partial_q_value" in ds
+            for g in ds[f"{prefix}partial_q_value"]["geometry"].values
+        )
+    )
+    shape = (len(geometry), len(settings))
+    counts = {k: np.full(shape, -1) for k in ("pooled_tracked", "within_tracked")}
+    totals = np.zeros(shape, dtype=int)
+    within, control = np.full(shape, "", dtype=object), np.full(shape, "not measured", dtype=object)
+    for j, ds in enumerate(per_setting):
+        alpha = float(
+            json.loads(ds.attrs.get("design", "{}")).get("statistics", {}).get("alpha", 0.05)
+        )
+        for key, prefix in (("pooled_tracked", "link_"), ("within_tracked", "within_cell_")):
+            if f"{prefix}partial_q_value" not in ds:
+                continue
+            q, rho = ds[f"{prefix}partial_q_value"], ds[f"{prefix}partial_spearman"]
+            for i, g in enumerate(geometry):
+                if g not in q["geometry"].values:
+                    continue
+                hit = (q.sel(geometry=g) < alpha).values
+                counts[key][i, j] = int(hit.sum())
+                totals[i, j] = int(np.isfinite(q.sel(geometry=g).values).sum())
+                if prefix == "within_cell_":
+                    within[i, j] = "; ".join(
+                        f"{f}:{float(rho.sel(geometry=g, fidelity=f)):+.2f}"
+                        for f in q["fidelity"].values[hit]
+                    )
+        if "control_invariant" in ds:
+            names = [str(m) for m in ds["control_metric"].values]
+            for i, g in enumerate(geometry):
+                if g in names:
+                    every = bool(ds["control_invariant"].sel(control_metric=g).all())
+                    control[i, j] = "invariant" if every else "moved"
+                else:
+                    control[i, j] = "not covered"
+    return xr.Dataset(
+        {
+            "geometry_pooled_tracked": (("geometry", "setting"), counts["pooled_tracked"]),
+            "geometry_within_tracked": (("geometry", "setting"), counts["within_tracked"]),
+            "geometry_pairs": (("geometry", "setting"), totals),
+            "geometry_within_pairs": (("geometry", "setting"), within.astype(str)),
+            "geometry_control": (("geometry", "setting"), control.astype(str)),
+        },
+        coords={"geometry": geometry, "setting": settings},
+        attrs={"geometry_missing": "-1: the setting has no such table"},
+    )
 
 
 def summarise(results: xr.Dataset) -> dict[str, list[str]]:
     """Claims that hold in every setting, that depend on the setting, and that no setting
     supports (the paper's claim is a "better" that no setting's corrected verdict gives)."""
-    out: dict[str, list[str]] = {"holds": [], "depends": [], "unsupported": []}
+    out: dict[str, list[str]] = {
+        "holds": [],
+        "depends": [],
+        "unsupported": [],
+        "tracks_within_everywhere": [],
+        "invariant_everywhere": [],
+    }
     for i in range(results.sizes["claim"]):
         words = [str(w) for w in results["verdict"].values[i] if str(w) != "not measured"]
         if not words:
@@ -266,4 +332,11 @@ def summarise(results: xr.Dataset) -> dict[str, list[str]]:
             out["depends"].append(f"{text}: " + ", ".join(words))
         if expected and expected not in words:
             out["unsupported"].append(text)
+    if "geometry" in results.dims:
+        for g in results["geometry"].values:
+            within = results["geometry_within_tracked"].sel(geometry=g).values
+            if (within > 0).all():
+                out["tracks_within_everywhere"].append(str(g))
+            if (results["geometry_control"].sel(geometry=g).values == "invariant").all():
+                out["invariant_everywhere"].append(str(g))
     return out

@@ -1,0 +1,150 @@
+"""The question across settings (issue 25): from two settings' results files with planted
+verdicts, the across table, the geometry table and the plain-words summary say what each
+setting said, and the report shows it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import xarray as xr
+
+from geomxai.pipeline import load_across, run_across
+
+DESIGN = """
+[study]
+name = "{name}"
+title = "a planted setting"
+seeds = [0]
+out = "{out}"
+
+[train]
+dataset = "digits"
+model = "cnn2"
+epochs = 1
+
+[[cells]]
+name = "regular"
+regime = "regular"
+
+[[cells]]
+name = "saliencydecor"
+regime = "saliencydecor"
+"""
+
+METRICS = ["test_acc", "morf_auc__abs_gradient__zero", "morf_auc__integrated_gradients__zero"]
+GEOMETRY = ["mean_abs_corr", "head_effective_rank"]
+FIDELITY = ["morf_auc__abs_gradient__zero", "insertion_auc__abs_gradient"]
+
+
+def _results(acc_verdict: str, within_q: float, head_invariant: bool) -> xr.Dataset:
+    """A setting's results: SaliencyDecor against regular, and the link and control tables."""
+    est = {"better": 0.02, "worse": -0.02, "not distinguishable": 0.001}[acc_verdict]
+    q = {"better": 0.01, "worse": 0.01, "not distinguishable": 0.7}[acc_verdict]
+    shape = (len(METRICS), 1)
+    grid = (len(GEOMETRY), len(FIDELITY))
+    within = np.full(grid, 0.9)
+    within[GEOMETRY.index("head_effective_rank"), 1] = within_q
+    return xr.Dataset(
+        {
+            "contrasts_estimate": (("metric", "baseline"), np.full(shape, est)),
+            "contrasts_ci_low": (("metric", "baseline"), np.full(shape, est - 0.01)),
+            "contrasts_ci_high": (("metric", "baseline"), np.full(shape, est + 0.01)),
+            "contrasts_q_value": (("metric", "baseline"), np.full(shape, q)),
+            "contrasts_verdict": (("metric", "baseline"), np.full(shape, acc_verdict)),
+            "link_partial_q_value": (("geometry", "fidelity"), np.full(grid, 0.5)),
+            "link_partial_spearman": (("geometry", "fidelity"), np.full(grid, 0.1)),
+            "within_cell_partial_q_value": (("geometry", "fidelity"), within),
+            "within_cell_partial_spearman": (("geometry", "fidelity"), np.full(grid, 0.62)),
+            "control_invariant": (
+                ("control_run", "control_metric"),
+                [[False, head_invariant, True]],
+            ),
+        },
+        coords={
+            "metric": METRICS,
+            "baseline": ["regular"],
+            "geometry": GEOMETRY,
+            "fidelity": FIDELITY,
+            "control_run": ["regular-s0"],
+            "control_metric": ["mean_abs_corr", "head_effective_rank", "accuracy"],
+        },
+        attrs={"design": json.dumps({"statistics": {"alpha": 0.05}})},
+    )
+
+
+def _setting(tmp_path, name, results):
+    out = tmp_path / "reports" / name
+    out.mkdir(parents=True)
+    results.to_netcdf(out / "results.nc", engine="h5netcdf")
+    path = tmp_path / f"{name}.toml"
+    path.write_text(DESIGN.format(name=name, out=out.as_posix()))
+    return path
+
+
+def test_the_across_table_reads_each_settings_verdicts_and_geometry(tmp_path):
+    a = _setting(tmp_path, "setting-a", _results("better", 0.01, True))
+    b = _setting(tmp_path, "setting-b", _results("worse", 0.01, True))
+    across_file = tmp_path / "across.toml"
+    across_file.write_text(
+        f'[across]\nname = "both"\ntitle = "both settings"\ndesigns = ["{a.as_posix()}", '
+        f'"{b.as_posix()}"]\nout = "{(tmp_path / "reports" / "both").as_posix()}"\n'
+    )
+    index = run_across(load_across(across_file))
+    with xr.open_dataset(index.parent / "results.nc", engine="h5netcdf") as ds:
+        settings = ["setting-a (digits, cnn2)", "setting-b (digits, cnn2)"]
+        assert list(ds["setting"].values) == settings
+        assert list(ds["verdict"].sel(claim="accuracy-regular").values) == ["better", "worse"]
+        # A metric held only as variants gives one row per variant.
+        assert "morf_auc-regular[morf_auc__integrated_gradients__zero]" in ds["claim"].values
+        summary = json.loads(ds.attrs["summary"])
+        assert any(
+            s.startswith("SaliencyDecor is more accurate than regular") for s in summary["depends"]
+        )
+        # The paper claims a better MoRF AUC; setting a says "better" for it, so it is not
+        # unsupported; accuracy against sgt was not measured anywhere, so it is not listed.
+        assert not any("sgt" in s for s in summary["unsupported"])
+        # Geometry: the head metric tracks insertion AUC within cells and passes the control
+        # in both settings; mean |corr| tracks nothing and is moved.
+        head = {"geometry": "head_effective_rank"}
+        assert list(ds["geometry_within_tracked"].sel(head).values) == [1, 1]
+        assert list(ds["geometry_control"].sel(head).values) == ["invariant", "invariant"]
+        assert list(ds["geometry_control"].sel(geometry="mean_abs_corr").values) == ["moved"] * 2
+        assert summary["tracks_within_everywhere"] == ["head_effective_rank"]
+        assert summary["invariant_everywhere"] == ["head_effective_rank"]
+        pairs = str(
+            ds["geometry_within_pairs"]
+            .sel(geometry="head_effective_rank", setting=settings[0])
+            .item()
+        )
+        assert pairs == "insertion_auc__abs_gradient:+0.62"
+    tables = (index.parent / "tables.md").read_text()
+    assert (
+        "within cells 1/2 (insertion AUC (target probability) (\\|gradient\\|) +0.62); control: invariant"
+        in tables
+    )
+    assert (
+        "Geometry the function-preserving control leaves unchanged in every setting: head_effective_rank"
+        in tables
+    )
+
+
+def test_a_metric_the_control_moves_in_one_setting_is_not_invariant_everywhere(tmp_path):
+    a = _setting(tmp_path, "setting-a", _results("better", 0.01, True))
+    b = _setting(tmp_path, "setting-b", _results("better", 0.9, False))
+    across_file = tmp_path / "across.toml"
+    across_file.write_text(
+        f'[across]\nname = "both"\ndesigns = ["{a.as_posix()}", "{b.as_posix()}"]\n'
+        f'out = "{(tmp_path / "reports" / "both").as_posix()}"\n'
+    )
+    index = run_across(load_across(across_file))
+    with xr.open_dataset(index.parent / "results.nc", engine="h5netcdf") as ds:
+        summary = json.loads(ds.attrs["summary"])
+        assert summary["invariant_everywhere"] == [] and summary["tracks_within_everywhere"] == []
+        assert any(
+            s.startswith("SaliencyDecor is more accurate than regular") for s in summary["holds"]
+        )
+        assert list(ds["geometry_within_tracked"].sel(geometry="head_effective_rank").values) == [
+            1,
+            0,
+        ]
