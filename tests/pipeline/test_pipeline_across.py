@@ -82,15 +82,19 @@ def _setting(tmp_path, name, results):
     return path
 
 
-def test_the_across_table_reads_each_settings_verdicts_and_geometry(tmp_path):
-    a = _setting(tmp_path, "setting-a", _results("better", 0.01, True))
-    b = _setting(tmp_path, "setting-b", _results("worse", 0.01, True))
-    across_file = tmp_path / "across.toml"
-    across_file.write_text(
-        f'[across]\nname = "both"\ntitle = "both settings"\ndesigns = ["{a.as_posix()}", '
-        f'"{b.as_posix()}"]\nout = "{(tmp_path / "reports" / "both").as_posix()}"\n'
+def _across(tmp_path, a: xr.Dataset, b: xr.Dataset):
+    """The across-settings report of two planted settings; its index.html."""
+    designs = [_setting(tmp_path, f"setting-{k}", r).as_posix() for k, r in (("a", a), ("b", b))]
+    path = tmp_path / "across.toml"
+    path.write_text(
+        f'[across]\nname = "both"\ntitle = "both settings"\ndesigns = {json.dumps(designs)}\n'
+        f'out = "{(tmp_path / "reports" / "both").as_posix()}"\n'
     )
-    index = run_across(load_across(across_file))
+    return run_across(load_across(path))
+
+
+def test_the_across_table_reads_each_settings_verdicts_and_geometry(tmp_path):
+    index = _across(tmp_path, _results("better", 0.01, True), _results("worse", 0.01, True))
     with xr.open_dataset(index.parent / "results.nc", engine="h5netcdf") as ds:
         settings = ["setting-a (digits, cnn2)", "setting-b (digits, cnn2)"]
         assert list(ds["setting"].values) == settings
@@ -130,14 +134,7 @@ def test_the_across_table_reads_each_settings_verdicts_and_geometry(tmp_path):
 
 
 def test_a_metric_the_control_moves_in_one_setting_is_not_invariant_everywhere(tmp_path):
-    a = _setting(tmp_path, "setting-a", _results("better", 0.01, True))
-    b = _setting(tmp_path, "setting-b", _results("better", 0.9, False))
-    across_file = tmp_path / "across.toml"
-    across_file.write_text(
-        f'[across]\nname = "both"\ndesigns = ["{a.as_posix()}", "{b.as_posix()}"]\n'
-        f'out = "{(tmp_path / "reports" / "both").as_posix()}"\n'
-    )
-    index = run_across(load_across(across_file))
+    index = _across(tmp_path, _results("better", 0.01, True), _results("better", 0.9, False))
     with xr.open_dataset(index.parent / "results.nc", engine="h5netcdf") as ds:
         summary = json.loads(ds.attrs["summary"])
         assert summary["invariant_everywhere"] == [] and summary["tracks_within_everywhere"] == []
