@@ -214,23 +214,21 @@ def _base_model(model, state: dict, data_probe: Probe) -> tuple[nn.Module, str]:
 
 def _probe_of(data, model, options, *, labels, transform, image_size, normalize):
     """The probe, the data's name and class count, and the preprocessing attrs."""
-    from geomxai.study._preprocess import RecordingTransform, record
-
     if isinstance(data, Probe):
         return data, data.dataset or "Probe", None, {"preprocessing": "none (a Probe given)"}
-    from geomxai.study._inputs import preprocessing, resolve_data
+    from geomxai.study._inputs import preprocessed_data
 
-    steps, preferred = preprocessing(model, image_size, transform, normalize)
-    recorder = None if steps is None else RecordingTransform(steps)
-    source = resolve_data(
+    source, attrs = preprocessed_data(
         data,
+        model,
         size=options.probe_size,
         labels=labels,
-        transform=recorder,
+        transform=transform,
         image_size=image_size,
-        preferred_size=preferred,
+        normalize=normalize,
+        where="analyze_checkpoints",
+        stacklevel=4,
     )
-    attrs = record(recorder, where="analyze_checkpoints", stacklevel=4)
     return source.probe, source.name, source, attrs
 
 

@@ -110,6 +110,39 @@ def _classes_of(data) -> int | None:
     return None
 
 
+def preprocessed_data(
+    data,
+    model,
+    *,
+    size: int,
+    labels: bool,
+    transform: Callable | None,
+    image_size: int | None,
+    normalize,
+    where: str,
+    split: str = "test",
+    stacklevel: int = 2,
+) -> tuple[DataSource, dict]:
+    """:func:`resolve_data` through the model's preprocessing (:func:`preprocessing`), recording
+    what it did: the data source and the preprocessing attrs. ``stacklevel`` is
+    ``warnings.warn``'s, counted from this function, for a resize warning to point at the
+    user's line."""
+    from geomxai.study._preprocess import RecordingTransform, record
+
+    steps, preferred = preprocessing(model, image_size, transform, normalize)
+    recorder = None if steps is None else RecordingTransform(steps)
+    source = resolve_data(
+        data,
+        size=size,
+        labels=labels,
+        transform=recorder,
+        image_size=image_size,
+        preferred_size=preferred,
+        split=split,
+    )
+    return source, record(recorder, where=where, stacklevel=stacklevel + 1)
+
+
 def resolve_data(
     data,
     *,

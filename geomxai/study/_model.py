@@ -117,7 +117,7 @@ def analyze_model(
         (``num_classes=`` / ``--num-classes``, or ``labels=False`` / ``--no-labels``); an
         unknown spec; a model without a feature layer and no ``layers``.
     """
-    from geomxai.study._inputs import preprocessing, probe_advice, resolve_data, resolve_source
+    from geomxai.study._inputs import preprocessed_data, probe_advice, resolve_source
     from geomxai.study._probe import ProbeSizeWarning, warn_probe, widths_of
     from geomxai.study._progress import model_progress
 
@@ -132,20 +132,18 @@ def analyze_model(
     if reduce is not None or entanglement_layer is not None:
         changes = {"reduce": reduce, "entanglement_layer": entanglement_layer}
         options = replace(options, **{k: v for k, v in changes.items() if v is not None})
-    from geomxai.study._preprocess import RecordingTransform, record
-
-    steps, preferred = preprocessing(model, image_size, transform, normalize)
-    steps = None if steps is None else RecordingTransform(steps)
-    source_data = resolve_data(
+    source_data, pre_attrs = preprocessed_data(
         data,
+        model,
         size=options.probe_size,
         labels=labels,
-        transform=steps,
+        transform=transform,
         image_size=image_size,
-        preferred_size=preferred,
+        normalize=normalize,
+        where="analyze_model",
         split=probe_split,
+        stacklevel=3,
     )
-    pre_attrs = record(steps, where="analyze_model")
     source = resolve_source(
         model, source_data, weights=weights, num_classes=num_classes, labels=labels
     )

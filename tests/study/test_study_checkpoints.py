@@ -284,6 +284,24 @@ def test_a_large_resize_warns_and_is_recorded(plain_loop):
     assert plain.attrs["preprocessing"] == "none"
 
 
+def test_the_resize_warning_points_at_the_callers_line(plain_loop):
+    from torchvision.transforms import Resize
+
+    _, states = plain_loop
+    images, labels = _digits(32)
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(16, 10))
+    kw = {"layers": ["1"], "transform": Resize(32), "probe_size": 32}
+    with pytest.warns(PreprocessingWarning) as said:
+        analyze_model(model, (images, labels), **kw)
+    with pytest.warns(PreprocessingWarning) as again:
+        analyze_checkpoints(
+            SmallCNN(), {0: states[0]}, "digits", progress=False, **kw | {"layers": ["features"]}
+        )
+    for record in (*said, *again):
+        if issubclass(record.category, PreprocessingWarning):
+            assert record.filename == __file__, record.filename
+
+
 def test_the_command_line_analyzes_a_loops_checkpoints(plain_loop, tmp_path, capsys):
     from geomxai.cli import main
 
