@@ -375,6 +375,12 @@ _DISPLAY = {
 }
 
 
+def display(name: str) -> str:
+    """Human text for a saliency method or a masking fill (``abs_gradient`` -> ``|gradient|``,
+    ``zero`` -> ``zero fill``); another name with spaces for ``_``."""
+    return _DISPLAY.get(str(name), str(name).replace("_", " "))
+
+
 def variant_name(base: str, method: str, fill: str | None = None) -> str:
     """The runs-table name of ``base`` measured with saliency ``method`` (and masking ``fill``).
 
@@ -445,7 +451,7 @@ def label(name: str) -> str:
         return declared.label
     base, method, fill = split_variant(name)
     if method is not None:
-        said = [_DISPLAY.get(p, p.replace("_", " ")) for p in (method, fill) if p is not None]
+        said = [display(p) for p in (method, fill) if p is not None]
         return f"{VARIABLES[base].label} ({', '.join(said)})"
     return str(name).replace("_", " ")
 

@@ -3,8 +3,11 @@
 An across-settings file (``[across]``: a name, a title, the designs) names studies whose
 ``results.nc`` the engine has written; this module gathers, for each claim of the paper and each
 setting, the estimate, its interval and the setting's corrected verdict (each setting's own
-family and correction: nothing is re-tested here). The report says, in words generated from the
-table, what holds in every setting, what depends on the setting and what no setting supports.
+family and correction: nothing is re-tested here), and, for each geometry metric and setting,
+what the setting's link (pooled and within cells) and control said of it. The report says, in
+words generated from the tables, what holds in every setting, what depends on the setting, what
+no setting supports, and which geometry tracks fidelity within cells and survives the control
+in every setting.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ __all__ = [
     "Across",
     "CLAIMS",
     "across_results",
+    "geometry_results",
     "is_across",
     "load_across",
     "run_across",
@@ -252,61 +256,59 @@ def across_results(across: Across) -> xr.Dataset:
 
 
 def geometry_results(per_setting: list[xr.Dataset], settings: list[str]) -> xr.Dataset:
-    """Geometry metrics x settings: how many fidelity metrics each tracks across runs (pooled)
-    and within cells, each at its setting's corrected q below the design's alpha, which ones
-    within cells (``fidelity:rho``, the partial Spearman, joined by ``; ``), and what the function-preserving
-    control said of it (``invariant`` in every run, ``moved``, ``not covered``, ``not
-    measured``). Read from each setting's own tables; nothing is re-tested."""
-    geometry = list(
-        dict.fromkeys(
-            str(g)
-            for ds in per_setting
-            for prefix in ("link_", "within_cell_")
-            if f"{prefix}partial_q_value" in ds
-            for g in ds[f"{prefix}partial_q_value"]["geometry"].values
-        )
-    )
+    """Geometry metrics x settings, from each setting's own link and control tables (nothing is
+    re-tested): per table (``pooled``: the link across runs; ``within``: within cells) how many
+    fidelity metrics a geometry metric tracks (:func:`geomxai.stats.tracked_pairs`) out of how
+    many pairs have a finite q, -1 where the setting has no such table or no such metric; the
+    partial Spearman of each pair tracked within cells (NaN elsewhere); and what the control
+    says of it (:func:`geomxai.stats.control_word`, ``not measured`` without a control)."""
+    from geomxai import stats
+
+    tables = {"pooled": "link_", "within": "within_cell_"}
+    geometry, fidelity = {}, {}
+    for ds in per_setting:
+        for prefix in tables.values():
+            if f"{prefix}partial_q_value" in ds:
+                geometry.update(
+                    dict.fromkeys(map(str, ds[f"{prefix}partial_q_value"]["geometry"].values))
+                )
+                fidelity.update(
+                    dict.fromkeys(map(str, ds[f"{prefix}partial_q_value"]["fidelity"].values))
+                )
+    geometry, fidelity = list(geometry), list(fidelity)
     shape = (len(geometry), len(settings))
-    counts = {k: np.full(shape, -1) for k in ("pooled_tracked", "within_tracked")}
-    totals = np.zeros(shape, dtype=int)
-    within, control = np.full(shape, "", dtype=object), np.full(shape, "not measured", dtype=object)
+    tracked = {k: np.full(shape, -1) for k in tables}
+    pairs = {k: np.full(shape, -1) for k in tables}
+    rho = np.full((*shape, len(fidelity)), np.nan)
+    control = np.full(shape, "not measured", dtype=object)
     for j, ds in enumerate(per_setting):
-        alpha = float(
-            json.loads(ds.attrs.get("design", "{}")).get("statistics", {}).get("alpha", 0.05)
-        )
-        for key, prefix in (("pooled_tracked", "link_"), ("within_tracked", "within_cell_")):
+        for key, prefix in tables.items():
             if f"{prefix}partial_q_value" not in ds:
                 continue
-            q, rho = ds[f"{prefix}partial_q_value"], ds[f"{prefix}partial_spearman"]
+            q = ds[f"{prefix}partial_q_value"]
+            found = stats.tracked_pairs(ds, prefix)
             for i, g in enumerate(geometry):
                 if g not in q["geometry"].values:
                     continue
-                hit = (q.sel(geometry=g) < alpha).values
-                counts[key][i, j] = int(hit.sum())
-                totals[i, j] = int(np.isfinite(q.sel(geometry=g).values).sum())
-                if prefix == "within_cell_":
-                    within[i, j] = "; ".join(
-                        f"{f}:{float(rho.sel(geometry=g, fidelity=f)):+.2f}"
-                        for f in q["fidelity"].values[hit]
-                    )
+                pairs[key][i, j] = int(np.isfinite(q.sel(geometry=g).values).sum())
+                tracked[key][i, j] = sum(1 for g2, _, _ in found if g2 == g)
+                if key == "within":
+                    for g2, f, r in found:
+                        if g2 == g:
+                            rho[i, j, fidelity.index(f)] = r
         if "control_invariant" in ds:
-            names = [str(m) for m in ds["control_metric"].values]
             for i, g in enumerate(geometry):
-                if g in names:
-                    every = bool(ds["control_invariant"].sel(control_metric=g).all())
-                    control[i, j] = "invariant" if every else "moved"
-                else:
-                    control[i, j] = "not covered"
+                control[i, j] = stats.control_word(ds, g)
+    count = {"meaning": "-1: the setting has no such table, or not this metric in it"}
+    dims = ("geometry", "setting")
     return xr.Dataset(
         {
-            "geometry_pooled_tracked": (("geometry", "setting"), counts["pooled_tracked"]),
-            "geometry_within_tracked": (("geometry", "setting"), counts["within_tracked"]),
-            "geometry_pairs": (("geometry", "setting"), totals),
-            "geometry_within_pairs": (("geometry", "setting"), within.astype(str)),
-            "geometry_control": (("geometry", "setting"), control.astype(str)),
+            **{f"geometry_{k}_tracked": (dims, tracked[k], count) for k in tables},
+            **{f"geometry_{k}_pairs": (dims, pairs[k], count) for k in tables},
+            "geometry_within_rho": ((*dims, "fidelity"), rho),
+            "geometry_control": (dims, control.astype(str)),
         },
-        coords={"geometry": geometry, "setting": settings},
-        attrs={"geometry_missing": "-1: the setting has no such table"},
+        coords={"geometry": geometry, "setting": settings, "fidelity": fidelity},
     )
 
 
@@ -332,7 +334,7 @@ def summarise(results: xr.Dataset) -> dict[str, list[str]]:
             out["depends"].append(f"{text}: " + ", ".join(words))
         if expected and expected not in words:
             out["unsupported"].append(text)
-    if "geometry" in results.dims:
+    if results.sizes.get("geometry", 0):
         for g in results["geometry"].values:
             within = results["geometry_within_tracked"].sel(geometry=g).values
             if (within > 0).all():

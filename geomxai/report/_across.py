@@ -53,20 +53,26 @@ def across_sections(ds: xr.Dataset) -> list[Section]:
         ],
     )
     words = Section("In plain words")
-    for key, title in (
-        ("holds", "Holds in every setting"),
-        ("depends", "Depends on the setting"),
-        ("unsupported", "The paper claims it; no setting supports it"),
-        (
-            "tracks_within_everywhere",
-            "Geometry that tracks some fidelity metric within cells in every setting",
-        ),
-        (
-            "invariant_everywhere",
-            "Geometry the function-preserving control leaves unchanged in every setting",
-        ),
-    ):
-        items = summary.get(key, [])
+    said = [
+        ("holds", "Holds in every setting", str),
+        ("depends", "Depends on the setting", str),
+        ("unsupported", "The paper claims it; no setting supports it", str),
+    ]
+    if ds.sizes.get("geometry", 0):
+        said += [
+            (
+                "tracks_within_everywhere",
+                "Geometry that tracks some fidelity metric within cells in every setting",
+                label,
+            ),
+            (
+                "invariant_everywhere",
+                "Geometry the function-preserving control leaves unchanged in every setting",
+                label,
+            ),
+        ]
+    for key, title, say in said:
+        items = [say(x) for x in summary.get(key, [])]
         words.text.append(f"{title}: " + ("; ".join(items) if items else "none") + ".")
     out = [head, words]
     for family, title in FAMILIES:
@@ -78,9 +84,16 @@ def across_sections(ds: xr.Dataset) -> list[Section]:
             )
         if rows:
             out.append(Section(title).table(["claim", "metric", *settings], rows))
-    if "geometry" in ds.dims:
+    if ds.sizes.get("geometry", 0):
         out.append(geometry_section(ds, settings))
     return out
+
+
+def _tracked(ds: xr.Dataset, table: str, at: dict) -> str:
+    n, of = (int(ds[f"geometry_{table}_{k}"].sel(at)) for k in ("tracked", "pairs"))
+    if n < 0:
+        return "not measured"
+    return f"{n}/{of}" if of else "no pair with a finite q"
 
 
 def geometry_section(ds: xr.Dataset, settings: list[str]) -> Section:
@@ -91,24 +104,15 @@ def geometry_section(ds: xr.Dataset, settings: list[str]) -> Section:
         row = [label(str(g))]
         for s in settings:
             at = {"geometry": g, "setting": s}
-            pooled, within = (
-                int(ds[f"geometry_{k}_tracked"].sel(at)) for k in ("pooled", "within")
-            )
-            pairs = int(ds["geometry_pairs"].sel(at))
-            if pooled < 0 and within < 0:
-                row.append("not measured")
-                continue
-            if pairs == 0:
-                row.append("no pair with a finite correlation")
-                continue
+            rho = ds["geometry_within_rho"].sel(at)
             named = [
-                p.rsplit(":", 1)
-                for p in str(ds["geometry_within_pairs"].sel(at).item()).split("; ")
-                if p
+                f"{label(str(f))} {float(r):+.2f}"
+                for f, r in zip(rho["fidelity"].values, rho.values, strict=True)
+                if np.isfinite(r)
             ]
             row.append(
-                f"pooled {max(pooled, 0)}/{pairs}, within cells {max(within, 0)}/{pairs}"
-                + (" (" + ", ".join(f"{label(f)} {r}" for f, r in named) + ")" if named else "")
+                f"pooled {_tracked(ds, 'pooled', at)}, within cells {_tracked(ds, 'within', at)}"
+                + (f" ({', '.join(named)})" if named else "")
                 + f"; control: {ds['geometry_control'].sel(at).item()}"
             )
         rows.append(row)
@@ -117,11 +121,12 @@ def geometry_section(ds: xr.Dataset, settings: list[str]) -> Section:
         [
             "For each geometry metric and setting: how many of the setting's fidelity metrics it "
             "tracks across runs (pooled, accuracy controlled) and within cells (cell as a fixed "
-            "factor, accuracy controlled), each at the setting's own corrected q below its alpha; "
-            "the fidelity metrics it tracks within cells, with the partial Spearman; and whether "
-            "the function-preserving reparametrisation leaves it unchanged in every run "
-            "(invariant), changes it (moved: any link it has is indirect, through training), or "
-            "does not cover it."
+            "factor, accuracy controlled), each at the setting's own corrected q below its alpha, "
+            "out of the pairs with a finite q; the fidelity metrics it tracks within cells, with "
+            "the partial Spearman; and what the function-preserving reparametrisation does to it "
+            "in the setting's runs: invariant in every run, moved in some (any link it has is "
+            "indirect, through training), undetermined (a change that is not a number), or not "
+            "covered by the control."
         ],
     ).table(["geometry", *settings], rows)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from geomxai import schema
+from geomxai import schema, stats
 from geomxai._finite import DEAD_UNIT_TOL
 from geomxai.report._style import new_figure, plain, save
 
@@ -222,8 +222,8 @@ def setting_text(page: StudyPage) -> str:
     fills = analysis.get("fills") or [analysis.get("fill", "uniform")]
     parts.append(
         f"Geometry and saliency on the first {probe} test images of {dataset} "
-        f"({' and '.join(map(str, methods))} saliency; {' and '.join(map(str, fills))} "
-        f"fill{'s' if len(fills) > 1 else ''}); checkpoints analysed: "
+        f"({' and '.join(map(schema.display, methods))} saliency; masking with "
+        f"{' and '.join(map(schema.display, fills))}); checkpoints analysed: "
         f"{d.get('checkpoints', 'all')}."
     )
     if page.ds.attrs.get("note"):
@@ -471,15 +471,6 @@ def dose_sections(page: StudyPage) -> list[Section]:
     return out
 
 
-def _under_control(page: StudyPage, metric: str) -> str:
-    ds = page.ds
-    if "control_invariant" not in ds or metric not in set(map(str, ds["control_metric"].values)):
-        return "not tested"
-    return (
-        "invariant" if bool(ds["control_invariant"].sel(control_metric=metric).all()) else "moved"
-    )
-
-
 def _link_rows(page: StudyPage, prefix: str, *, with_control: bool) -> list[list[str]]:
     ds = page.ds
     rows = []
@@ -491,7 +482,7 @@ def _link_rows(page: StudyPage, prefix: str, *, with_control: bool) -> list[list
             q = page.value(f"{prefix}partial_q_value", **sel)
             row = [label(str(g))]
             if with_control:
-                row.append(_under_control(page, str(g)))
+                row.append(stats.control_word(ds, str(g)))
             row += [
                 label(str(f)),
                 fmt_ci(
@@ -508,8 +499,7 @@ def _link_rows(page: StudyPage, prefix: str, *, with_control: bool) -> list[list
                     ),
                     2,
                 ),
-                fmt(q, 3)
-                + (" *" if q < page.design.get("statistics", {}).get("alpha", 0.05) else ""),
+                fmt(q, 3) + (" *" if q < stats.results_alpha(ds) else ""),
                 count(page.value(f"{prefix}n_runs", **sel)),
             ]
             rows.append(row)
@@ -892,19 +882,14 @@ def verdict_section(page: StudyPage) -> Section | None:
                 )
             )
         rows.append([f"Does {field_} move fidelity (dose-response)?", "; ".join(parts)])
-    alpha = st.get("alpha", 0.05)
+    alpha = stats.results_alpha(ds)
     for prefix, question in (
         ("link_", "Which geometry metrics track fidelity across runs once accuracy is controlled?"),
         ("within_cell_", "Which of them track fidelity within cells?"),
     ):
         if not page.has(f"{prefix}partial_q_value"):
             continue
-        tracked = []
-        for g in ds[f"{prefix}spearman"]["geometry"].values:
-            for f in ds[f"{prefix}spearman"]["fidelity"].values:
-                sel = {"geometry": g, "fidelity": f}
-                if page.value(f"{prefix}partial_q_value", **sel) < alpha:
-                    tracked.append((str(g), str(f), page.value(f"{prefix}partial_spearman", **sel)))
+        tracked = stats.tracked_pairs(ds, prefix)
         rows.append(
             [
                 question,
@@ -913,25 +898,24 @@ def verdict_section(page: StudyPage) -> Section | None:
             ]
         )
         if prefix == "link_" and page.has("control_invariant"):
-            names = set(map(str, ds["control_metric"].values))
-            inv = {m for m in names if bool(ds["control_invariant"].sel(control_metric=m).all())}
-            moved = sorted({g for g, _, _ in tracked if g in names - inv})
-            kept = sorted({g for g, _, _ in tracked if g in inv})
-            untested = sorted({g for g, _, _ in tracked} - names)
-            text = (
-                (
-                    f"moved by the function-preserving control, so at best indirect: {', '.join(map(label, moved))}. "
-                    if moved
-                    else ""
-                )
-                + (f"invariant under it: {', '.join(map(label, kept))}. " if kept else "")
-                + (
-                    f"not covered by the control: {', '.join(map(label, untested))}."
-                    if untested
-                    else ""
-                )
-            ) or "no tracked metric to test"
-            rows.append(["Which of those survive the reparametrisation control?", text])
+            by_word: dict[str, list[str]] = {}
+            for g in dict.fromkeys(g for g, _, _ in tracked):
+                by_word.setdefault(stats.control_word(ds, g), []).append(label(g))
+            said = {
+                "moved": "moved by the function-preserving control, so at best indirect",
+                "invariant": "invariant under it",
+                "undetermined": "undetermined (a run's change is not a number)",
+                "not covered": "not covered by the control",
+            }
+            text = " ".join(
+                f"{said[w]}: {', '.join(sorted(by_word[w]))}." for w in said if w in by_word
+            )
+            rows.append(
+                [
+                    "Which of those survive the reparametrisation control?",
+                    text or "no tracked metric to test",
+                ]
+            )
     if not rows:
         return None
     s.table(["question", "answer"], rows)
@@ -1044,7 +1028,7 @@ def units_section(page: StudyPage) -> Section | None:
         )
         units = f"{live:.0f} of {live + dead:.0f}" if np.isfinite(live + dead) else count(live)
         row = [str(run), str(ds["cell"].values[i]), str(int(ds["seed"].values[i])), units]
-        row += [f"{float(ds[m].values[i]):.4f}" for m in shown]
+        row += [fmt(float(ds[m].values[i]), 4) for m in shown]
         rows.append(row)
     return s.table(["run", "cell", "seed", "live units", *map(label, shown)], rows)
 

@@ -11,7 +11,9 @@ never trains, analyses or renders anything:
   fidelity across runs, and co-movement over training;
 * :func:`power_analysis`: what the seed count can detect;
 * :func:`adjust` and :func:`verdict`: the multiplicity correction of a family of claims and the
-  one rule that turns a difference into "better" or "worse".
+  one rule that turns a difference into "better" or "worse";
+* :func:`tracked_pairs` and :func:`control_word`: what a results file's link and control say,
+  read one way by every report.
 """
 
 from geomxai.stats._contrasts import factorial_effects, paired_contrasts
@@ -33,6 +35,7 @@ from geomxai.stats._multiplicity import (
     verdict,
 )
 from geomxai.stats._power import DEFAULT_CONTRASTS, power_analysis
+from geomxai.stats._readout import CONTROL_WORDS, control_word, results_alpha, tracked_pairs
 from geomxai.stats._runs import (
     BASELINES,
     DOSE_REGIME,
@@ -46,6 +49,7 @@ from geomxai.stats._tinterval import t_interval
 
 __all__ = [
     "BASELINES",
+    "CONTROL_WORDS",
     "CORRECTIONS",
     "CORRECTION_LABELS",
     "DEFAULT_CONTRASTS",
@@ -58,15 +62,18 @@ __all__ = [
     "WITHIN_RUN_NOTE",
     "adjust",
     "bh_adjust",
+    "control_word",
     "dose_response",
     "factorial_effects",
     "holm_adjust",
     "paired_contrasts",
     "partial_spearman",
     "power_analysis",
+    "results_alpha",
     "run_link",
     "runs_dataset",
     "t_interval",
+    "tracked_pairs",
     "verdict",
     "within_cell_link",
     "within_run_link",

@@ -37,14 +37,29 @@ GEOMETRY = ["mean_abs_corr", "head_effective_rank"]
 FIDELITY = ["morf_auc__abs_gradient__zero", "insertion_auc__abs_gradient"]
 
 
-def _results(acc_verdict: str, within_q: float, head_invariant: bool) -> xr.Dataset:
-    """A setting's results: SaliencyDecor against regular, and the link and control tables."""
+def _results(
+    acc_verdict: str, within_q: float, head_change: float, *, pooled_q=0.5, within=True
+) -> xr.Dataset:
+    """A setting's results: SaliencyDecor against regular (every metric given ``acc_verdict``),
+    the pooled and within-cell link tables (the head metric ~ insertion AUC at ``within_q``
+    within cells; every pooled q ``pooled_q``), and the control (the head metric's relative
+    change ``head_change``: 0 invariant, NaN undetermined, else moved)."""
     est = {"better": 0.02, "worse": -0.02, "not distinguishable": 0.001}[acc_verdict]
     q = {"better": 0.01, "worse": 0.01, "not distinguishable": 0.7}[acc_verdict]
     shape = (len(METRICS), 1)
     grid = (len(GEOMETRY), len(FIDELITY))
-    within = np.full(grid, 0.9)
-    within[GEOMETRY.index("head_effective_rank"), 1] = within_q
+    within_grid = np.full(grid, 0.9)
+    within_grid[GEOMETRY.index("head_effective_rank"), 1] = within_q
+    link = {
+        "link_partial_q_value": (("geometry", "fidelity"), np.full(grid, pooled_q)),
+        "link_partial_spearman": (("geometry", "fidelity"), np.full(grid, 0.1)),
+    }
+    if within:
+        link |= {
+            "within_cell_partial_q_value": (("geometry", "fidelity"), within_grid),
+            "within_cell_partial_spearman": (("geometry", "fidelity"), np.full(grid, 0.62)),
+        }
+    change = [[0.8, head_change, 0.0]]
     return xr.Dataset(
         {
             "contrasts_estimate": (("metric", "baseline"), np.full(shape, est)),
@@ -52,13 +67,11 @@ def _results(acc_verdict: str, within_q: float, head_invariant: bool) -> xr.Data
             "contrasts_ci_high": (("metric", "baseline"), np.full(shape, est + 0.01)),
             "contrasts_q_value": (("metric", "baseline"), np.full(shape, q)),
             "contrasts_verdict": (("metric", "baseline"), np.full(shape, acc_verdict)),
-            "link_partial_q_value": (("geometry", "fidelity"), np.full(grid, 0.5)),
-            "link_partial_spearman": (("geometry", "fidelity"), np.full(grid, 0.1)),
-            "within_cell_partial_q_value": (("geometry", "fidelity"), within),
-            "within_cell_partial_spearman": (("geometry", "fidelity"), np.full(grid, 0.62)),
+            **link,
+            "control_relative_change": (("control_run", "control_metric"), change),
             "control_invariant": (
                 ("control_run", "control_metric"),
-                [[False, head_invariant, True]],
+                np.nan_to_num(np.asarray(change), nan=1.0) < 1e-6,
             ),
         },
         coords={
@@ -94,7 +107,7 @@ def _across(tmp_path, a: xr.Dataset, b: xr.Dataset):
 
 
 def test_the_across_table_reads_each_settings_verdicts_and_geometry(tmp_path):
-    index = _across(tmp_path, _results("better", 0.01, True), _results("worse", 0.01, True))
+    index = _across(tmp_path, _results("better", 0.01, 0.0), _results("worse", 0.01, 0.0))
     with xr.open_dataset(index.parent / "results.nc", engine="h5netcdf") as ds:
         settings = ["setting-a (digits, cnn2)", "setting-b (digits, cnn2)"]
         assert list(ds["setting"].values) == settings
@@ -105,43 +118,76 @@ def test_the_across_table_reads_each_settings_verdicts_and_geometry(tmp_path):
         assert any(
             s.startswith("SaliencyDecor is more accurate than regular") for s in summary["depends"]
         )
-        # The paper claims a better MoRF AUC; setting a says "better" for it, so it is not
-        # unsupported; accuracy against sgt was not measured anywhere, so it is not listed.
-        assert not any("sgt" in s for s in summary["unsupported"])
+        # The paper claims a better MoRF AUC; setting a says "better", so it is supported.
+        assert not any("MoRF AUC" in s for s in summary["unsupported"])
         # Geometry: the head metric tracks insertion AUC within cells and passes the control
         # in both settings; mean |corr| tracks nothing and is moved.
         head = {"geometry": "head_effective_rank"}
         assert list(ds["geometry_within_tracked"].sel(head).values) == [1, 1]
+        assert list(ds["geometry_pooled_tracked"].sel(head).values) == [0, 0]
         assert list(ds["geometry_control"].sel(head).values) == ["invariant", "invariant"]
         assert list(ds["geometry_control"].sel(geometry="mean_abs_corr").values) == ["moved"] * 2
         assert summary["tracks_within_everywhere"] == ["head_effective_rank"]
         assert summary["invariant_everywhere"] == ["head_effective_rank"]
-        pairs = str(
-            ds["geometry_within_pairs"]
-            .sel(geometry="head_effective_rank", setting=settings[0])
-            .item()
-        )
-        assert pairs == "insertion_auc__abs_gradient:+0.62"
+        rho = ds["geometry_within_rho"].sel(head | {"setting": settings[0]})
+        assert rho.sel(fidelity="insertion_auc__abs_gradient") == 0.62
+        assert np.isnan(rho.sel(fidelity="morf_auc__abs_gradient__zero"))
     tables = (index.parent / "tables.md").read_text()
     assert (
-        "within cells 1/2 (insertion AUC (target probability) (\\|gradient\\|) +0.62); control: invariant"
-        in tables
+        "| effective rank through the head | pooled 0/2, within cells 1/2 (insertion AUC (target "
+        "probability) (\\|gradient\\|) +0.62); control: invariant |" in tables
     )
     assert (
-        "Geometry the function-preserving control leaves unchanged in every setting: head_effective_rank"
-        in tables
+        "Geometry the function-preserving control leaves unchanged in every setting: effective "
+        "rank through the head." in tables
     )
+
+
+def test_a_claim_every_setting_contradicts_is_unsupported(tmp_path):
+    index = _across(tmp_path, _results("worse", 0.9, 0.0), _results("worse", 0.9, 0.0))
+    with xr.open_dataset(index.parent / "results.nc", engine="h5netcdf") as ds:
+        summary = json.loads(ds.attrs["summary"])
+    assert any(
+        s.startswith("SaliencyDecor is more accurate than regular") for s in summary["holds"]
+    )
+    unsupported = summary["unsupported"]
+    assert any(s.startswith("SaliencyDecor is more accurate than regular") for s in unsupported)
+    assert sum("MoRF AUC" in s for s in unsupported) == 2  # one per saliency method
+    assert summary["tracks_within_everywhere"] == []
 
 
 def test_a_metric_the_control_moves_in_one_setting_is_not_invariant_everywhere(tmp_path):
-    index = _across(tmp_path, _results("better", 0.01, True), _results("better", 0.9, False))
+    index = _across(tmp_path, _results("better", 0.01, 0.0), _results("better", 0.9, 0.5))
     with xr.open_dataset(index.parent / "results.nc", engine="h5netcdf") as ds:
         summary = json.loads(ds.attrs["summary"])
         assert summary["invariant_everywhere"] == [] and summary["tracks_within_everywhere"] == []
         assert any(
             s.startswith("SaliencyDecor is more accurate than regular") for s in summary["holds"]
         )
-        assert list(ds["geometry_within_tracked"].sel(geometry="head_effective_rank").values) == [
-            1,
-            0,
-        ]
+        head = {"geometry": "head_effective_rank"}
+        assert list(ds["geometry_within_tracked"].sel(head).values) == [1, 0]
+        assert list(ds["geometry_control"].sel(head).values) == ["invariant", "moved"]
+
+
+def test_each_table_keeps_its_own_count_and_a_missing_table_or_change_is_said(tmp_path):
+    """Pooled and within-cell counts have their own denominators; a setting without a
+    within-cell table says 'not measured'; a control change that is not a number is
+    'undetermined', not 'moved'."""
+    pooled_some = np.array([[0.01, np.nan], [0.01, 0.01]])  # mean |corr|: 1 finite pair
+    a = _results("better", 0.01, np.nan, pooled_q=pooled_some)
+    b = _results("better", 0.01, 0.0, within=False)
+    index = _across(tmp_path, a, b)
+    with xr.open_dataset(index.parent / "results.nc", engine="h5netcdf") as ds:
+        corr = {"geometry": "mean_abs_corr"}
+        assert list(ds["geometry_pooled_tracked"].sel(corr).values) == [1, 0]
+        assert list(ds["geometry_pooled_pairs"].sel(corr).values) == [1, 2]
+        assert list(ds["geometry_within_pairs"].sel(corr).values) == [2, -1]
+        head = {"geometry": "head_effective_rank"}
+        assert list(ds["geometry_control"].sel(head).values) == ["undetermined", "invariant"]
+        assert json.loads(ds.attrs["summary"])["invariant_everywhere"] == []
+    tables = (index.parent / "tables.md").read_text()
+    assert (
+        "| mean \\|corr\\| | pooled 1/1, within cells 0/2; control: moved | pooled 0/2, within cells not measured; control: moved |"
+        in tables
+    )
+    assert "control: undetermined" in tables

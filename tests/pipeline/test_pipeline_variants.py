@@ -103,6 +103,6 @@ def test_a_design_of_two_methods_and_two_fills_gives_a_verdict_per_method_and_fi
     row = next(line for line in units.splitlines() if line.startswith("| sgt-s0 |"))
     assert f"| {live} of {live + dead} |" in row, row
     assert (
-        "abs_gradient and integrated_gradients saliency; zero and uniform fills"
+        "|gradient| and integrated gradients saliency; masking with zero fill and uniform fill"
         in index.read_text()
     )

@@ -1,0 +1,63 @@
+"""Reading a study's results one way for every report: which geometry x fidelity pairs a link
+table tracks, and what the function-preserving control says of a metric.
+
+Both the study report and the across-settings table call these, so "tracked" and "invariant"
+mean the same in each.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import xarray as xr
+
+CONTROL_WORDS = ("invariant", "moved", "undetermined", "not covered")
+"""What the control says of a metric over a study's runs: unchanged (below the control's
+tolerance) in every run; changed in at least one; no change measured as changed but at least one
+run's change is not a number; not among the control's metrics."""
+
+
+def results_alpha(ds: xr.Dataset) -> float:
+    """The design's alpha (its ``[statistics] alpha``; 0.05 where the design does not say)."""
+    design = json.loads(ds.attrs.get("design", "{}") or "{}")
+    return float(design.get("statistics", {}).get("alpha", 0.05))
+
+
+def tracked_pairs(ds: xr.Dataset, prefix: str) -> list[tuple[str, str, float]]:
+    """``(geometry, fidelity, partial rho)`` for each pair of the link table ``prefix``
+    (``link_`` pooled, ``within_cell_``) whose corrected q is below the design's alpha; ``[]``
+    where the results have no such table.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> ds = xr.Dataset({"link_partial_q_value": (("geometry", "fidelity"), [[0.01, 0.3]]),
+    ...                  "link_partial_spearman": (("geometry", "fidelity"), [[0.6, 0.1]])},
+    ...                 coords={"geometry": ["erank"], "fidelity": ["morf_auc", "gini"]})
+    >>> tracked_pairs(ds, "link_")
+    [('erank', 'morf_auc', 0.6)]
+    """
+    if f"{prefix}partial_q_value" not in ds:
+        return []
+    q, rho = ds[f"{prefix}partial_q_value"], ds[f"{prefix}partial_spearman"]
+    alpha = results_alpha(ds)
+    return [
+        (str(g), str(f), float(rho.sel(geometry=g, fidelity=f)))
+        for g in q["geometry"].values
+        for f in q["fidelity"].values
+        if float(q.sel(geometry=g, fidelity=f)) < alpha
+    ]
+
+
+def control_word(ds: xr.Dataset, metric: str) -> str:
+    """One of :data:`CONTROL_WORDS` for ``metric`` over every run of the results' control."""
+    if "control_invariant" not in ds or metric not in set(map(str, ds["control_metric"].values)):
+        return "not covered"
+    at = {"control_metric": metric}
+    if bool(ds["control_invariant"].sel(at).all()):
+        return "invariant"
+    change = ds["control_relative_change"].sel(at).values if "control_relative_change" in ds else []
+    invariant = ds["control_invariant"].sel(at).values
+    moved = np.isfinite(change) & ~invariant if len(change) else ~invariant
+    return "moved" if moved.any() else "undetermined"
