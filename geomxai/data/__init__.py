@@ -10,7 +10,7 @@ from geomxai.data._offline import (
     load_wine,
     make_blocks,
 )
-from geomxai.data._registry import DATASETS, load_dataset
+from geomxai.data._registry import DATASETS, TABLES, load_dataset
 from geomxai.data._tensors import as_tensors
 from geomxai.data._torchvision import (
     data_root,
@@ -26,6 +26,7 @@ __all__ = [
     "DATASETS",
     "DatasetBundle",
     "DatasetNotFoundError",
+    "TABLES",
     "as_tensors",
     "data_root",
     "dataset_tensors",

@@ -23,7 +23,9 @@ DATASETS = {
     "breast-cancer": load_breast_cancer,
     "wine": load_wine,
 }
-_NEEDS_NO_FILES = {"digits", "blocks", "breast-cancer", "wine"}
+TABLES = frozenset({"breast-cancer", "wine"})
+"""The datasets whose samples are rows of features, not images."""
+_NEEDS_NO_FILES = {"digits", "blocks", *TABLES}
 
 
 def load_dataset(name: str, *, root=None, download: bool = False, **options) -> DatasetBundle:

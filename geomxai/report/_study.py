@@ -167,19 +167,40 @@ def _common(configs: dict, key: str):
     return json.loads(values.pop()) if len(values) == 1 else None
 
 
+def _unit(page: StudyPage) -> str:
+    """What a sample of the study's data is called: a row of a table, else an image."""
+    from geomxai.data import TABLES
+
+    return "rows" if _common(page.configs, "dataset") in TABLES else "images"
+
+
 def _images(page: StudyPage) -> tuple[str, str]:
     counts = json.loads(page.ds.attrs.get("run_images", "{}"))
     train = {v[0] for v in counts.values() if v[0]}  # 0: not counted where it was built
     test = {v[1] for v in counts.values() if v[1]}
+    unit = _unit(page)
 
     def say(values, what):
         if len(values) == 1:
-            return f"{values.pop():,} {what} images"
+            return f"{values.pop():,} {what} {unit}"
         if values:
-            return f"{min(values):,}-{max(values):,} {what} images (varies by run)"
-        return f"{what} images (count not recorded)"
+            return f"{min(values):,}-{max(values):,} {what} {unit} (varies by run)"
+        return f"{what} {unit} (count not recorded)"
 
     return say(train, "training"), say(test, "test")
+
+
+def _probe_text(page: StudyPage, probe, dataset: str) -> str:
+    """Which samples the probe is: the design's first ``probe``, or the whole test split where
+    that is smaller."""
+    unit = _unit(page)
+    tests = {v[1] for v in json.loads(page.ds.attrs.get("run_images", "{}")).values() if v[1]}
+    if isinstance(probe, int) and len(tests) == 1 and min(tests) < probe:
+        return (
+            f"all {min(tests):,} test {unit} of {dataset}, the whole test split (the design "
+            f"asks for {probe:,}),"
+        )
+    return f"the first {probe} test {unit} of {dataset}"
 
 
 def setting_text(page: StudyPage) -> str:
@@ -221,7 +242,7 @@ def setting_text(page: StudyPage) -> str:
     methods = analysis.get("saliency_methods") or [analysis.get("saliency_method", "abs_gradient")]
     fills = analysis.get("fills") or [analysis.get("fill", "uniform")]
     parts.append(
-        f"Geometry and saliency on the first {probe} test images of {dataset} "
+        f"Geometry and saliency on {_probe_text(page, probe, dataset)} "
         f"({' and '.join(map(schema.display, methods))} saliency; masking with "
         f"{' and '.join(map(schema.display, fills))}); checkpoints analysed: "
         f"{d.get('checkpoints', 'all')}."

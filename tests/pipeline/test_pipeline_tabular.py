@@ -121,7 +121,7 @@ def test_the_tabular_design_runs_end_to_end(tmp_path):
             assert json.loads(result.attrs.get("warnings") or "[]") == [], run.name
     tables = (out / "tables.md").read_text()
     # The setting is the design's: breast-cancer, its true row counts, the mlp.
-    assert f"Data: breast-cancer; {len(bundle.train)} training images" in tables
-    assert f"{len(bundle.test)} test images" in tables
+    assert f"Data: breast-cancer; {len(bundle.train)} training rows" in tables
+    assert f"{len(bundle.test)} test rows" in tables
     assert "Model: mlp; 2 epochs" in tables
     assert "Fashion-MNIST" not in index.read_text()
