@@ -313,8 +313,12 @@ def geometry_results(per_setting: list[xr.Dataset], settings: list[str]) -> xr.D
 
 
 def summarise(results: xr.Dataset) -> dict[str, list[str]]:
-    """Claims that hold in every setting, that depend on the setting, and that no setting
-    supports (the paper's claim is a "better" that no setting's corrected verdict gives)."""
+    """Each claim of the paper, over its saliency-method/fill variants, sorted by what the
+    settings' corrected verdicts say: one verdict in every setting and variant (``holds``),
+    different verdicts (``depends``, naming each setting's), and no setting or variant giving
+    the verdict the paper's claim means (``unsupported``); then the geometry metrics that track
+    some fidelity metric within cells, and that the control leaves invariant, in every
+    setting."""
     out: dict[str, list[str]] = {
         "holds": [],
         "depends": [],
@@ -322,16 +326,34 @@ def summarise(results: xr.Dataset) -> dict[str, list[str]]:
         "tracks_within_everywhere": [],
         "invariant_everywhere": [],
     }
-    for i in range(results.sizes["claim"]):
-        words = [str(w) for w in results["verdict"].values[i] if str(w) != "not measured"]
+    settings = [str(x).split(" (")[0] for x in results["setting"].values]
+    claims: dict[str, list[int]] = {}
+    for i, key in enumerate(results["claim"].values):
+        claims.setdefault(str(key).split("[")[0], []).append(i)
+    for rows in claims.values():
+        said = [
+            list(
+                dict.fromkeys(
+                    str(w) for w in results["verdict"].values[rows, j] if str(w) != "not measured"
+                )
+            )
+            for j in range(len(settings))
+        ]
+        words = {w for per in said for w in per}
         if not words:
             continue
-        text = f"{results['claim_text'].values[i]} ({results['claim_metric'].values[i]})"
-        expected = str(results["claim_expected"].values[i])
-        if len(set(words)) == 1 and len(words) == results.sizes["setting"]:
-            out["holds"].append(f"{text}: {words[0]} in every setting")
-        elif len(set(words)) > 1:
-            out["depends"].append(f"{text}: " + ", ".join(words))
+        text = str(results["claim_text"].values[rows[0]])
+        if len(words) == 1 and all(said):
+            out["holds"].append(f"{text}: {words.pop()} in every setting")
+        else:
+            out["depends"].append(
+                f"{text}: "
+                + "; ".join(
+                    f"{name} {' / '.join(per) if per else 'not measured'}"
+                    for name, per in zip(settings, said, strict=True)
+                )
+            )
+        expected = str(results["claim_expected"].values[rows[0]])
         if expected and expected not in words:
             out["unsupported"].append(text)
     if results.sizes.get("geometry", 0):
