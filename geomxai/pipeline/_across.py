@@ -207,6 +207,9 @@ def across_results(across: Across) -> xr.Dataset:
         sources[settings[-1]] = {
             "results": str(path),
             "created": per_setting[-1].attrs.get("created", ""),
+            "runs": int(per_setting[-1].sizes.get("run", 0)),
+            "compute_s": json.loads(per_setting[-1].attrs.get("wall_time", "{}") or "{}"),
+            "hardware": per_setting[-1].attrs.get("hardware", ""),
         }
     rows: dict[str, dict] = {}
     for claim in CLAIMS:

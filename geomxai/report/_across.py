@@ -32,6 +32,12 @@ def _cell(ds: xr.Dataset, i: int, j: int) -> str:
     return f"{word} ({fmt_ci(est, lo, hi)}; q {float(ds['q_value'].values[i, j]):.3f})"
 
 
+def _compute(seconds: dict) -> str:
+    """A setting's recorded process time per stage, in hours."""
+    said = [f"{k.removesuffix('_s')} {v / 3600:.2f} h" for k, v in seconds.items() if v]
+    return ", ".join(said) or "not recorded"
+
+
 def across_sections(ds: xr.Dataset) -> list[Section]:
     settings = [str(s) for s in ds["setting"].values]
     summary = json.loads(ds.attrs.get("summary", "{}"))
@@ -46,10 +52,18 @@ def across_sections(ds: xr.Dataset) -> list[Section]:
             "row per variant."
         ],
     ).table(
-        ["setting", "results", "created"],
+        ["setting", "runs", "compute (summed over runs)", "hardware", "results", "created"],
         [
-            [s, sources.get(s, {}).get("results", ""), sources.get(s, {}).get("created", "")]
+            [
+                s,
+                str(src.get("runs", "")),
+                _compute(src.get("compute_s", {})),
+                src.get("hardware", ""),
+                src.get("results", ""),
+                src.get("created", ""),
+            ]
             for s in settings
+            for src in [sources.get(s, {})]
         ],
     )
     words = Section("In plain words")
