@@ -791,6 +791,17 @@ def convergence_section(page: StudyPage) -> Section | None:
             "study (seed 0, each a cosine schedule over its own length, `protocol/`; each name "
             "gives the trial's lr, weight decay and epochs)."
         )
+        best = int(np.argmax(ds["trial_final_acc"].values))
+        plateau = float(ds["trial_final_acc"].values[best])
+        finals = {row[0]: row[2] for row in rows}
+        if finals.get("regular", "n/a") != "n/a":
+            regular = float(finals["regular"])
+            s.text.append(
+                f"`regular` ends at {regular:.2f}% (mean over seeds), {plateau * 100 - regular:.2f} "
+                f"points below the best trial's final {plateau * 100:.2f}% "
+                f"({ds['trial'].values[best]}): every claim here is read at that distance from "
+                "convergence."
+            )
         s.table(
             ["trial", "epochs", "final test acc (%)", "best test acc (%)"],
             [
