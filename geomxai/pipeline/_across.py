@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from geomxai import schema
+from geomxai import schema, stats
 from geomxai.pipeline._design import DesignError, _read, _Table, find_design, load_design
 
 __all__ = [
@@ -265,8 +265,6 @@ def geometry_results(per_setting: list[xr.Dataset], settings: list[str]) -> xr.D
     many pairs have a finite q, -1 where the setting has no such table or no such metric; the
     partial Spearman of each pair tracked within cells (NaN elsewhere); and what the control
     says of it (:func:`geomxai.stats.control_word`, ``not measured`` without a control)."""
-    from geomxai import stats
-
     tables = {"pooled": "link_", "within": "within_cell_"}
     geometry, fidelity = {}, {}
     for ds in per_setting:
