@@ -174,10 +174,14 @@ def _unit(page: StudyPage) -> str:
     return "rows" if _common(page.configs, "dataset") in TABLES else "images"
 
 
-def _images(page: StudyPage) -> tuple[str, str]:
+def _counts(page: StudyPage) -> tuple[set[int], set[int]]:
+    """The training and test sample counts the runs recorded (0: not counted where built)."""
     counts = json.loads(page.ds.attrs.get("run_images", "{}"))
-    train = {v[0] for v in counts.values() if v[0]}  # 0: not counted where it was built
-    test = {v[1] for v in counts.values() if v[1]}
+    return {v[0] for v in counts.values() if v[0]}, {v[1] for v in counts.values() if v[1]}
+
+
+def _images(page: StudyPage) -> tuple[str, str]:
+    train, test = _counts(page)
     unit = _unit(page)
 
     def say(values, what):
@@ -194,7 +198,7 @@ def _probe_text(page: StudyPage, probe, dataset: str) -> str:
     """Which samples the probe is: the design's first ``probe``, or the whole test split where
     that is smaller."""
     unit = _unit(page)
-    tests = {v[1] for v in json.loads(page.ds.attrs.get("run_images", "{}")).values() if v[1]}
+    _, tests = _counts(page)
     if isinstance(probe, int) and len(tests) == 1 and min(tests) < probe:
         return (
             f"all {min(tests):,} test {unit} of {dataset}, the whole test split (the design "
@@ -760,7 +764,7 @@ def convergence_section(page: StudyPage) -> Section | None:
             "first epoch from which the mean stays within 0.5 points of its final value."
         ],
     )
-    rows = []
+    rows, final_means = [], {}
     fig, ax = new_figure(7, 4)
     epochs = ds["train_epoch"].values
     for cell in dict.fromkeys(map(str, ds["cell"].values)):
@@ -769,6 +773,8 @@ def convergence_section(page: StudyPage) -> Section | None:
         ax.plot(epochs, means * 100, marker=".", label=plain(cell))
         final = curve.isel(train_epoch=-1).values
         final = final[np.isfinite(final)]
+        if final.size:
+            final_means[cell] = float(np.mean(final)) * 100
         rows.append(
             [
                 cell,
@@ -793,9 +799,8 @@ def convergence_section(page: StudyPage) -> Section | None:
         )
         best = int(np.argmax(ds["trial_final_acc"].values))
         plateau = float(ds["trial_final_acc"].values[best])
-        finals = {row[0]: row[2] for row in rows}
-        if finals.get("regular", "n/a") != "n/a":
-            regular = float(finals["regular"])
+        if "regular" in final_means:
+            regular = final_means["regular"]
             s.text.append(
                 f"`regular` ends at {regular:.2f}% (mean over seeds), {plateau * 100 - regular:.2f} "
                 f"points below the best trial's final {plateau * 100:.2f}% "
