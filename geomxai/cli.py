@@ -212,7 +212,7 @@ def _analyze_checkpoints_command(args, options: dict):
 def _own_model(spec: str, model_args):
     """``spec`` as it is, or for ``path/to/file.py:ClassName`` the module it builds (the file is
     imported here, on this explicit request only); ``--model-arg`` goes with such a spec."""
-    from geomxai.study._sources import is_model_file, parse_model_args, resolve_model
+    from geomxai.study import is_model_file, parse_model_args, resolve_model
 
     if not is_model_file(spec):
         if model_args:
@@ -366,8 +366,7 @@ def cmd_layers(args) -> int:
     import torch
 
     from geomxai.collect import format_layers
-    from geomxai.study import resolve_model
-    from geomxai.study._sources import parse_model_args
+    from geomxai.study import parse_model_args, resolve_model
 
     c, h, w = args.input_shape
     if args.num_classes is not None and args.num_classes < 1:

@@ -13,6 +13,8 @@
   and :func:`entanglement_of`; :func:`layer_gradients`, the features of a layer and the logits'
   gradients there, which they and the function-invariant geometry share.
 - :func:`cascading_randomization`, the parameter-randomisation sanity check.
+- :func:`as_batch` and :func:`as_labels`, the input checks every function here applies, for a
+  caller that takes the same inputs.
 
 Formulas and conventions: ``docs/metrics.md``.
 """
@@ -27,15 +29,19 @@ from geomxai.attribution._entanglement import (
 )
 from geomxai.attribution._gaps import gini, mask_auroc, mass_inside, pointing_game, topq_contrast
 from geomxai.attribution._insertion_deletion import deletion_curve, insertion_curve
+from geomxai.attribution._layout import as_batch
 from geomxai.attribution._masking import fidelity_gap, masking_auc, masking_curve
 from geomxai.attribution._road import road_impute
 from geomxai.attribution._saliency import METHODS as SALIENCY_METHODS
 from geomxai.attribution._saliency import check_saliency_method, method_name, saliency
 from geomxai.attribution._sanity import cascading_randomization
+from geomxai.attribution._utils import as_labels
 
 __all__ = [
     "LayerGradients",
     "SALIENCY_METHODS",
+    "as_batch",
+    "as_labels",
     "cascading_randomization",
     "check_saliency_method",
     "deletion_curve",

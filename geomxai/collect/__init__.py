@@ -17,7 +17,7 @@ __getattr__, __dir__, __all__ = attach(
         "._collect": ["collect_features", "collect_features_to_netcdf", "collect_moments"],
         "._collector": ["FeatureCollector"],
         "._inspect": ["available_layers", "format_layers", "layer_shapes"],
-        "._layers": ["UnknownLayerError", "unwrap_model"],
+        "._layers": ["UnknownLayerError", "resolve_layers", "unwrap_model"],
         "._reduce": ["REDUCTIONS"],
         "geomxai.moments": ["FeatureMoments"],
     },

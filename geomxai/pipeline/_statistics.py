@@ -52,7 +52,7 @@ def _with_variants(names: list[str], per_run: Mapping[str, xr.Dataset]) -> list[
     """Each metric, or in its place its variants where the runs measured it with several
     saliency methods or fills (``morf_auc__integrated_gradients__road``, ...): each is then a
     metric of its own, with its own contrasts and verdicts."""
-    from geomxai.study._summary import variant_names
+    from geomxai.study import variant_names
 
     out = []
     for name in names:

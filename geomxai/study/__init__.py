@@ -34,8 +34,9 @@ __getattr__, __dir__, __all__ = attach(
             "epoch_record",
             "run_record",
             "run_result",
+            "variant_names",
         ],
-        "._sources": ["load_state_dict_file", "resolve_model"],
+        "._sources": ["is_model_file", "load_state_dict_file", "parse_model_args", "resolve_model"],
         "._results_io": [
             "linked",
             "open_results",

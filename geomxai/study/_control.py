@@ -101,7 +101,7 @@ class _Whitened(nn.Module):
 
 def _as_inputs(images) -> torch.Tensor:
     """The attribution package's batch check (images, sequences or tabular rows), n >= 2."""
-    from geomxai.attribution._layout import as_batch
+    from geomxai.attribution import as_batch
 
     x = as_batch(images, name="images")
     if x.shape[0] < 2:
@@ -112,7 +112,7 @@ def _as_inputs(images) -> torch.Tensor:
 
 
 def _as_labels(labels, n: int) -> torch.Tensor:
-    from geomxai.attribution._utils import as_labels
+    from geomxai.attribution import as_labels
 
     return as_labels(labels, n, name="labels")
 
@@ -140,7 +140,7 @@ def _check_options(eps, batch_size, saliency_method) -> None:
 
 def _resolve(model: nn.Module, name, what: str) -> str:
     """``name`` as the one dotted module name it selects, by geomxai.collect's resolver."""
-    from geomxai.collect._layers import UnknownLayerError, resolve_layers
+    from geomxai.collect import UnknownLayerError, resolve_layers
 
     if not isinstance(name, str) or not name:
         raise ValueError(

@@ -115,7 +115,7 @@ def analyze_run(
     run = read_run(run_dir)
     chosen = _selected_checkpoints(run, epochs, steps)
     epochs = [_epoch_value(c) for c in chosen]
-    from geomxai.train._checkpoint import check_run_identity
+    from geomxai.train import check_run_identity
 
     # A checkpoint copied in from another run would be labelled with this run's regime and seed.
     check_run_identity(run.path, run.config, [c.path for c in chosen])

@@ -19,8 +19,10 @@ from geomxai.train._augment import random_flip_crop
 from geomxai.train._build import build_from_spec, model_spec
 from geomxai.train._checkpoint import (
     CheckpointError,
+    check_run_identity,
     load_checkpoint,
     read_checkpoint,
+    read_identity,
     save_checkpoint,
 )
 from geomxai.train._config import REGIMES, ConfigError, TrainConfig, parse_override
@@ -67,6 +69,7 @@ __all__ = [
     "all_gather_cat",
     "all_reduce_sum",
     "build_from_spec",
+    "check_run_identity",
     "checkpoint_path",
     "classification_loss",
     "convert_sync_whitening",
@@ -87,6 +90,7 @@ __all__ = [
     "random_flip_crop",
     "read_checkpoint",
     "read_config",
+    "read_identity",
     "read_metrics",
     "read_run",
     "resolve_device",
