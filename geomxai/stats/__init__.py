@@ -10,6 +10,7 @@ never trains, analyses or renders anything:
 * :func:`run_link` (pooled and within cells) and :func:`within_run_link`: geometry against
   fidelity across runs, and co-movement over training;
 * :func:`power_analysis`: what the seed count can detect;
+* :func:`convergence_summary`: where each cell's learning curves settle;
 * :func:`adjust` and :func:`verdict`: the multiplicity correction of a family of claims and the
   one rule that turns a difference into "better" or "worse";
 * :func:`tracked_pairs` and :func:`control_word`: what a results file's link and control say,
@@ -17,6 +18,7 @@ never trains, analyses or renders anything:
 """
 
 from geomxai.stats._contrasts import factorial_effects, paired_contrasts
+from geomxai.stats._convergence import FLAT_TOLERANCE, convergence_summary
 from geomxai.stats._dose import dose_response
 from geomxai.stats._link import (
     WITHIN_RUN_NOTE,
@@ -57,12 +59,14 @@ __all__ = [
     "EFFECTS",
     "EFFECT_WEIGHTS",
     "FACTORIAL_CELLS",
+    "FLAT_TOLERANCE",
     "RUN_DIM",
     "VERDICTS",
     "WITHIN_RUN_NOTE",
     "adjust",
     "bh_adjust",
     "control_word",
+    "convergence_summary",
     "dose_response",
     "factorial_effects",
     "holm_adjust",

@@ -20,7 +20,7 @@ import xarray as xr
 from scipy import stats
 
 from geomxai import schema
-from geomxai.stats._multiplicity import bh_adjust
+from geomxai.stats._multiplicity import CORRECTION_LABELS, _check_correction, adjust
 from geomxai.stats._runs import RUN_DIM, _check_confidence, _metric_names
 from geomxai.stats._tinterval import _gather, _grid
 
@@ -296,28 +296,35 @@ def _link_pair(
 
 
 def _link_dataset(
-    arrays: dict[str, np.ndarray], geo: list[str], fid: list[str], ctl: str | None, confidence
+    arrays: dict[str, np.ndarray],
+    geo: list[str],
+    fid: list[str],
+    ctl: str | None,
+    confidence,
+    correction: str,
 ) -> xr.Dataset:
-    """The grid of :func:`run_link`, with BH q-values beside each p-value and long names."""
+    """The grid of :func:`run_link`, with q-values (``correction``) beside each p-value and long
+    names."""
     dims = ("geometry", "fidelity")
     data = {}
     for key, value in arrays.items():
         data[key] = (dims, value)
         if key.endswith("_p_value"):
-            data[key.replace("_p_value", "_q_value")] = (dims, bh_adjust(value))
+            data[key.replace("_p_value", "_q_value")] = (dims, adjust(value, correction))
     out = xr.Dataset(data, coords={"geometry": geo, "fidelity": fid})
     pct = f"{confidence:.0%} percentile bootstrap over runs"
+    q_text = f"{CORRECTION_LABELS[correction]} q-value over the grid"
     long = {
         "spearman": "Spearman rank correlation across runs",
         "spearman_ci_low": f"lower end of the {pct}",
         "spearman_ci_high": f"upper end of the {pct}",
         "spearman_p_value": "two-sided p-value of scipy.stats.spearmanr",
-        "spearman_q_value": "Benjamini-Hochberg q-value over the grid (fdr_bh)",
+        "spearman_q_value": q_text,
         "partial_spearman": f"partial Spearman given {ctl} (Pearson of rank residuals)",
         "partial_ci_low": f"lower end of the {pct}",
         "partial_ci_high": f"upper end of the {pct}",
         "partial_p_value": "two-sided t-test, n - 3 df",
-        "partial_q_value": "Benjamini-Hochberg q-value over the grid (fdr_bh)",
+        "partial_q_value": q_text,
         "n_runs": "runs with both metrics and the control finite",
     }
     for name, text in long.items():
@@ -334,6 +341,7 @@ def run_link(
     n_boot: int = 2000,
     seed: int = 0,
     confidence: float = 0.95,
+    correction: str = "bh",
 ) -> xr.Dataset:
     """Spearman and partial Spearman (given ``control``) of geometry vs fidelity across runs.
 
@@ -363,15 +371,18 @@ def run_link(
         Seed of the bootstrap.
     confidence : float
         Coverage of the percentile intervals, in (0, 1).
+    correction : {"bh", "holm"}
+        Multiplicity correction of each statistic's q-values over the grid (Benjamini-Hochberg
+        by default).
 
     Returns
     -------
     xr.Dataset
         Dims ``(geometry, fidelity)``: ``spearman`` (rho, :func:`scipy.stats.spearmanr`),
         ``spearman_ci_low``, ``spearman_ci_high`` (percentile bootstrap), ``spearman_p_value``
-        (spearmanr, two-sided), ``spearman_q_value`` (Benjamini-Hochberg over the grid);
+        (spearmanr, two-sided), ``spearman_q_value`` (``correction`` over the grid);
         ``partial_spearman`` (:func:`partial_spearman`), ``partial_ci_low``, ``partial_ci_high``,
-        ``partial_p_value`` (t with ``n - 3`` df), ``partial_q_value`` (BH over the grid);
+        ``partial_p_value`` (t with ``n - 3`` df), ``partial_q_value`` (``correction`` over the grid);
         ``n_runs`` (int). NaN where undefined, with ``attrs["nan_reason_<geometry>_vs_<fidelity>"]``
         (and ``..._partial``).
 
@@ -399,6 +410,7 @@ def run_link(
         raise ValueError(f"runs must have a dim {RUN_DIM!r}; got dims {tuple(runs.dims)}")
     _check_boot(n_boot, seed)
     confidence = _check_confidence(confidence)
+    correction = _check_correction(correction)
     geo = _names_or_default(runs, geometry, schema.geometry_metrics(), "geometry")
     fid = _names_or_default(runs, fidelity, schema.fidelity_metrics(), "fidelity")
     ctl = None if control is None else _metric_names(runs, control, "control")[0]
@@ -417,10 +429,11 @@ def run_link(
     reasons = _gather(arrays, blocks)
     if ctl is None:
         reasons["nan_reason_partial"] = "control=None: no partial correlation"
-    out = _link_dataset(arrays, geo, fid, ctl, confidence)
+    out = _link_dataset(arrays, geo, fid, ctl, confidence, correction)
     out.attrs.update(
         {
             "unit": "run (its final checkpoint)",
+            "correction": correction,
             "control": ctl or "",
             "n_boot": int(n_boot),
             "bootstrap_seed": int(seed),
@@ -729,7 +742,6 @@ def within_cell_link(
     >>> float(w["spearman"].item()) > 0.99   # within cells g and f move together
     True
     """
-    from geomxai.stats._multiplicity import adjust
 
     _check_boot(n_boot, seed)
     confidence = _check_confidence(confidence)

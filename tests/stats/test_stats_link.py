@@ -177,18 +177,28 @@ def test_run_link_statistics_against_references():
     assert float(link["partial_ci_low"].sel(mc)) > 0
 
 
-def test_run_link_q_values_are_bh_over_the_grid():
+@pytest.mark.parametrize(("correction", "method"), [("bh", "fdr_bh"), ("holm", "holm")])
+def test_run_link_q_values_are_the_correction_over_the_grid(correction, method):
     multitest = pytest.importorskip("statsmodels.stats.multitest")
     runs = _study(n=24, seed=4)
-    link = run_link(runs, ["effective_rank", "mean_abs_corr"], ["morf_auc", "lerf_auc"], n_boot=50)
+    link = run_link(
+        runs,
+        ["effective_rank", "mean_abs_corr"],
+        ["morf_auc", "lerf_auc"],
+        n_boot=50,
+        correction=correction,
+    )
+    assert link.attrs["correction"] == correction
     for stat in ("spearman", "partial"):
         p = link[f"{stat}_p_value"].values
         q = link[f"{stat}_q_value"].values
         finite = np.isfinite(p)
         assert np.isnan(q[~finite]).all()
         assert q[finite] == pytest.approx(
-            multitest.multipletests(p[finite], method="fdr_bh")[1], rel=1e-12
+            multitest.multipletests(p[finite], method=method)[1], rel=1e-12
         )
+    with pytest.raises(ValueError, match="correction must be one of"):
+        run_link(runs, "effective_rank", "morf_auc", n_boot=10, correction="bonferroni")
 
 
 def test_bootstrap_interval_contains_the_estimate_and_is_reproducible():
