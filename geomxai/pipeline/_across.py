@@ -210,6 +210,7 @@ def across_results(across: Across) -> xr.Dataset:
             "runs": int(per_setting[-1].sizes.get("run", 0)),
             "compute_s": json.loads(per_setting[-1].attrs.get("wall_time", "{}") or "{}"),
             "hardware": per_setting[-1].attrs.get("hardware", ""),
+            "correction": design.statistics.correction,
         }
     rows: dict[str, dict] = {}
     for claim in CLAIMS:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from geomxai import stats
 from geomxai.report._study import Section, _table_html, fmt_ci, label
 
 FAMILIES = (
@@ -97,10 +98,22 @@ def across_sections(ds: xr.Dataset) -> list[Section]:
                 + [_cell(ds, i, j) for j in range(len(settings))]
             )
         if rows:
-            out.append(Section(title).table(["claim", "metric", *settings], rows))
+            out.append(
+                Section(title).table(["claim", "metric", *settings], rows, _correction(sources))
+            )
     if ds.sizes.get("geometry", 0):
         out.append(geometry_section(ds, settings))
     return out
+
+
+def _correction(sources: dict) -> str:
+    """A verdict table's caption: each setting's correction, within its own family."""
+    said = {}
+    for setting, src in sources.items():
+        said.setdefault(stats.CORRECTION_LABELS[src.get("correction", "bh")], []).append(setting)
+    return "Correction: each setting's calls are corrected within that setting's family, by " + (
+        "; ".join(f"{word} ({', '.join(names)})" for word, names in said.items()) + "."
+    )
 
 
 def _tracked(ds: xr.Dataset, table: str, at: dict) -> str:

@@ -151,6 +151,10 @@ class StudyPage:
             f"{self.confidence:.0%} intervals."
         )
 
+    def grid_correction(self, prefix: str) -> str:
+        """How a link grid's q-values were corrected (older results: always BH)."""
+        return stats.CORRECTION_LABELS[self.ds.attrs.get(f"{prefix}correction", "bh")]
+
     @property
     def confidence(self) -> float:
         return float(self.design.get("statistics", {}).get("confidence", 0.95))
@@ -535,14 +539,14 @@ def link_section(page: StudyPage) -> Section | None:
     ds = page.ds
     if not page.has("link_spearman"):
         return None
-    corr = page.design.get("statistics", {}).get("correction", "bh")
+    corr = page.grid_correction("link_")
     s = Section(
         "Which geometry tracks fidelity across runs, once accuracy is controlled",
         [
             "The unit is a run (its final checkpoint, and whole-run summaries of its dynamics), "
             "over every run of the design. Spearman correlation, and partial Spearman given test "
             "accuracy (a better-trained model may be both more decorrelated and more faithful); "
-            f"{page.confidence:.0%} intervals from a bootstrap over runs; q = Benjamini-Hochberg "
+            f"{page.confidence:.0%} intervals from a bootstrap over runs; q = {corr} "
             "over the whole grid, * where q is below the design's alpha. 'Under the control': "
             "whether the geometry metric stays the same when the feature layer is reparametrised "
             "without changing the function. Pooled over cells, this correlation mostly reflects "
@@ -560,8 +564,8 @@ def link_section(page: StudyPage) -> Section | None:
             "runs",
         ],
         _link_rows(page, "link_", with_control=True),
-        f"Family: the grid of {ds['link_spearman'].size} geometry x fidelity pairs. Correction: Benjamini-Hochberg over the grid"
-        + ("" if corr == "bh" else " (the link's q-values are always BH)"),
+        f"Family: the grid of {ds['link_spearman'].size} geometry x fidelity pairs. "
+        f"Correction: {corr} over the grid.",
     )
     geometry = list(map(str, ds["link_spearman"]["geometry"].values))
     fidelity = list(map(str, ds["link_spearman"]["fidelity"].values))
@@ -612,7 +616,7 @@ def within_cell_section(page: StudyPage) -> Section | None:
             "Each metric ranked within its cell and centred on the cell's mean rank, then "
             "correlated over all runs (cell as a fixed factor): differences between cells cannot "
             "drive it. Partial given test accuracy the same way; intervals from a bootstrap of "
-            f"runs within cells; q = {ds.attrs.get('within_cell_correction', 'bh').upper()} over the grid."
+            f"runs within cells; q = {page.grid_correction('within_cell_')} over the grid."
         ],
     )
     return s.table(
@@ -625,9 +629,8 @@ def within_cell_section(page: StudyPage) -> Section | None:
             "runs",
         ],
         _link_rows(page, "within_cell_", with_control=False),
-        f"Family: the grid of {ds['within_cell_spearman'].size} pairs. Correction: "
-        + ("Holm" if ds.attrs.get("within_cell_correction") == "holm" else "Benjamini-Hochberg")
-        + " over the grid.",
+        f"Family: the grid of {ds['within_cell_spearman'].size} pairs. "
+        f"Correction: {page.grid_correction('within_cell_')} over the grid.",
     )
 
 
@@ -768,22 +771,20 @@ def convergence_section(page: StudyPage) -> Section | None:
     fig, ax = new_figure(7, 4)
     epochs = ds["train_epoch"].values
     for cell in dict.fromkeys(map(str, ds["cell"].values)):
-        curve = ds["curve_test_acc"].where(ds["cell"] == cell, drop=True)
-        means = curve.mean("run").values
-        ax.plot(epochs, means * 100, marker=".", label=plain(cell))
-        final = curve.isel(train_epoch=-1).values
-        final = final[np.isfinite(final)]
-        if final.size:
-            final_means[cell] = float(np.mean(final)) * 100
-        rows.append(
-            [
-                cell,
-                str(final.size),
-                f"{np.mean(final) * 100:.2f}" if final.size else "n/a",
-                f"{np.min(final) * 100:.2f}-{np.max(final) * 100:.2f}" if final.size else "n/a",
-                str(int(ds["flat_from"].sel(flat_cell=cell))) if "flat_from" in ds else "n/a",
-            ]
-        )
+        row = [cell, "n/a", "n/a", "n/a", "n/a"]
+        if page.has("curve_final_mean") and cell in ds["flat_cell"].values:
+            at = ds.sel(flat_cell=cell)
+            ax.plot(epochs, at["curve_mean_test_acc"] * 100, marker=".", label=plain(cell))
+            row[1] = str(int(at["curve_final_n"]))
+            if int(at["curve_final_n"]):
+                final_means[cell] = float(at["curve_final_mean"]) * 100
+                row[2:] = [
+                    f"{final_means[cell]:.2f}",
+                    f"{float(at['curve_final_min']) * 100:.2f}-"
+                    f"{float(at['curve_final_max']) * 100:.2f}",
+                    str(int(at["flat_from"])),
+                ]
+        rows.append(row)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
     ax.xaxis.get_major_locator().set_params(integer=True)
@@ -835,8 +836,10 @@ def verdict_section(page: StudyPage) -> Section | None:
     s = Section(
         "Verdict",
         [
-            f"Each answer with its {page.confidence:.0%} interval. Every call is the corrected one: "
-            "'better' or 'worse' only where the family-adjusted p-value is below "
+            f"Each answer with its {page.confidence:.0%} interval. Every call is the corrected one "
+            f"({stats.CORRECTION_LABELS[st.get('correction', 'bh')]}, within the family of the "
+            "table the claim comes from): 'better' or 'worse' only where the adjusted p-value is "
+            "below "
             f"{st.get('alpha', 0.05):g}; 'not distinguishable after correction' where the interval "
             "excludes 0 but the correction does not let the call stand; 'not distinguishable' "
             "where the interval contains 0 at this seed count (see Power for what it could "
