@@ -2,7 +2,7 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.geomxai-installed
-PROFILE ?= quick
+DESIGN ?= quick
 # Where `make study` writes: a git-ignored folder, so a new clone stays clean. The committed
 # reports/ are regenerated only on purpose: make study REPORTS=reports
 REPORTS ?= out/reports
@@ -27,7 +27,7 @@ browser:
 	bash scripts/install_browser.sh
 
 study: $(STAMP) data
-	$(VENV)/bin/geomxai study --profile $(PROFILE) --runs $(RUNS) --reports $(REPORTS)
+	$(VENV)/bin/geomxai study $(DESIGN) --runs $(RUNS) --reports $(REPORTS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT)
