@@ -67,6 +67,7 @@ __all__ = [
     "read_metrics",
     "read_metrics_file",
     "read_run",
+    "run_name",
     "step_checkpoint_path",
     "steps_per_epoch",
     "training_checkpoints",
@@ -88,6 +89,30 @@ def checkpoint_path(run_dir, epoch: int) -> Path:
     'runs/a/checkpoints/epoch_0003.pt'
     """
     return Path(run_dir) / CHECKPOINT_DIR / f"epoch_{epoch:04d}.pt"
+
+
+def run_name(cell, seed: int) -> str:
+    """The one name of a study's run: ``<cell>-s<seed>``, its run directory's and its results'.
+
+    The study engine names run directories with it and the analysis labels merged runs with it,
+    so a run is found under the same name everywhere.
+
+    Parameters
+    ----------
+    cell : str or object with a ``name``
+        The cell's name (a regime, or a design's cell such as ``dbn-lam0.1``), or the cell.
+    seed : int
+        The run's seed.
+
+    Examples
+    --------
+    >>> run_name("dbn", 0)
+    'dbn-s0'
+    """
+    name = cell if isinstance(cell, str) else getattr(cell, "name", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"cell must be a cell's name or a cell with a name; got {cell!r}")
+    return f"{name}-s{int(seed)}"
 
 
 def list_checkpoints(run_dir, *, missing_ok: bool = True) -> dict[int, Path]:

@@ -34,9 +34,10 @@ GROUPS = ("digits", "layers", "blocks")
 
 
 def _train(dataset: str, regime: str, seed: int) -> Path:
+    from geomxai.rundir import run_name
     from geomxai.train import TrainConfig, train
 
-    out = RUNS / f"{dataset}-{regime}-s{seed}"
+    out = RUNS / f"{dataset}-{run_name(regime, seed)}"
     if (out / "checkpoints").is_dir() and len(list((out / "checkpoints").glob("epoch_*.pt"))) == 3:
         return out
     shutil.rmtree(out, ignore_errors=True)

@@ -19,11 +19,11 @@ from geomxai.pipeline._design import (
     StatisticsSpec,
     find_design,
     load_design,
-    run_name,
     spread_epochs,
 )
 from geomxai.pipeline._stages import ALL, STAGES, run_design
 from geomxai.pipeline._statistics import SCHEMA_VERSION, runs_table, study_statistics
+from geomxai.rundir import run_name
 
 __all__ = [
     "ALL",

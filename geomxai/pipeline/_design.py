@@ -182,11 +182,6 @@ def _plain(value):
     raise TypeError(f"not JSON-able: {type(value).__name__}")
 
 
-def run_name(cell: Cell | str, seed: int) -> str:
-    """The one run name of the package: ``<cell>-s<seed>`` (a run directory and a result file)."""
-    return f"{cell.name if isinstance(cell, Cell) else cell}-s{int(seed)}"
-
-
 def spread_epochs(epochs: Sequence[int]) -> list[int]:
     """About six checkpoints spread over training (roughly doubling gaps, where the curves move
     most) plus the last two, so the final swap rate and saliency stability compare adjacent

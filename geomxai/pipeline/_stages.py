@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from geomxai._lock import DirectoryLock, DirectoryLockedError
-from geomxai.pipeline._design import Cell, Design, run_name, spread_epochs
+from geomxai.pipeline._design import Cell, Design, spread_epochs
 from geomxai.pipeline._statistics import (
     detail_results,
     image_count,
@@ -29,6 +29,7 @@ from geomxai.pipeline._statistics import (
     study_statistics,
     wall_time,
 )
+from geomxai.rundir import run_name
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ import numpy as np
 import xarray as xr
 
 from geomxai import schema, stats
-from geomxai.pipeline._design import Design, run_name
+from geomxai.pipeline._design import Design
+from geomxai.rundir import run_name
 from geomxai.study import control_record, epoch_record, run_record
 
 log = logging.getLogger(__name__)

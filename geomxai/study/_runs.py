@@ -14,7 +14,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from geomxai import schema
-from geomxai.rundir import list_checkpoints, read_run
+from geomxai.rundir import list_checkpoints, read_run, run_name
 from geomxai.study._cache import _cache_folder, analyze_checkpoint
 from geomxai.study._dynamics import add_dynamics
 from geomxai.study._nan import _merge_reasons, _scalar
@@ -347,7 +347,7 @@ def combine_runs(runs: list[xr.Dataset]) -> xr.Dataset:
     merged = xr.combine_by_coords(
         [ds for _, ds in tagged], join="outer", combine_attrs="drop_conflicts"
     )
-    labels = [f"{a['regime']}-s{a['seed']}" for a, _ in tagged]
+    labels = [run_name(a["regime"], a["seed"]) for a, _ in tagged]
     _merge_reasons(merged, [(label, ds) for label, (_, ds) in zip(labels, tagged, strict=True)])
     if len({ds.sizes["epoch"] for _, ds in tagged}) > 1:
         merged.attrs["nan_reason_epochs"] = (
@@ -355,7 +355,8 @@ def combine_runs(runs: list[xr.Dataset]) -> xr.Dataset:
             "does not have"
         )
     merged.attrs["configs"] = json.dumps(
-        {f"{a['regime']}-s{a['seed']}": json.loads(a["config"]) for a, _ in tagged}, sort_keys=True
+        {run_name(a["regime"], a["seed"]): json.loads(a["config"]) for a, _ in tagged},
+        sort_keys=True,
     )
     merged.attrs["dataset"] = tagged[0][0]["dataset"]
     merged.attrs["analysis"] = tagged[0][0]["analysis"]
