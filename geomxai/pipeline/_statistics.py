@@ -304,6 +304,7 @@ def _links(design, runs, lists):
         n_boot=spec.link_n_boot,
         seed=0,
         confidence=spec.confidence,
+        correction=spec.correction,
     )
     within = None
     if spec.within_cell:
@@ -463,9 +464,11 @@ def _learning_curves(design: Design, runs: xr.Dataset) -> xr.Dataset | None:
             v = rows.get(r, {}).get(e)
             if v is not None:
                 values[i, j] = float(v)
-    return xr.Dataset(
+    curves = xr.Dataset(
         {"curve_test_acc": (("run", "train_epoch"), values)}, coords={"train_epoch": epochs}
     )
+    summary = stats.convergence_summary(curves["curve_test_acc"].assign_coords(cell=runs["cell"]))
+    return curves.merge(summary.drop_attrs())
 
 
 def _trials(design: Design) -> xr.Dataset | None:

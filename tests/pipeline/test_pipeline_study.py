@@ -125,6 +125,15 @@ def test_one_command_runs_a_design_end_to_end(tiny_study):
         assert ds["contrasts_verdict"].dims == ("metric", "baseline")
         assert ds["factorial_q_value"].dims == ("metric", "effect")
         assert "within_cell_spearman" in ds and "control_invariant" in ds
+        # The convergence summary is the statistics stage's, per cell, never the report's.
+        cells = ["regular", "sgt", "dbn", "saliencydecor", "sd-lambda0"]
+        assert sorted(ds["flat_cell"].values) == sorted(cells)
+        assert ds["curve_final_n"].values.tolist() == [3] * 5
+        assert set(ds["flat_from"].values) <= set(ds["train_epoch"].values)
+        regular = ds["curve_test_acc"].where(ds["cell"] == "regular", drop=True)
+        assert float(ds["curve_final_mean"].sel(flat_cell="regular")) == pytest.approx(
+            float(regular.isel(train_epoch=-1).mean())
+        )
     page = (out / "index.html").read_text()
     tables = (out / "tables.md").read_text()
     # The setting is generated from the design and the runs: digits, its true counts, cnn2.
@@ -132,6 +141,9 @@ def test_one_command_runs_a_design_end_to_end(tiny_study):
     assert "Model: cnn2; 2 epochs" in tables
     assert "Fashion-MNIST" not in page and "10,000" not in page
     assert "A tiny digits study" in page
+    # Every convergence row has its numbers; every link table names its correction.
+    assert re.search(r"\| regular \| 3 \| \d+\.\d\d \| [\d.]+-[\d.]+ \| \d \|", tables)
+    assert tables.count("Correction: Benjamini-Hochberg (false discovery rate) over the grid") == 2
 
 
 @pytest.mark.slow
