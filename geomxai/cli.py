@@ -100,7 +100,12 @@ def cmd_analyze(args) -> int:
     # Before the analysis, which may take hours, not after it.
     check_writable(out)
     options = {"probe_size": args.probe_size, "layers": args.layers}
-    for flag, value in (("saliency_method", args.saliency_method), ("batch_size", args.batch_size)):
+    for flag, value in (
+        ("saliency_method", args.saliency_method),
+        ("batch_size", args.batch_size),
+        ("reduce", _reduce_option(args.reduce)),
+        ("entanglement_layer", args.entanglement_layer),
+    ):
         if value is not None:
             options[flag] = value
     model_only = {
@@ -136,6 +141,8 @@ def cmd_analyze(args) -> int:
             ),
             num_classes=args.num_classes,
             labels=not args.no_labels,
+    if args.steps is not None and args.checkpoints is None:
+        raise ValueError("--steps goes with --checkpoints (one step per checkpoint file)")
             device=args.device,
             image_size=args.image_size,
             normalize=args.normalize,
@@ -225,6 +232,7 @@ def _own_model(spec: str, model_args):
 
 
 # The numbers a reader looks at first, in this order; those a results file lacks are left out.
+        steps=args.steps,
 HEADLINE = (
     "probe_acc",
     "test_acc",
@@ -234,6 +242,41 @@ HEADLINE = (
     "morf_auc",
     "lerf_auc",
     "fidelity_gap",
+def _reduce_option(values):
+    """``--reduce``: one reduction for every layer (``flatten``, ``mean``, a token index) or
+    ``LAYER=REDUCTION`` pairs, as ``AnalysisOptions.reduce`` takes them (which checks them)."""
+    if not values:
+        return None
+
+    def one(text):
+        text = text.strip()
+        return int(text) if text.lstrip("-").isdigit() else text
+
+    pairs = [v for v in values if "=" in v]
+    if not pairs:
+        if len(values) > 1:
+            raise ValueError(
+                f"--reduce takes one reduction, or LAYER=REDUCTION pairs; got {' '.join(values)}"
+            )
+        return one(values[0])
+    if len(pairs) != len(values):
+        raise ValueError(
+            "--reduce takes one reduction for every layer or LAYER=REDUCTION pairs, not both; "
+            f"got {' '.join(values)}"
+        )
+    return {k.strip(): one(v) for k, v in (p.split("=", 1) for p in pairs)}
+
+
+def _steps_option(text: str) -> list[int]:
+    """``--steps 1,2,3``: whole numbers, comma-separated."""
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--steps takes whole numbers separated by commas (--steps 1,2,3); got {text!r}"
+        ) from None
+
+
     "gini",
     "mask_auroc",
     "saliency_stability",
@@ -414,8 +457,15 @@ def _add_analyze_parser(sub) -> None:
         "--checkpoints",
         metavar="PATTERN",
         help="with --model and --data: the state_dicts of your own training loop, a glob "
-        "('ckpts/*.pt', quoted), a folder or a file; each one's step is the last number in "
-        "its file name",
+        "('ckpts/*.pt', quoted), a folder or a file; each one's step is the number keyed "
+        "epoch or step in its file name (epoch3_acc0.91.pt: 3), else its only number",
+    )
+    p.add_argument(
+        "--steps",
+        type=_steps_option,
+        metavar="N,N,...",
+        help="with --checkpoints: the step (or epoch) of each file, in the order of the sorted "
+        "file names, for names that do not say it",
     )
     p.add_argument("--data", help="dataset for --model: a name or imagefolder:PATH")
     p.add_argument(
@@ -460,6 +510,19 @@ def _add_analyze_parser(sub) -> None:
         "or a head that does not fit the classes",
     )
     p.add_argument("--out", default="results.nc", help="netCDF file to write")
+    p.add_argument(
+        "--reduce",
+        action="append",
+        metavar="R",
+        help="how a layer's output becomes one vector per sample: auto (default: conv maps "
+        "mean-pooled, token 0 of a sequence), mean, max, flatten, cls, token_mean, a token "
+        "index; or LAYER=R, repeatable, per layer",
+    )
+    p.add_argument(
+        "--entanglement-layer",
+        metavar="LAYER",
+        help="the layer gradient entanglement is measured at (default: the feature layer)",
+    )
     cache = p.add_mutually_exclusive_group()
     cache.add_argument(
         "--cache",

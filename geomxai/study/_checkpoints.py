@@ -38,7 +38,9 @@ _STRIPPED_PREFIXES = ("module.", "_orig_mod.")
 """Key prefixes that DataParallel/DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) add."""
 
 _GLOB = re.compile(r"[*?\[]")
-_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+# "epoch3", "epoch=3", "epoch_3", "global_step-120": the key right before a number.
+_KEYED = re.compile(r"(?:^|[^a-z])(epoch|step)s?[=_\-]?$", re.IGNORECASE)
 
 
 def _files(pattern) -> list[Path]:
@@ -61,30 +63,83 @@ def _files(pattern) -> list[Path]:
     return [path]
 
 
-def step_from_name(path) -> int:
-    """The step or epoch in a checkpoint's file name: its last number (``epoch_3.pt`` -> 3,
-    ``ckpt-step=1200.safetensors`` -> 1200).
+def step_from_name(path, index: str = "epoch") -> int:
+    """The step or epoch in a checkpoint's file name.
+
+    A number keyed by ``index`` (``epoch3``, ``epoch=3``, ``step_120``) wins; else the one
+    number keyed by the other of ``epoch`` and ``step``; else the name's only number. Decimals
+    such as the ``0.91`` of ``acc0.91`` are numbers too, never a step.
+
+    Parameters
+    ----------
+    path : path-like
+        The checkpoint file (only its name is read).
+    index : {"epoch", "step"}
+        Which number a name keyed both ways gives (Lightning's ``epoch=3-step=120.ckpt``).
+
+    Returns
+    -------
+    int
 
     Raises
     ------
     ValueError
-        The name holds no number (the message names the fix: give the steps).
+        The name holds no number, or several that no ``epoch``/``step`` key tells apart (the
+        message names the fix: give the steps).
+
+    Examples
+    --------
+    >>> step_from_name("model_epoch3_acc0.91.pt"), step_from_name("ckpt-step=1200.safetensors")
+    (3, 1200)
+    >>> step_from_name("epoch=3-step=120.ckpt"), step_from_name("epoch=3-step=120.ckpt", "step")
+    (3, 120)
+    >>> step_from_name("epoch_0003.pt")
+    3
     """
-    match = _NUMBER.search(Path(path).stem)
-    if match is None:
+    name = Path(path).name
+    stem = Path(path).stem
+    fix = (
+        "give each checkpoint's step: steps=[...] in the order of the sorted file names "
+        "(--steps 1,2,3 on the command line), a mapping {step: checkpoint}, or a list of "
+        "(step, checkpoint) pairs"
+    )
+    found = []  # (key or None, text of the number)
+    for match in _NUMBER.finditer(stem):
+        key = _KEYED.search(stem[: match.start()])
+        found.append((key.group(1).lower() if key else None, match.group(0)))
+    if not found:
         raise ValueError(
-            f"cannot read a step or epoch from the file name {Path(path).name!r} (it holds no "
-            "number); give them: a mapping {step: checkpoint}, a list of (step, checkpoint) "
-            "pairs, or steps=[...]"
+            f"cannot read a step or epoch from the file name {name!r} (it holds no number); {fix}"
         )
-    return int(match.group(1))
+    other = "step" if index == "epoch" else "epoch"
+    for key in (index, other):
+        keyed = {text for k, text in found if k == key}
+        if len(keyed) == 1:
+            text = keyed.pop()
+            if text.isdigit():
+                return int(text)
+            raise ValueError(
+                f"the file name {name!r} gives {key} {text}, not a whole number; {fix}"
+            )
+        if len(keyed) > 1:
+            raise ValueError(
+                f"the file name {name!r} holds several {key} numbers ({', '.join(sorted(keyed))})"
+                f"; {fix}"
+            )
+    if len(found) == 1 and found[0][1].isdigit():
+        return int(found[0][1])
+    numbers = ", ".join(text for _, text in found)
+    raise ValueError(
+        f"cannot tell the step or epoch in the file name {name!r}: it holds the numbers "
+        f"{numbers} and none is keyed by 'epoch' or 'step' (as in epoch3 or step=120); {fix}"
+    )
 
 
 def _is_state(obj) -> bool:
     return isinstance(obj, Mapping) and bool(obj) and all(isinstance(k, str) for k in obj)
 
 
-def _entries(checkpoints, steps) -> list[tuple[int, object]]:
+def _entries(checkpoints, steps, index: str = "epoch") -> list[tuple[int, object]]:
     """``(step, checkpoint)`` pairs in step order from every accepted form."""
     if isinstance(checkpoints, (str, os.PathLike)):
         checkpoints = _files(checkpoints)
@@ -117,7 +172,7 @@ def _entries(checkpoints, steps) -> list[tuple[int, object]]:
                         "checkpoints held in memory carry no step; give a mapping {step: "
                         "state_dict}, a list of (step, state_dict) pairs, or steps=[...]"
                     )
-                pairs.append((step_from_name(item), item))
+                pairs.append((step_from_name(item, index), item))
     else:
         raise TypeError(
             "checkpoints must be a path, a folder, a glob, a list of paths or state_dicts, a "
@@ -275,7 +330,9 @@ def analyze_checkpoints(
           ``.safetensors`` files), one path, or a list of paths: each file a ``.safetensors``
           file or a state_dict saved with ``torch.save`` (read with ``weights_only=True``;
           ``{"state_dict": ...}`` and ``{"model": ...}`` wrappers are unwrapped); the step is
-          the last number in the file name (:func:`step_from_name`) unless ``steps`` is given;
+          read from the file name (:func:`step_from_name`: a number keyed ``epoch``/``step``,
+          else the name's only number; a name it cannot tell apart is refused) unless ``steps``
+          is given;
         - a mapping ``{step: checkpoint}`` or a list of ``(step, checkpoint)`` pairs, where a
           checkpoint is a path or a state_dict held in memory;
         - a list of in-memory state_dicts with ``steps=[...]``.
@@ -286,10 +343,12 @@ def analyze_checkpoints(
         As :func:`~geomxai.study.analyze_model` takes it (the first ``probe_size`` samples are
         the probe, the same at every checkpoint), or a :class:`~geomxai.study.Probe`.
     steps : sequence of int, optional
-        The step (or epoch) of each checkpoint of a plain list.
+        The step (or epoch) of each checkpoint of a plain list, or of each file of a glob or
+        folder in the order of their sorted names.
     index : {"epoch", "step"}
-        What the numbers are. The results' dim is ``epoch`` in both cases (the layout of every
-        results file); ``attrs["checkpoint_index"]`` says which it holds.
+        What the numbers are, and which one a file name keyed both ways gives
+        (``epoch=3-step=120.ckpt``). The results' dim is ``epoch`` in both cases (the layout of
+        every results file); ``attrs["checkpoint_index"]`` says which it holds.
     layers, probe_size, options, transform, labels, device, image_size, normalize
         As :func:`~geomxai.study.analyze_model`. Keyword overrides of ``options``
         (``reduce="flatten"``, ``entanglement_layer="features"``, ``top_k=8``, ...) are
@@ -349,7 +408,7 @@ def analyze_checkpoints(
     if option_overrides:
         options = replace(options, **{k: v for k, v in option_overrides.items() if v is not None})
     _check_per_checkpoint_method(options.saliency_method)
-    entries = _entries(checkpoints, steps)
+    entries = _entries(checkpoints, steps, index)
     first = read_state(entries[0][1])
     probe, data_name, source, pre_attrs = _probe_of(
         data,
