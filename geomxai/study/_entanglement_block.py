@@ -29,7 +29,11 @@ def _entanglement_block(model, probe: Probe, layer: str, options: AnalysisOption
         reasons = dict.fromkeys(names, "the analysis ran with entanglement=False")
     elif layer not in dict(model.named_modules()):
         kind = "layer" if options.entanglement_layer else "feature layer"
-        reasons = dict.fromkeys(names, f"the model has no {kind} named {layer!r}")
+        reasons = dict.fromkeys(
+            names,
+            f"the model has no {kind} named {layer!r}; name the layer to measure it at with "
+            "entanglement_layer= (--entanglement-layer; geomxai layers MODEL lists them)",
+        )
     else:
         from geomxai.attribution import entanglement_of, layer_gradients
         from geomxai.geometry import gradient_metric_geometry, head_geometry

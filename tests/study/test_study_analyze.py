@@ -345,7 +345,9 @@ def test_without_a_feature_layer_entanglement_is_nan_and_says_why_on_the_variabl
     assert list(ds["layer"].values) == ["2"]
     assert np.isfinite(ds["effective_rank"].values).all()
     assert np.isnan(float(ds["entanglement"]))
-    assert ds["entanglement"].attrs["nan_reason"] == "the model has no feature layer named 'body'"
+    reason = ds["entanglement"].attrs["nan_reason"]
+    assert reason.startswith("the model has no feature layer named 'body'")
+    assert "entanglement_layer=" in reason and "--entanglement-layer" in reason
     assert not [k for k in ds.attrs if k.startswith("nan_reason")]
 
 
