@@ -11,8 +11,8 @@
 
 Every consumer (the trainer when it resumes, the analysis, notebooks, analysis scripts) reads it
 through this module, so they agree on what a run holds. A leaf module: it imports no part of
-geomxai, so reading a run directory loads no trainer. The writing side (appending metrics,
-resume checks) stays with the trainer.
+geomxai but the leaf validator of typed values (when a file is read), so reading a run directory
+loads no trainer. The writing side (appending metrics, resume checks) stays with the trainer.
 
 Tolerance, the same everywhere: a last ``metrics.jsonl`` line that is not valid JSON is a line a
 crash cut short while it was being appended, and is skipped; an invalid line before the last
@@ -34,6 +34,7 @@ import logging
 import math
 import re
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -279,9 +280,12 @@ def read_metrics(run_dir) -> list[dict[str, Any]]:
 def read_metrics_file(path) -> list[dict[str, Any]]:
     """The rows of one metrics file (a run's ``metrics.jsonl``, or a study's copy of it), read
     as :func:`read_metrics` reads them; ``[]`` when the file does not exist."""
+    from geomxai._checks import Interval  # a leaf too; imported when a file is read
+
     path = Path(path)
     if not path.is_file():
         return []
+    epoch_ok = Interval(Integral, 0, None)
     lines = [(i, line) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
     rows = []
     for k, (number, line) in enumerate(lines):
@@ -299,7 +303,7 @@ def read_metrics_file(path) -> list[dict[str, Any]]:
                 f"{str(path)!r} line {number} must be a JSON object; got {type(row).__name__}"
             )
         epoch = row.get("epoch", 0)
-        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        if not epoch_ok.accepts(epoch):
             raise ValueError(
                 f"{str(path)!r} line {number}: its 'epoch' must be a non-negative integer; got "
                 f"{json.dumps(epoch)[:40]}, so this file was damaged or edited. Fix or remove "
@@ -321,10 +325,13 @@ def read_config(run_dir) -> dict[str, Any]:
         that is not a string or a ``seed`` that is not an integer (the fields every reader
         labels results with); the message names the file.
     """
+    from geomxai._checks import Interval  # a leaf too; imported when a file is read
+
     run_dir = Path(run_dir)
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise _not_a_run(run_dir, f"{CONFIG_FILE} in {str(run_dir)!r}")
+    integer = Interval(Integral, None, None)
     try:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -335,7 +342,7 @@ def read_config(run_dir) -> dict[str, Any]:
         value = config.get(key)
         if key not in config and not required:
             continue
-        if not isinstance(value, kind) or isinstance(value, bool):
+        if not (integer.accepts(value) if kind is int else isinstance(value, kind)):
             got = "nothing" if key not in config else json.dumps(value)[:40]
             raise ValueError(
                 f"{str(path)!r}: its {key!r} must be {name}; got {got}, so the file was edited "

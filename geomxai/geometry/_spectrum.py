@@ -8,11 +8,13 @@ spectrum over a fixed rank window, weighted by 1/k).
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Literal
 
 import numpy as np
 import xarray as xr
 
+from geomxai._checks import Interval, check
 from geomxai._finite import DEAD_UNIT_TOL, live_units
 from geomxai.geometry._input import Features, as_features, covariance_eigenvalues
 
@@ -131,12 +133,9 @@ def _check_fit_range(fit_range, *, name: str = "fit_range") -> tuple[int, int | 
         raise ValueError(
             f"{name} must be a pair (lo, hi) of 1-based ranks; got {name}={fit_range!r}"
         ) from None
-    if isinstance(lo, bool) or not isinstance(lo, (int, np.integer)) or lo < 1:
-        raise ValueError(f"{name}[0] must be a 1-based rank >= 1; got {name}={fit_range!r}")
-    if hi is not None and (
-        isinstance(hi, bool) or not isinstance(hi, (int, np.integer)) or hi < lo
-    ):
-        raise ValueError(f"{name}[1] must be None or a rank >= {name}[0]; got {name}={fit_range!r}")
+    # Ranks are 1-based: the first eigenvalue is rank 1.
+    check(lo, f"{name}[0]", Interval(Integral, 1, None))
+    check(hi, f"{name}[1]", None, Interval(Integral, lo, None))
     return int(lo), None if hi is None else int(hi)
 
 

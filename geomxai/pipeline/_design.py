@@ -13,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
+from geomxai._checks import Interval
 from geomxai._fs import check_path_component
 from geomxai._hints import close_matches, did_you_mean
 
@@ -290,13 +291,13 @@ class _Table:
 
     def integer(self, key, default: int, *, low: int = 0) -> int:
         value = self.raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if not Interval(Integral, low, None).accepts(value):
             self.fail(key, f"must be an integer >= {low}; got {value!r}")
         return value
 
     def fraction(self, key, default: float) -> float:
         value = self.raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        if not Interval(Real, 0, 1, closed="neither").accepts(value):
             self.fail(key, f"must be a number in (0, 1); got {value!r}")
         return float(value)
 
@@ -316,7 +317,7 @@ def _seeds(study: _Table) -> tuple[int, ...]:
     if (
         not isinstance(seeds, list)
         or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in seeds)
+        or not all(Interval(Integral, 0, 2**32 - 1).accepts(s) for s in seeds)
     ):
         study.fail("seeds", f"must be a non-empty list of integers in [0, 2**32); got {seeds!r}")
     if len(set(seeds)) < len(seeds):
@@ -528,11 +529,7 @@ def _statistics(path: Path, raw, cells: tuple[Cell, ...]) -> StatisticsSpec:
                     inner.fail(
                         contrast, f"is not one of the power contrasts ({', '.join(contrasts)})"
                     )
-                if (
-                    isinstance(value, bool)
-                    or not isinstance(value, (int, float))
-                    or not math.isfinite(value)
-                ):
+                if not Interval(Real, None, None).accepts(value):
                     inner.fail(contrast, f"must be a finite number; got {value!r}")
                 clean.setdefault(metric, {})[contrast] = float(value)
         values.update(
@@ -557,12 +554,12 @@ def _paper(path: Path, raw, cells: tuple[Cell, ...]) -> dict:
         if metric is None:
             t.fail("metric", "is missing: the geomxai metric the paper's numbers are of")
         scale = t.get("scale", 1.0)
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        if not Interval(Real, 0, None, closed="neither").accepts(scale):
             t.fail("scale", f"must be a positive number; got {scale!r}")
         values = _Table(path, f"paper.{key}.values", t.get("values"))
         _cell_refs(values, "values", list(values.raw), names)
         for cell, v in values.raw.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            if not Interval(Real, None, None).accepts(v):
                 values.fail(cell, f"must be a finite number; got {v!r}")
         out[key] = {
             "metric": metric,

@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
+from numbers import Integral
 
 import numpy as np
 import xarray as xr
 from scipy import stats
 
 from geomxai import schema
+from geomxai._checks import Interval, check
 from geomxai.stats._multiplicity import CORRECTION_LABELS, _check_correction, adjust
 from geomxai.stats._runs import RUN_DIM, _check_confidence, _metric_names
 from geomxai.stats._tinterval import _gather, _grid
@@ -152,10 +154,8 @@ def _partial_p(r: float, n: int) -> float:
 
 
 def _check_boot(n_boot, seed) -> None:
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive integer; got n_boot={n_boot!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int; got seed={seed!r}")
+    check(n_boot, "n_boot", Interval(Integral, 1, None))
+    check(seed, "seed", Interval(Integral, None, None))
 
 
 def _names_or_default(runs, requested, defaults, kind) -> list[str]:
@@ -608,8 +608,7 @@ def within_run_link(
         raise ValueError(
             f"per_epoch must have exactly dims ({RUN_DIM!r}, 'epoch'); got {tuple(per_epoch.dims)}"
         )
-    if isinstance(min_epoch, bool) or not isinstance(min_epoch, (int, np.integer)):
-        raise TypeError(f"min_epoch must be an int; got {min_epoch!r}")
+    check(min_epoch, "min_epoch", Interval(Integral, None, None))
     _check_boot(n_boot, seed)
     confidence = _check_confidence(confidence)
     geo = _epoch_names(per_epoch, geometry, schema.geometry_metrics(), "geometry")

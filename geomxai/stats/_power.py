@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from numbers import Real
 
 import numpy as np
 import xarray as xr
 from scipy import optimize, special, stats
 
+from geomxai._checks import Interval, check
 from geomxai._hints import did_you_mean
 from geomxai.stats._contrasts import _contrast_name, _per_seed, _regimes_of
 from geomxai.stats._runs import EFFECTS, _metric_names, _real, _Runs
@@ -242,8 +244,7 @@ def power_analysis(
     r = _Runs(runs)
     names = _metric_names(runs, metrics)
     for label, v in (("alpha", alpha), ("power", power)):
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 < v < 1:
-            raise ValueError(f"{label} must be a float in (0, 1); got {label}={v!r}")
+        check(v, label, Interval(Real, 0, 1, closed="neither"))
     known = set(r.regime.tolist())
     cnames = _power_contrasts(contrasts, known)
     lookup = _stated_lookup(stated, cnames, names)

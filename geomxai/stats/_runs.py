@@ -23,10 +23,12 @@ An ``xr.Dataset`` with one dim ``run`` and
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from numbers import Real
 
 import numpy as np
 import xarray as xr
 
+from geomxai._checks import Interval, check
 from geomxai._hints import did_you_mean
 
 RUN_DIM = "run"
@@ -264,11 +266,7 @@ def _metric_names(runs: xr.Dataset, metrics, kind: str = "metrics") -> list[str]
 
 
 def _check_confidence(confidence) -> float:
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float, np.floating)):
-        raise TypeError(f"confidence must be a float in (0, 1); got {confidence!r}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1); got confidence={confidence}")
-    return float(confidence)
+    return float(check(confidence, "confidence", Interval(Real, 0, 1, closed="neither")))
 
 
 def _cell_label(regime: str, weight: float | None) -> str:

@@ -16,6 +16,7 @@ import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from numbers import Integral
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from geomxai import schema
+from geomxai._checks import Interval, check
 from geomxai.study._measure import measure
 from geomxai.study._nan import _scalar
 from geomxai.study._options import AnalysisOptions
@@ -183,7 +185,7 @@ def _entries(checkpoints, steps, index: str = "epoch") -> list[tuple[int, object
         raise ValueError("steps= goes with a plain list of checkpoints, not with given steps")
     out = []
     for step, ckpt in pairs:
-        if isinstance(step, bool) or not hasattr(step, "__index__"):
+        if not Interval(Integral, None, None).accepts(step):
             raise TypeError(f"a checkpoint's step must be an int; got {step!r}")
         out.append((int(step.__index__()), ckpt))
     if not out:
@@ -399,8 +401,7 @@ def analyze_checkpoints(
     """
     if index not in ("epoch", "step"):
         raise ValueError(f"index must be 'epoch' or 'step'; got index={index!r}")
-    if not isinstance(labels, bool):
-        raise TypeError(f"labels must be True or False; got labels={labels!r}")
+    check(labels, "labels", bool)
     if options is None:
         if isinstance(layers, str):
             layers = (layers,)

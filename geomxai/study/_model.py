@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import replace
+from numbers import Integral
 
 import xarray as xr
 
+from geomxai._checks import Interval, check
 from geomxai.study._measure import measure
 from geomxai.study._options import AnalysisOptions
 from geomxai.study._provenance import stamp
@@ -121,10 +123,8 @@ def analyze_model(
     from geomxai.study._probe import ProbeSizeWarning, warn_probe, widths_of
     from geomxai.study._progress import model_progress
 
-    if not isinstance(labels, bool):
-        raise TypeError(f"labels must be True or False; got labels={labels!r}")
-    if num_classes is not None and (isinstance(num_classes, bool) or num_classes < 1):
-        raise ValueError(f"num_classes must be a positive int; got num_classes={num_classes!r}")
+    check(labels, "labels", bool)
+    check(num_classes, "num_classes", Interval(Integral, 1, None), None)
     if options is None:
         if isinstance(layers, str):
             layers = (layers,)

@@ -6,10 +6,12 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from numbers import Integral
 
 import numpy as np
 import torch
 
+from geomxai._checks import Interval
 from geomxai.study._saliency_method import (
     _callable_origin,
     _check_saliency_kwargs,
@@ -254,7 +256,7 @@ def _check_reduce_option(reduce):
     def one(value, where):
         if isinstance(value, str) and value in REDUCTIONS:
             return value
-        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if Interval(Integral, None, None).accepts(value):
             return int(value)
         raise ValueError(
             f"{where} must be one of {', '.join(REDUCTIONS)} or a token index (int); got {value!r}"

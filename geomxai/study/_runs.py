@@ -7,6 +7,7 @@ import json
 import math
 import warnings
 from dataclasses import replace
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from geomxai import schema
+from geomxai._checks import Interval
 from geomxai.rundir import list_checkpoints, read_run, run_name
 from geomxai.study._cache import _cache_folder, analyze_checkpoint
 from geomxai.study._dynamics import add_dynamics
@@ -103,7 +105,7 @@ def analyze_run(
     if option_overrides:
         options = replace(options, **{k: v for k, v in option_overrides.items() if v is not None})
     _check_per_checkpoint_method(options.saliency_method)
-    if not isinstance(workers, (int, np.integer)) or isinstance(workers, bool) or workers < 1:
+    if not Interval(Integral, 1, None).accepts(workers):
         raise ValueError(
             f"workers (--workers) must be a positive integer (1: serial); got workers={workers!r}"
         )

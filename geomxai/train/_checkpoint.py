@@ -11,11 +11,13 @@ import pickle
 import shutil
 import zipfile
 from collections.abc import Mapping
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from geomxai._checks import Interval
 from geomxai._fs import naming_errors, write_atomic
 
 FORMAT = "geomxai-checkpoint"
@@ -26,6 +28,10 @@ VERSION = 1
 _ZIP_MAGIC = b"PK\x03\x04"
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 _PICKLE_MAGIC = b"\x80"  # PROTO, then the protocol (2 to 5)
+
+# A bool is not an integer here either, although Python counts True as 1: one rule, the package's.
+_INTEGER = Interval(Integral, None, None)
+_POSITIVE = Interval(Integral, 1, None)
 
 _LOAD_KEYS = {"config": dict, "model_spec": dict, "model": Mapping}
 """What :func:`load_checkpoint` needs, and the type each entry must have."""
@@ -181,7 +187,7 @@ def read_checkpoint(path, *, map_location="cpu") -> dict[str, Any]:
             "or use `geomxai analyze --model torchvision:NAME --weights FILE`"
         )
     version = payload.get("version", 0)
-    if not isinstance(version, int) or isinstance(version, bool):
+    if not _INTEGER.accepts(version):
         raise CheckpointError(
             f"{str(path)!r}: its checkpoint version must be an integer; got {version!r}"
         )
@@ -247,7 +253,7 @@ def check_payload(payload: dict[str, Any], path, keys=None) -> dict[str, Any]:
                 "`geomxai train` has one, so this file was written or edited by other code"
             )
         value = payload[key]
-        wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+        wrong = not (_INTEGER.accepts(value) if kind is int else isinstance(value, kind))
         if not wrong and key == "model":
             wrong = not all(
                 isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
@@ -269,7 +275,7 @@ def _spec_model(spec: dict, path):
 
     for key in ("in_channels", "num_classes", "image_size"):
         value = spec.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not _POSITIVE.accepts(value):
             raise CheckpointError(
                 f"{str(path)!r}: its model_spec cannot be built: {key} must be a positive integer; got "
                 f"{value!r}, so the file was edited or damaged; use a checkpoint written by "
@@ -323,11 +329,12 @@ def check_weights(spec: dict, weights: Mapping, path) -> None:
 
 
 def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return _INTEGER.accepts(value)
 
 
 def _plain_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    # Any float, NaN and inf included: a diverged epoch records them.
+    return isinstance(value, float) or _INTEGER.accepts(value)
 
 
 def check_metrics_entry(payload: dict[str, Any], path, epoch: int) -> dict[str, Any] | None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sys
 from dataclasses import dataclass, fields
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
+from geomxai._checks import Interval
 from geomxai._fill import TRAINING_FILLS
 from geomxai._hints import close_matches, did_you_mean
 from geomxai.train._masking import MASK_BY
@@ -294,18 +295,18 @@ def _check_types(config: TrainConfig) -> None:
             continue
         if kind == "bool":
             ok = isinstance(value, bool)
+        # Python's own int and float (the config is written as JSON), by the package's one
+        # rule for numbers: a bool is not one, a float is finite.
         elif kind == "int":
-            ok = isinstance(value, int) and not isinstance(value, bool)
+            ok = isinstance(value, int) and Interval(Integral, None, None).accepts(value)
         elif kind == "float":
-            ok = (
-                isinstance(value, (int, float))
-                and not isinstance(value, bool)
-                and math.isfinite(value)
-            )
+            ok = isinstance(value, (int, float)) and Interval(Real, None, None).accepts(value)
         elif kind == "str":
             ok = isinstance(value, str)
         elif kind == "int|str":
-            ok = isinstance(value, (int, str)) and not isinstance(value, bool)
+            ok = isinstance(value, str) or (
+                isinstance(value, int) and Interval(Integral, None, None).accepts(value)
+            )
         else:  # pragma: no cover - a new field type must be added above
             raise TypeError(f"TrainConfig.{f.name} has an unchecked type {declared}")
         if not ok:

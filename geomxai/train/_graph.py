@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from numbers import Integral
 
 import torch
 
+from geomxai._checks import Interval, check
 from geomxai.models import FeatureModel
 from geomxai.train._config import TrainConfig
 from geomxai.train._step import train_step
@@ -169,8 +171,7 @@ class StaticStep:
         warmup: int = 3,
         step: Callable[..., torch.Tensor] = train_step,
     ):
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
-            raise ValueError(f"warmup must be an int of at least 1; got warmup={warmup!r}")
+        check(warmup, "warmup", Interval(Integral, 1, None))
         params = list(params)
         if capture:
             _check_capturable(optimizer, params)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import math
+from numbers import Real
 from pathlib import Path
 from typing import Any
+
+from geomxai._checks import Interval
 
 
 def log_epoch(log_dir, epoch: int, metrics: dict[str, Any]) -> Path:
@@ -30,9 +32,8 @@ def log_epoch(log_dir, epoch: int, metrics: dict[str, Any]) -> Path:
     writer = SummaryWriter(log_dir=str(log_dir))
     try:
         for name, value in metrics.items():
-            if name == "epoch" or isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            if math.isfinite(value):
+            # A finite number, not a bool: a NaN or inf epoch has nothing to plot.
+            if name != "epoch" and Interval(Real, None, None).accepts(value):
                 writer.add_scalar(f"metrics/{name}", float(value), int(epoch))
         writer.flush()
     finally:

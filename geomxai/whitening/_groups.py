@@ -86,7 +86,7 @@ def check_iters(iters: int | str, *, name: str = "iters") -> int | str:
     the parameter the ``ValueError`` names."""
     if isinstance(iters, str) and iters == "auto":
         return "auto"
-    if isinstance(iters, bool) or not isinstance(iters, Integral) or iters < 1:
+    if not Interval(Integral, 1, None).accepts(iters):
         raise ValueError(
             f"{name} must be an int of at least 1 or 'auto' (the static Newton-Schulz count "
             f"that makes it ZCA); got {name}={iters!r}"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from numbers import Real
+from numbers import Integral, Real
 
 import torch
 from torch import nn
 
+from geomxai._checks import Interval, check
 from geomxai.whitening._groups import (
     STATS_DTYPE,
     GroupLayout,
@@ -114,17 +115,9 @@ class GroupWhitening(nn.Module):
         iters: int | str = 5,
     ):
         super().__init__()
-        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 2:
-            raise ValueError(
-                f"num_features must be an int of at least 2; got num_features={num_features!r}"
-            )
+        check(num_features, "num_features", Interval(Integral, 2, None))
         layout = resolve_groups(num_features, group_size)
-        if momentum is not None and (
-            isinstance(momentum, bool)
-            or not isinstance(momentum, Real)
-            or not 0.0 < momentum <= 1.0
-        ):
-            raise ValueError(f"momentum must lie in (0, 1] or be None; got momentum={momentum!r}")
+        check(momentum, "momentum", Interval(Real, 0, 1, closed="right"), None)
         self.num_features = num_features
         self.group_size = layout.group_size
         self.eps = check_eps(eps)

@@ -233,7 +233,9 @@ def test_unknown_metric_is_named():
 
 
 def test_confidence_is_validated():
-    with pytest.raises(ValueError, match="confidence must lie in"):
+    with pytest.raises(
+        ValueError, match=r"confidence must be a finite number in \(0, 1\); got confidence=1.5"
+    ):
         factorial_effects(_runs(), "test_acc", confidence=1.5)
 
 

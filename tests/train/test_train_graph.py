@@ -345,7 +345,7 @@ def test_the_static_step_refuses_a_batch_of_another_shape():
     step(x, y)
     with pytest.raises(ValueError, match=r"one shape; got images of shape \(8, 1, 8, 8\)"):
         step(x[:8], y[:8])
-    with pytest.raises(ValueError, match="warmup must be an int of at least 1"):
+    with pytest.raises(ValueError, match="warmup must be a positive integer; got warmup=0"):
         StaticStep(TrainForward(model), model, opt, config=config, params=params, warmup=0)
 
 

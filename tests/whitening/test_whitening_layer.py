@@ -239,12 +239,14 @@ def test_constructor_validates_its_arguments():
     ):
         GroupWhitening(8, group_size=4, method="svd")
     with pytest.raises(
-        ValueError, match=r"momentum must lie in \(0, 1\] or be None; got momentum=0"
+        ValueError, match=r"momentum must be a finite number in \(0, 1\] or None; got momentum=0"
     ):
         GroupWhitening(8, group_size=4, momentum=0)
     with pytest.raises(ValueError, match="eps must be"):
         GroupWhitening(8, group_size=4, eps=-1.0)
-    with pytest.raises(ValueError, match="num_features must be an int of at least 2"):
+    with pytest.raises(
+        ValueError, match="num_features must be an integer >= 2; got num_features=1"
+    ):
         GroupWhitening(1, group_size=None)
     layer = GroupWhitening(8, group_size=4)
     with pytest.raises(ValueError, match="has 6 features on dim 1 but 8 were expected"):
