@@ -74,6 +74,8 @@ def cmd_study(args) -> int:
     from geomxai.pipeline import ALL, run_study
 
     design = args.design or args.profile or "quick"
+    if args.plan:
+        return _study_plan(design, args)
     stages = args.stage or list(ALL)
     if "all" in stages:
         stages = list(ALL)
@@ -87,6 +89,29 @@ def cmd_study(args) -> int:
     )
     if out is not None:
         print(f"{'report' if str(out).endswith('.html') else 'results'}: {out}")
+    return 0
+
+
+def _study_plan(design, args) -> int:
+    """``geomxai study DESIGN --plan``: the design checked whole and each run's state, printed."""
+    from geomxai.pipeline import Across, open_study, run_status
+
+    study = open_study(design, overrides=args.set, runs_root=args.runs, reports_root=args.reports)
+    if isinstance(study, Across):
+        print(f"{study.name}: compares {', '.join(map(str, study.designs))}")
+        return 0
+    rows = run_status(study, args.seeds)
+    print(
+        f"{study.name} ({study.source}): {len(rows)} runs; runs in {study.runs_dir}, "
+        f"results in {study.out_dir}"
+    )
+    width = max(len(r["run"]) for r in rows)
+    for r in rows:
+        print(f"  {r['run']:<{width}}  {r['status']:<11}  {r['trained']}/{r['epochs']} epochs")
+    counts = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    print("  " + ", ".join(f"{n} {status}" for status, n in counts.items()))
     return 0
 
 
@@ -116,6 +141,8 @@ def cmd_analyze(args) -> int:
         "--probe-split": args.probe_split,
         "--model-arg": args.model_arg,
     }
+    if args.steps is not None and args.checkpoints is None:
+        raise ValueError("--steps goes with --checkpoints (one step per checkpoint file)")
     if args.checkpoints is not None:
         results = _analyze_checkpoints_command(args, options)
     elif args.model:
@@ -141,8 +168,6 @@ def cmd_analyze(args) -> int:
             ),
             num_classes=args.num_classes,
             labels=not args.no_labels,
-    if args.steps is not None and args.checkpoints is None:
-        raise ValueError("--steps goes with --checkpoints (one step per checkpoint file)")
             device=args.device,
             image_size=args.image_size,
             normalize=args.normalize,
@@ -207,6 +232,7 @@ def _analyze_checkpoints_command(args, options: dict):
         _own_model(args.model, args.model_arg),
         args.checkpoints,
         args.data,
+        steps=args.steps,
         options=AnalysisOptions(**{**options, "layers": layers}),
         labels=not args.no_labels,
         device=args.device,
@@ -216,32 +242,6 @@ def _analyze_checkpoints_command(args, options: dict):
     return combine_runs([run])
 
 
-def _own_model(spec: str, model_args):
-    """``spec`` as it is, or for ``path/to/file.py:ClassName`` the module it builds (the file is
-    imported here, on this explicit request only); ``--model-arg`` goes with such a spec."""
-    from geomxai.study import is_model_file, parse_model_args, resolve_model
-
-    if not is_model_file(spec):
-        if model_args:
-            raise ValueError(
-                f"--model-arg goes with --model path/to/file.py:ClassName; --model {spec} takes "
-                "none"
-            )
-        return spec
-    return resolve_model(spec, model_args=parse_model_args(model_args))
-
-
-# The numbers a reader looks at first, in this order; those a results file lacks are left out.
-        steps=args.steps,
-HEADLINE = (
-    "probe_acc",
-    "test_acc",
-    "effective_rank",
-    "mean_abs_corr",
-    "entanglement",
-    "morf_auc",
-    "lerf_auc",
-    "fidelity_gap",
 def _reduce_option(values):
     """``--reduce``: one reduction for every layer (``flatten``, ``mean``, a token index) or
     ``LAYER=REDUCTION`` pairs, as ``AnalysisOptions.reduce`` takes them (which checks them)."""
@@ -277,6 +277,31 @@ def _steps_option(text: str) -> list[int]:
         ) from None
 
 
+def _own_model(spec: str, model_args):
+    """``spec`` as it is, or for ``path/to/file.py:ClassName`` the module it builds (the file is
+    imported here, on this explicit request only); ``--model-arg`` goes with such a spec."""
+    from geomxai.study import is_model_file, parse_model_args, resolve_model
+
+    if not is_model_file(spec):
+        if model_args:
+            raise ValueError(
+                f"--model-arg goes with --model path/to/file.py:ClassName; --model {spec} takes "
+                "none"
+            )
+        return spec
+    return resolve_model(spec, model_args=parse_model_args(model_args))
+
+
+# The numbers a reader looks at first, in this order; those a results file lacks are left out.
+HEADLINE = (
+    "probe_acc",
+    "test_acc",
+    "effective_rank",
+    "mean_abs_corr",
+    "entanglement",
+    "morf_auc",
+    "lerf_auc",
+    "fidelity_gap",
     "gini",
     "mask_auroc",
     "saliency_stability",
@@ -378,13 +403,16 @@ def check_layout(results, where) -> None:
     """Refuse a results file of another layout than :data:`geomxai.schema.SCHEMA_VERSION`,
     naming its version and the fix (a report of it would silently lack sections).
 
-    A file without ``schema_version`` is let through: the analyses do not all write it yet.
+    A file without ``schema_version`` was written before layouts were numbered: layout 1. An
+    older layout raises :class:`geomxai.report.ResultsVersionError` (a ValueError).
     """
+    from geomxai.report import ResultsVersionError
     from geomxai.schema import SCHEMA_VERSION
 
     version = results.attrs.get("schema_version")
-    if version is None:
-        return
+    unnumbered = version is None
+    if unnumbered:
+        version = 1
     try:
         version = int(version)
     except (TypeError, ValueError):
@@ -393,8 +421,10 @@ def check_layout(results, where) -> None:
             "geomxai (geomxai analyze, or geomxai study DESIGN --stage statistics)"
         ) from None
     if version < SCHEMA_VERSION:
-        raise ValueError(
-            f"{str(where)!r} has results layout {version}, written by an older geomxai; this one "
+        raise ResultsVersionError(
+            f"{str(where)!r} has results layout {version}"
+            + (" (no schema_version)" if unnumbered else "")
+            + ", written by an older geomxai; this one "
             f"reads layout {SCHEMA_VERSION}: rebuild the file with this version (geomxai analyze "
             "again, or geomxai study DESIGN --stage statistics for a study)"
         )
@@ -486,6 +516,19 @@ def _add_analyze_parser(sub) -> None:
     )
     p.add_argument("--batch-size", type=int, help="samples per forward/backward pass (256)")
     p.add_argument(
+        "--reduce",
+        action="append",
+        metavar="R",
+        help="how a layer's output becomes one vector per sample: auto (default: conv maps "
+        "mean-pooled, token 0 of a sequence), mean, max, flatten, cls, token_mean, a token "
+        "index; or LAYER=R, repeatable, per layer",
+    )
+    p.add_argument(
+        "--entanglement-layer",
+        metavar="LAYER",
+        help="the layer gradient entanglement is measured at (default: the feature layer)",
+    )
+    p.add_argument(
         "--image-size",
         type=int,
         help="--model: image side (imagefolder:/caltech101 load at it; default 64, or a timm "
@@ -510,19 +553,6 @@ def _add_analyze_parser(sub) -> None:
         "or a head that does not fit the classes",
     )
     p.add_argument("--out", default="results.nc", help="netCDF file to write")
-    p.add_argument(
-        "--reduce",
-        action="append",
-        metavar="R",
-        help="how a layer's output becomes one vector per sample: auto (default: conv maps "
-        "mean-pooled, token 0 of a sequence), mean, max, flatten, cls, token_mean, a token "
-        "index; or LAYER=R, repeatable, per layer",
-    )
-    p.add_argument(
-        "--entanglement-layer",
-        metavar="LAYER",
-        help="the layer gradient entanglement is measured at (default: the feature layer)",
-    )
     cache = p.add_mutually_exclusive_group()
     cache.add_argument(
         "--cache",
@@ -559,6 +589,12 @@ def build_parser() -> argparse.ArgumentParser:
         "report); `runs` trains and analyses run by run and may run in several processes",
     )
     p.add_argument("--seeds", type=int, nargs="+", help="only these seeds of the design")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="check the design whole and print each run's state (to do, in progress, trained, "
+        "analysed); run nothing",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a train field")
     p.add_argument("--runs", help="put run directories under RUNS/NAME (default: the design's)")
     p.add_argument(

@@ -21,7 +21,7 @@ from geomxai.pipeline._design import (
     load_design,
     spread_epochs,
 )
-from geomxai.pipeline._stages import ALL, STAGES, run_design
+from geomxai.pipeline._stages import ALL, STAGES, run_design, run_status
 from geomxai.pipeline._statistics import SCHEMA_VERSION, runs_table, study_statistics
 from geomxai.rundir import run_name
 
@@ -31,6 +31,7 @@ __all__ = [
     "across_results",
     "is_across",
     "load_across",
+    "open_study",
     "run_across",
     "SCHEMA_VERSION",
     "STAGES",
@@ -43,6 +44,7 @@ __all__ = [
     "load_design",
     "run_design",
     "run_name",
+    "run_status",
     "run_study",
     "runs_table",
     "spread_epochs",
@@ -77,20 +79,33 @@ def run_study(
     -------
     The last stage's output: the report's ``index.html`` for a whole study.
     """
+    loaded = open_study(design, overrides=overrides, runs_root=runs_root, reports_root=reports_root)
+    if isinstance(loaded, Across):  # a comparison of studies: their results, no stage of its own
+        return run_across(loaded)
+    return run_design(loaded, stages=stages, seeds=seeds)
+
+
+def open_study(design="quick", *, overrides=None, runs_root=None, reports_root=None):
+    """The :class:`Design` (or :class:`Across`) that :func:`run_study` would run, loaded and
+    validated whole, with its overrides and roots applied; nothing is trained or written.
+
+    >>> open_study("quick").name
+    'quick'
+    """
     from pathlib import Path
 
     from geomxai._fs import check_nonempty_path
     from geomxai.train import parse_override
 
     found = find_design(design)
-    if is_across(found):  # a comparison of studies: their results, no stage of its own
+    if is_across(found):
         root = (
             None if reports_root is None else Path(check_nonempty_path(reports_root, "--reports"))
         )
         across = load_across(found)
-        return run_across(load_across(found, out_dir=None if root is None else root / across.name))
+        return load_across(found, out_dir=None if root is None else root / across.name)
     name = load_design(found).name
-    loaded = load_design(
+    return load_design(
         found,
         overrides=dict(parse_override(o) for o in overrides or []),
         runs_dir=None
@@ -100,4 +115,3 @@ def run_study(
         if reports_root is None
         else Path(check_nonempty_path(reports_root, "reports_root (--reports)")) / name,
     )
-    return run_design(loaded, stages=stages, seeds=seeds)

@@ -177,6 +177,43 @@ def _probe_and_options(design: Design, train: dict):
     return make_probe(train.get("dataset", "fashion-mnist"), options.probe_size), options
 
 
+def run_status(design: Design, seeds: Sequence[int] | None = None) -> list[dict]:
+    """Where each planned run stands, without training, analysing or locking anything.
+
+    Returns one dict per (cell, seed) of :meth:`Design.plan`: ``run`` (its name), ``cell``,
+    ``seed``, ``epochs`` (planned), ``trained`` (the last epoch checkpointed, 0 when none) and
+    ``status``: "analysed" (its per-run result exists), "trained" (every epoch checkpointed, not
+    analysed), "in progress" (some epochs), or "to do".
+    """
+    from geomxai.rundir import read_run
+
+    rows = []
+    for cell, seed in design.plan(seeds):
+        name = run_name(cell, seed)
+        planned = int(design.config(cell, seed).epochs)
+        try:
+            trained = max(read_run(design.runs_dir / name).checkpoints, default=0)
+        except (FileNotFoundError, ValueError):
+            trained = 0
+        if _result_path(design, name).is_file():
+            status = "analysed"
+        elif trained >= planned:
+            status = "trained"
+        else:
+            status = "in progress" if trained else "to do"
+        rows.append(
+            {
+                "run": name,
+                "cell": cell.name,
+                "seed": int(seed),
+                "epochs": planned,
+                "trained": int(trained),
+                "status": status,
+            }
+        )
+    return rows
+
+
 def stage_train(design: Design, seeds: Sequence[int] | None = None) -> None:
     train, _ = _dataset_note(design)
     plan = design.plan(seeds)

@@ -162,6 +162,21 @@ def test_a_second_run_does_nothing_and_the_report_stage_needs_no_checkpoint(tiny
 
 
 @pytest.mark.slow
+def test_the_plan_says_where_each_run_stands_and_runs_nothing(tiny_study, tmp_path, capsys):
+    root, path = tiny_study
+    done = ["study", str(path), "--runs", str(root / "runs"), "--reports", str(root / "out")]
+    assert main([*done, "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-digits" in out and out.strip().endswith("15 analysed")
+    fresh = ["study", str(path), "--runs", str(tmp_path / "r"), "--reports", str(tmp_path / "o")]
+    assert main([*fresh, "--plan", "--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "sd-lambda0-s1" in out and "sgt-s0" not in out
+    assert out.strip().endswith("5 to do")
+    assert not any(tmp_path.iterdir())  # nothing trained, claimed or written
+
+
+@pytest.mark.slow
 def test_a_report_of_older_results_names_the_layout_and_the_fix(tiny_study, tmp_path):
     root, _ = tiny_study
     with xr.open_dataset(root / "out" / "tiny-digits" / "results.nc", engine="h5netcdf") as ds:
