@@ -8,15 +8,14 @@ import sys
 
 import pytest
 
-from geomxai import _allocator
-from geomxai._allocator import tune_cpu_allocator
+from geomxai import _allocator, tune_cpu_allocator
 
 glibc_only = pytest.mark.skipif(not _allocator.has_glibc(), reason="needs glibc")
 
 # Eight 12 MiB buffers filled and freed ten times over; minor page faults per MiB filled.
 _FAULTS = """
 import resource, torch
-from geomxai._allocator import tune_cpu_allocator
+from geomxai import tune_cpu_allocator
 print(tune_cpu_allocator())
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

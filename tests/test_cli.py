@@ -11,8 +11,7 @@ import xarray as xr
 from PIL import Image
 
 from geomxai.cli import main, summary_table
-from geomxai.study import ProbeSizeWarning
-from geomxai.study._sources import is_model_file, parse_model_args, resolve_model
+from geomxai.study import ProbeSizeWarning, is_model_file, parse_model_args, resolve_model
 
 MODEL_FILE = """
 import torch

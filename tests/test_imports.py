@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 
@@ -55,10 +56,11 @@ def test_the_run_directory_reader_is_a_leaf():
 
 
 def test_root_names_resolve_on_use():
-    from geomxai.train import _checkpoint
+    import geomxai.train
 
-    assert geomxai.load_checkpoint is _checkpoint.load_checkpoint
-    assert geomxai.CheckpointError is _checkpoint.CheckpointError
+    assert geomxai.load_checkpoint is geomxai.train.load_checkpoint
+    assert geomxai.CheckpointError is geomxai.train.CheckpointError
+    assert geomxai.load_checkpoint.__module__ == "geomxai.train._checkpoint"
     assert geomxai.__version__
     assert geomxai.rundir.read_run is not None  # subpackages and modules are attributes
     assert {"load_checkpoint", "study", "pipeline"} <= set(dir(geomxai))
@@ -148,27 +150,147 @@ def _code_of(path) -> list[str]:
     ]
 
 
-def test_code_outside_the_package_imports_only_public_names():
-    # Benchmarks, scripts, notebooks and analyses use geomxai as a user would: a private module
-    # (geomxai.x._y, geomxai._z) or name may change in any commit, a public one is kept (issue 22).
-    from pathlib import Path
+def _warning_categories(source: str) -> list[str]:
+    """Warning classes named in strings (``"ignore::geomxai.study.ProbeSizeWarning"`` in a
+    ``filterwarnings`` mark or ini line): pytest imports them as an import statement would."""
+    return [
+        match
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        for match in re.findall(r"::(geomxai(?:\.\w+)+)", node.value)
+    ]
 
-    root = Path(__file__).resolve().parents[1]
+
+def _outside_files(root) -> list:
+    """The code outside the package: tests, benchmarks, scripts, notebooks, analyses, conftest."""
     files = [
         p
-        for folder in ("benchmarks", "scripts", "notebooks", "analyses")
+        for folder in ("tests", "benchmarks", "scripts", "notebooks", "analyses")
         for p in sorted((root / folder).rglob("*"))
         if p.suffix in (".py", ".ipynb") and ".ipynb_checkpoints" not in p.parts
     ]
+    return files + [p for p in [root / "conftest.py"] if p.is_file()]
+
+
+# Tests that still reach into a private module or name, by (file, module); each waits on a public
+# name or a test through the public function (issue 22). The list may only shrink.
+_PENDING_TESTS: set[tuple[str, str]] = {
+    ("tests/attribution/test_attribution_layouts.py", "geomxai.attribution._layout.as_batch"),
+    ("tests/attribution/test_attribution_layouts.py", "geomxai.attribution._layout.batch_stats"),
+    ("tests/attribution/test_attribution_layouts.py", "geomxai.attribution._layout.layout_of"),
+    ("tests/attribution/test_attribution_layouts.py", "geomxai.attribution._layout.position_fill"),
+    ("tests/attribution/test_attribution_layouts.py", "geomxai.attribution._road.impute_road"),
+    (
+        "tests/attribution/test_attribution_masking.py",
+        "geomxai.attribution._road._road_impute_scipy",
+    ),
+    ("tests/data/test_data_loaders.py", "geomxai.data._torchvision"),
+    ("tests/geometry/test_geometry_similarity.py", "geomxai.geometry._similarity"),
+    ("tests/geometry/test_geometry_similarity.py", "geomxai.geometry._similarity._use_gram"),
+    ("tests/geometry/test_geometry_spectrum.py", "geomxai._finite.DEAD_UNIT_TOL"),
+    ("tests/geometry/test_geometry_spectrum.py", "geomxai._finite.live_units"),
+    ("tests/geometry/test_geometry_spectrum.py", "geomxai.attribution._entanglement._correlation"),
+    ("tests/geometry/test_geometry_spectrum.py", "geomxai.geometry._spectrum.ALPHA_REQ_RANKS"),
+    ("tests/pipeline/test_pipeline_study.py", "geomxai._lock.DirectoryLock"),
+    ("tests/pipeline/test_pipeline_study.py", "geomxai.pipeline._stages.CLAIM_FILE"),
+    ("tests/pipeline/test_pipeline_study.py", "geomxai.pipeline._stages.stage_train"),
+    ("tests/reliability/conftest.py", "geomxai._fs._host_tag"),
+    ("tests/reliability/test_reliability_actionable_errors.py", "geomxai.train._checkpoint.FORMAT"),
+    ("tests/reliability/test_reliability_atomic_outputs.py", "geomxai._fs.STALE_AFTER_S"),
+    ("tests/reliability/test_reliability_atomic_outputs.py", "geomxai._fs._host_tag"),
+    ("tests/reliability/test_reliability_atomic_outputs.py", "geomxai._fs.atomic_path"),
+    ("tests/reliability/test_reliability_atomic_outputs.py", "geomxai._fs.remove_stale_temps"),
+    ("tests/reliability/test_reliability_atomic_outputs.py", "geomxai._fs.write_atomic"),
+    ("tests/reliability/test_reliability_atomic_outputs.py", "geomxai._fs.write_text_atomic"),
+    ("tests/reliability/test_reliability_atomic_outputs.py", "geomxai.train._rundir"),
+    (
+        "tests/reliability/test_reliability_atomic_outputs.py",
+        "geomxai.train._rundir.append_metrics",
+    ),
+    ("tests/reliability/test_reliability_full_disk.py", "geomxai._fs.FREE_MARGIN"),
+    ("tests/reliability/test_reliability_full_disk.py", "geomxai._fs.write_bytes_atomic"),
+    ("tests/reliability/test_reliability_lock_links.py", "geomxai._lock.DirectoryLock"),
+    ("tests/reliability/test_reliability_lock_links.py", "geomxai._lock.DirectoryLockedError"),
+    ("tests/reliability/test_reliability_lock_links.py", "geomxai._lock.UnsafeLockError"),
+    (
+        "tests/reliability/test_reliability_no_code_from_files.py",
+        "geomxai.train._checkpoint.FORMAT",
+    ),
+    ("tests/reliability/test_reliability_one_writer.py", "geomxai._lock.DirectoryLock"),
+    ("tests/reliability/test_reliability_one_writer.py", "geomxai._lock.DirectoryLockedError"),
+    ("tests/reliability/test_reliability_one_writer.py", "geomxai.study._cache._read_cache"),
+    ("tests/reliability/test_reliability_one_writer.py", "geomxai.study._cache._write_cache"),
+    ("tests/reliability/test_reliability_path_names.py", "geomxai._fs.check_nonempty_path"),
+    ("tests/reliability/test_reliability_path_names.py", "geomxai._fs.check_path_component"),
+    ("tests/report/test_report.py", "geomxai.report._report"),
+    ("tests/report/test_report_faults.py", "geomxai._fs"),
+    ("tests/report/test_report_faults.py", "geomxai.report._report"),
+    ("tests/report/test_report_single_model.py", "geomxai.report._report"),
+    ("tests/stats/test_stats_design.py", "geomxai.stats._power._solve_effect_size"),
+    ("tests/stats/test_stats_design.py", "geomxai.stats._power._solve_nobs"),
+    ("tests/stats/test_stats_design.py", "geomxai.stats._power._t_power"),
+    ("tests/stats/test_stats_link.py", "geomxai.stats._link._canonical_order"),
+    ("tests/study/test_study_analyze.py", "geomxai.study._cache"),
+    ("tests/study/test_study_analyze.py", "geomxai.study._nan._merge_reasons"),
+    ("tests/study/test_study_analyze.py", "geomxai.study._parallel"),
+    ("tests/study/test_study_analyze.py", "geomxai.study._saliency_method._check_saliency_method"),
+    ("tests/study/test_study_any_model.py", "geomxai.study._model"),
+    ("tests/study/test_study_cli_options.py", "geomxai.cli._reduce_option"),
+    ("tests/study/test_study_control.py", "geomxai.study._control"),
+    ("tests/study/test_study_degeneracy.py", "geomxai.study._degeneracy.add_warning"),
+    ("tests/study/test_study_degeneracy.py", "geomxai.study._degeneracy.chance_level"),
+    ("tests/study/test_study_degeneracy.py", "geomxai.study._degeneracy.warnings_of"),
+    ("tests/study/test_study_input_errors.py", "geomxai.study._inputs.check_image_layout"),
+    ("tests/study/test_study_variants.py", "geomxai.study._degeneracy.warnings_of"),
+    ("tests/study/test_study_variants.py", "geomxai.study._variants._VARIANT_NAMES"),
+    ("tests/test_allocator.py", "geomxai._allocator"),
+    ("tests/test_checks.py", "geomxai._checks.Boolean"),
+    ("tests/test_checks.py", "geomxai._checks.Interval"),
+    ("tests/test_checks.py", "geomxai._checks.InvalidParameterError"),
+    ("tests/test_checks.py", "geomxai._checks.Options"),
+    ("tests/test_checks.py", "geomxai._checks.check"),
+    ("tests/test_checks.py", "geomxai._checks.validate_params"),
+    ("tests/train/test_train_distributed.py", "geomxai.train._distributed"),
+    ("tests/train/test_train_distributed.py", "geomxai.train._loop"),
+    ("tests/train/test_train_graph.py", "geomxai.train._distributed.DistEnv"),
+    ("tests/train/test_train_graph.py", "geomxai.train._loop"),
+    ("tests/train/test_train_graph.py", "geomxai.whitening._groups.refuse_nonfinite"),
+    ("tests/train/test_train_loop.py", "geomxai.train._loop"),
+    ("tests/train/test_train_loop.py", "geomxai.train._step"),
+    ("tests/train/test_train_losses.py", "geomxai.train._step"),
+    ("tests/train/test_train_step_cost.py", "geomxai.train._step"),
+    ("tests/train/test_train_sub_epoch.py", "geomxai.train._loop"),
+    ("tests/train/test_train_tabular.py", "geomxai._fill.table_fill"),
+    ("tests/train/test_train_tabular.py", "geomxai.train._step"),
+    ("tests/whitening/test_whitening_functional.py", "geomxai.whitening._groups.refuse_nonfinite"),
+    ("tests/whitening/test_whitening_functional.py", "geomxai.whitening._zca.zca_matrices"),
+    ("tests/whitening/test_whitening_layer.py", "geomxai.whitening._layer"),
+    (
+        "tests/whitening/test_whitening_newton_schulz_auto.py",
+        "geomxai.whitening._newton_schulz.auto_lower_bound",
+    ),
+}
+
+
+def test_code_outside_the_package_imports_only_public_names():
+    # Tests, benchmarks, scripts, notebooks and analyses use geomxai as a user would: a private
+    # module (geomxai.x._y, geomxai._z) or name may change in any commit, a public one is kept;
+    # a test of one package's private module is outside that package too (issue 22).
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = _outside_files(root)
     assert any(p.suffix == ".ipynb" for p in files) and any(p.suffix == ".py" for p in files)
-    private = [
-        f"{p.relative_to(root)} imports {module}"
+    assert any(p.parts[-2] == "tests" for p in files)
+    found = {
+        (p.relative_to(root).as_posix(), module)
         for p in files
         for source in _code_of(p)
-        for module in _imported_modules(source)
+        for module in _imported_modules(source) + _warning_categories(source)
         if _private_geomxai(module)
-    ]
-    assert private == []
+    }
+    assert sorted(found - _PENDING_TESTS) == []
+    assert sorted(_PENDING_TESTS - found) == []  # fixed ones leave the list
 
 
 def test_the_scan_sees_private_imports():
@@ -183,6 +305,12 @@ def test_the_scan_sees_private_imports():
         "geomxai.study._study.cpu_name",
         "geomxai.train._loop",
         "geomxai._fill",
+    ]
+    private = "geomxai.study." + "_probe.ProbeSizeWarning"  # split, or this file would match
+    marked = f'@pytest.mark.filterwarnings("ignore::{private}")\ndef test_x():\n    pass\n'
+    assert _warning_categories(marked) == [private]
+    assert _warning_categories('"ignore::geomxai.study.ProbeSizeWarning"') == [
+        "geomxai.study.ProbeSizeWarning"
     ]
 
 

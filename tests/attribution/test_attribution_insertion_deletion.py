@@ -6,8 +6,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from geomxai._fill import gaussian_blur
-from geomxai.attribution import deletion_curve, insertion_curve, masking_auc
+from geomxai.attribution import deletion_curve, gaussian_blur, insertion_curve, masking_auc
 
 FRACTIONS = np.linspace(0, 1, 9)
 CURVES = {"deletion": deletion_curve, "insertion": insertion_curve}

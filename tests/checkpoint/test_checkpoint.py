@@ -10,8 +10,7 @@ import torch
 
 import geomxai
 from geomxai import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from geomxai.train import TrainConfig
-from geomxai.train._build import build_from_spec, model_spec
+from geomxai.train import TrainConfig, build_from_spec, model_spec
 
 
 def _payload(config: TrainConfig):

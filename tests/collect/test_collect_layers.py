@@ -13,9 +13,9 @@ from geomxai.collect import (
     available_layers,
     format_layers,
     layer_shapes,
+    resolve_layers,
     unwrap_model,
 )
-from geomxai.collect._layers import resolve_layers
 from geomxai.models import cnn2, vit_micro
 
 

@@ -8,8 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from geomxai.models import FEATURE_LAYER, ModelTraits, build_model, model_traits
-from geomxai.models._vit import VIT_TRAITS
+from geomxai.models import FEATURE_LAYER, MODEL_TRAITS, ModelTraits, build_model, model_traits
 from geomxai.train import StaticStep, TrainConfig, TrainForward, build_from_spec, model_spec
 
 WIDTHS = {"cnn_gap": 128, "resnet20": 64, "resnet20_w8": 32, "vit_micro_w64": 64}
@@ -43,7 +42,7 @@ def test_traits_are_declared_like_their_family(name, traits):
     model = build_model(name, in_channels=1, num_classes=10, image_size=28)
     assert model.is_sequence_model == traits.is_sequence_model
     assert model.whiten_in_path == traits.whiten_in_path
-    assert model_traits("vit_micro_w64") is VIT_TRAITS
+    assert model_traits("vit_micro_w64") is MODEL_TRAITS["vit_micro"]
 
 
 def test_cnn_gap_features_are_the_spatial_mean_of_its_last_stage(seed):

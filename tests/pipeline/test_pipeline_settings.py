@@ -92,7 +92,7 @@ def _tiny(design, tmp_path):
     )
 
 
-@pytest.mark.filterwarnings("ignore::geomxai.study._probe.ProbeSizeWarning")
+@pytest.mark.filterwarnings("ignore::geomxai.study.ProbeSizeWarning")
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_a_tiny_version_runs_end_to_end(tmp_path, name):
     design = _tiny(load_design(name), tmp_path)

@@ -58,7 +58,7 @@ geometry = ["effective_rank"]
 """
 
 
-@pytest.mark.filterwarnings("ignore::geomxai.study._probe.ProbeSizeWarning")
+@pytest.mark.filterwarnings("ignore::geomxai.study.ProbeSizeWarning")
 def test_a_design_of_two_methods_and_two_fills_gives_a_verdict_per_method_and_fill(tmp_path):
     path = tmp_path / "variants.toml"
     path.write_text(DESIGN)

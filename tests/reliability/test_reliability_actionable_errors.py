@@ -195,7 +195,7 @@ class TestBadResultsFiles:
 
 
 def _spec_payload():
-    from geomxai.train._build import build_from_spec, model_spec
+    from geomxai.train import build_from_spec, model_spec
 
     config = TrainConfig(dataset="digits", model="cnn2", group_size=8)
     spec = model_spec(config, in_channels=1, num_classes=10, image_size=8)

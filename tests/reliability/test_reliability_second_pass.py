@@ -18,8 +18,15 @@ import torch
 from reliability_helpers import TRAIN_FIELDS, one_error_line, toml_config
 
 from geomxai.rundir import read_metrics, read_run
-from geomxai.train import CheckpointError, TrainConfig, load_checkpoint, save_checkpoint, train
-from geomxai.train._checkpoint import check_run_identity, read_identity
+from geomxai.train import (
+    CheckpointError,
+    TrainConfig,
+    check_run_identity,
+    load_checkpoint,
+    read_identity,
+    save_checkpoint,
+    train,
+)
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -177,7 +177,7 @@ def test_frozen_running_stats_restores_buffers_of_every_dtype():
     """Buffers are saved and restored per (dtype, device) group with _foreach ops."""
     from torch import nn
 
-    from geomxai.train._step import frozen_running_stats
+    from geomxai.train import frozen_running_stats
 
     module = nn.Module()
     module.register_buffer("mask", torch.tensor([True, False]))

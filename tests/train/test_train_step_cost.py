@@ -16,8 +16,14 @@ import torch
 from torch import nn
 
 import geomxai.train._step as step_module
-from geomxai.train import TrainConfig, TrainForward, build_from_spec, model_spec, train_step
-from geomxai.train._step import same_in_both_modes
+from geomxai.train import (
+    TrainConfig,
+    TrainForward,
+    build_from_spec,
+    model_spec,
+    same_in_both_modes,
+    train_step,
+)
 
 
 def _config(regime, **changes):

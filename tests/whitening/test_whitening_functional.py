@@ -9,9 +9,8 @@ import whitening_reference as ref
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geomxai.whitening import newton_schulz_whiten, zca_whiten
-from geomxai.whitening._newton_schulz import ns_inv_sqrt
-from geomxai.whitening._zca import inv_sqrt_psd, zca_matrices
+from geomxai.whitening import inv_sqrt_psd, newton_schulz_whiten, ns_inv_sqrt, zca_whiten
+from geomxai.whitening._zca import zca_matrices
 
 F64 = torch.float64
 
