@@ -18,6 +18,7 @@ from geomxai.geometry._rank import effective_rank, participation_ratio
 from geomxai.geometry._rsa import compare_rdms, rdm, rsa
 from geomxai.geometry._similarity import cka_matrix, kernel_cka, linear_cka, procrustes_distance
 from geomxai.geometry._spectrum import (
+    ALPHA_REQ_RANKS,
     alpha_req,
     correlation_spectrum,
     correlation_summary,
@@ -25,6 +26,7 @@ from geomxai.geometry._spectrum import (
 )
 
 __all__ = [
+    "ALPHA_REQ_RANKS",
     "alpha_req",
     "cka_matrix",
     "compare_rdms",

@@ -17,6 +17,7 @@ __getattr__, __dir__, __all__ = attach(
     {
         "._cache": ["analyze_checkpoint"],
         "._checkpoints": ["analyze_checkpoints", "read_state", "step_from_name"],
+        "._degeneracy": ["warnings_of"],
         "._control": ["CONTROL_METRICS", "INVARIANCE_RTOL", "reparametrization_control"],
         "._dynamics": ["add_dynamics"],
         "._inputs": ["IMAGENET_MEAN", "IMAGENET_STD", "imagenet_normalization"],

@@ -7,6 +7,7 @@ from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 from torch import nn
 
 from geomxai.attribution import (
+    as_batch,
     fidelity_gap,
     gini,
     gradient_entanglement,
@@ -16,7 +17,7 @@ from geomxai.attribution import (
     saliency,
     topq_contrast,
 )
-from geomxai.attribution._layout import as_batch, batch_stats, layout_of, position_fill
+from geomxai.attribution._layout import batch_stats, layout_of, position_fill
 from geomxai.attribution._road import impute_road
 
 FRACTIONS = np.linspace(0, 1, 11)

@@ -209,7 +209,7 @@ class TestAlphaReq:
         assert alpha_req(h, ranks=as_list) == first
         assert window.tolist() == [6, 100] and as_list == [6, 100]
         assert alpha_req(h) == alpha_req(h) == first  # the default does not drift either
-        from geomxai.geometry._spectrum import ALPHA_REQ_RANKS
+        from geomxai.geometry import ALPHA_REQ_RANKS
 
         assert ALPHA_REQ_RANKS == (6, 100)
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from geomxai.study import AnalysisOptions, Probe, measure
-from geomxai.study._degeneracy import add_warning, chance_level, warnings_of
+from geomxai.study import AnalysisOptions, Probe, measure, warnings_of
+from geomxai.study._degeneracy import add_warning, chance_level
 
 K = 4
 

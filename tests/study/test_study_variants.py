@@ -15,8 +15,15 @@ from torch import nn
 
 from geomxai import schema
 from geomxai.attribution import SALIENCY_METHODS
-from geomxai.study import AnalysisOptions, Probe, epoch_record, measure, run_record, variant_names
-from geomxai.study._degeneracy import warnings_of
+from geomxai.study import (
+    AnalysisOptions,
+    Probe,
+    epoch_record,
+    measure,
+    run_record,
+    variant_names,
+    warnings_of,
+)
 from geomxai.study._variants import _VARIANT_NAMES
 
 pytestmark = pytest.mark.filterwarnings("ignore::geomxai.study.ProbeSizeWarning")
