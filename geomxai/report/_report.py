@@ -661,37 +661,14 @@ pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 85%; }
 """
 
 
-def build_report(results: xr.Dataset, out_dir) -> Path:
-    """Write a self-contained HTML report (figures as PNG files beside it) of a results Dataset.
-
-    Parameters
-    ----------
-    results : xr.Dataset
-        As returned by :func:`geomxai.study.analyze_runs`: dims ``regime``, ``seed``, ``epoch``,
-        ``layer``, ``fraction``, ... Variables that are absent are left out of the report.
-    out_dir : path-like
-        Created if needed; receives ``index.html`` and ``figures/``. Other files there (a
-        study's ``results.nc``, ``tables.md``) are kept.
-
-    Returns
-    -------
-    Path
-        The path of ``index.html``.
-
-    Notes
-    -----
-    The report is written whole or not at all (:func:`geomxai._fs.atomic_folder`): it is
-    built in a temporary folder beside ``out_dir`` (``.<name>.<host>-<pid>-<random>.tmp``),
-    which then takes ``out_dir``'s place in one step, so a full disk or a crash mid-way leaves
-    the old report exactly as it was, never a page with some figures replaced. Leftover
-    temporary folders of a killed build are removed by the next one.
+def write_report(results: xr.Dataset, out_dir) -> Path:
+    """The page of :func:`geomxai.report.build_report`, its layout already checked: ``index.html``
+    and ``figures/`` written whole into ``out_dir`` (:func:`geomxai._fs.atomic_folder`).
 
     Raises
     ------
     ValueError
         Results without a ``regime`` dim.
-    OSError
-        A full disk, a read-only folder, ..., naming the file; the old report is unchanged.
     """
     if "regime" not in results.dims:
         raise ValueError(

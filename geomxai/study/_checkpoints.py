@@ -30,6 +30,7 @@ from geomxai.study._measure import measure
 from geomxai.study._nan import _scalar
 from geomxai.study._options import AnalysisOptions
 from geomxai.study._probe import Probe
+from geomxai.study._provenance import stamp
 from geomxai.study._runs import _over_epochs
 from geomxai.study._saliency_method import _check_per_checkpoint_method
 
@@ -372,9 +373,10 @@ def analyze_checkpoints(
         ``axis``, ``unit``, ``sample``, ...; ``attrs``: ``regime``, ``seed``, ``dataset``,
         ``model``, ``checkpoints`` (JSON: step -> path or "in memory"), ``checkpoint_index``,
         ``config`` (JSON of what was analysed), ``analysis``, ``saliency_method``,
-        ``reduction``, ``entanglement_layer``, ``preprocessing``.
-        :func:`~geomxai.study.combine_runs` of one or several of them is what
-        :func:`geomxai.report.build_report` reads.
+        ``reduction``, ``entanglement_layer``, ``preprocessing`` (with ``input_size`` and
+        ``resize_factor`` where images were resized), ``schema_version``, ``created``,
+        ``hardware``, ``commit``. :func:`~geomxai.study.combine_runs` of one or several of
+        them is what :func:`geomxai.report.build_report` reads.
 
     Raises
     ------
@@ -473,7 +475,7 @@ def analyze_checkpoints(
         ds["probe_images"] = xr.DataArray(
             probe.images[:n_ex].numpy(), dims=("example", "channel", "height", "width")
         )
-    return schema.annotate(ds)
+    return stamp(schema.annotate(ds))
 
 
 def _with_metrics(ds: xr.Dataset, metrics: Mapping, steps: list[int]) -> xr.Dataset:

@@ -22,6 +22,7 @@ from geomxai.study._dynamics import add_dynamics
 from geomxai.study._nan import _merge_reasons, _scalar
 from geomxai.study._options import AnalysisOptions
 from geomxai.study._probe import Probe, make_probe
+from geomxai.study._provenance import stamp
 from geomxai.study._saliency_method import _check_per_checkpoint_method
 
 
@@ -137,7 +138,7 @@ def analyze_run(
     ds = _over_epochs(parts, epochs, probe, steps=[c.step for c in chosen])
     ds = _with_training_metrics(ds, run.metrics, epochs)
     ds.attrs.update(_run_attrs(run, options, parts))
-    return schema.annotate(ds)
+    return stamp(schema.annotate(ds))
 
 
 def _epoch_value(checkpoint) -> int | float:
@@ -325,8 +326,10 @@ def combine_runs(runs: list[xr.Dataset]) -> xr.Dataset:
     :func:`geomxai.report.build_report` have.
 
     Drops the per-run bulk variables (every probe map, the eigenvectors, per-sample areas) and
-    keeps ``configs``, ``dataset``, ``analysis`` and ``saliency_method`` in attrs. Two runs with
-    the same ``(regime, seed)`` raise a ``ValueError``.
+    keeps ``configs``, ``dataset``, ``analysis``, ``saliency_method`` and what was done to the
+    inputs in attrs, stamped (:func:`~geomxai.study.stamp`: ``schema_version``, the oldest of
+    the runs', ``created``, ``hardware``, ``commit``). Two runs with the same
+    ``(regime, seed)`` raise a ``ValueError``.
     """
     runs = list(runs)
     if not runs:
@@ -363,7 +366,19 @@ def combine_runs(runs: list[xr.Dataset]) -> xr.Dataset:
     merged.attrs["dataset"] = tagged[0][0]["dataset"]
     merged.attrs["analysis"] = tagged[0][0]["analysis"]
     merged.attrs["saliency_method"] = tagged[0][0]["saliency_method"]
-    for key in ("reduction", "entanglement_layer", "preprocessing", "checkpoint_index"):
+    for key in (
+        "reduction",
+        "entanglement_layer",
+        "preprocessing",
+        "input_size",
+        "resize_factor",
+        "checkpoint_index",
+    ):
         if key in tagged[0][0]:
             merged.attrs[key] = tagged[0][0][key]
-    return merged
+    # The oldest layout the runs say they have (merging does not make an old result current).
+    # A run without one counts as current: the study engine brings its older per-run files to
+    # today's layout (current_layout) before merging them.
+    versions = [int(a["schema_version"]) for a, _ in tagged if "schema_version" in a]
+    merged.attrs["schema_version"] = min(versions, default=schema.SCHEMA_VERSION)
+    return stamp(merged)

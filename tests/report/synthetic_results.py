@@ -194,6 +194,7 @@ def make_results(
         created="2000-01-01 00:00 UTC",
         hardware="test",
         commit="abc1234",
+        schema_version=schema.SCHEMA_VERSION,
     )
     # Where the entanglement-layer metrics were taken, and over which units, as measure says.
     for name in ds.data_vars:

@@ -102,7 +102,9 @@ def _results(version):
 
 def test_a_results_layout_of_another_version_is_refused_by_name():
     check_layout(_results(SCHEMA_VERSION), "r.nc")
-    check_layout(_results(None), "r.nc")  # not every analysis writes a version yet
+    # Every analysis writes a version: a file without one is layout 1, from before they did.
+    with pytest.raises(ValueError, match=r"'r.nc' has results layout 1 \(no schema_version\)"):
+        check_layout(_results(None), "r.nc")
     with pytest.raises(ValueError, match=r"'old.nc' has results layout 1, written by an older"):
         check_layout(_results(1), "old.nc")
     with pytest.raises(ValueError, match="newer than the"):
