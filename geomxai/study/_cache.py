@@ -17,7 +17,7 @@ from geomxai._fs import (
     write_bytes_atomic,
 )
 from geomxai.study._measure import measure
-from geomxai.study._netcdf import netcdf_bytes
+from geomxai.study._netcdf import netcdf_bytes, refuse_outside_reads
 from geomxai.study._options import AnalysisOptions
 from geomxai.study._probe import Probe
 
@@ -51,10 +51,16 @@ def _probe_digest(probe: Probe) -> str:
 
 def _read_cache(cache: Path) -> xr.Dataset | None:
     """A cache entry, or None when there is none or it cannot be read (then it is recomputed
-    and replaced: a cache is never the reason an analysis fails)."""
+    and replaced: a cache is never the reason an analysis fails).
+
+    An entry is checked as a results file is before xarray opens it: one that would read other
+    files (HDF5 external storage, external links, virtual datasets) is refused, with a warning,
+    and recomputed, so no other file's bytes reach the analysis's results.
+    """
     if not cache.is_file():
         return None
     try:
+        refuse_outside_reads(cache)
         with xr.open_dataset(cache, engine="h5netcdf") as cached:
             return cached.load()
     except (OSError, ValueError, KeyError, RuntimeError) as err:

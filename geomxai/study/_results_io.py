@@ -13,7 +13,7 @@ import xarray as xr
 
 from geomxai._fs import check_nonempty_path, write_bytes_atomic
 from geomxai.study._link import link_geometry_fidelity
-from geomxai.study._netcdf import netcdf_bytes
+from geomxai.study._netcdf import netcdf_bytes, refuse_outside_reads
 from geomxai.study._provenance import stamp
 
 
@@ -71,65 +71,7 @@ def _check_results_path(path: Path) -> None:
             f"no results file at {str(path)!r}; write one with `geomxai analyze` "
             "(or `geomxai study`)"
         )
-    _refuse_outside_reads(path)
-
-
-def _outside_reads(path: Path) -> list[str]:
-    """What in the HDF5 file at ``path`` would make a reader open another file: external links,
-    datasets kept in external raw files, virtual datasets (each mapping other files' data).
-
-    The file is walked with h5py without following any link, before xarray opens it. ``[]`` for
-    a file h5py cannot open (the open that follows says what is wrong with it).
-    """
-    import h5py
-
-    found: list[str] = []
-    try:
-        fh = h5py.File(path, "r")
-    except OSError:
-        return found
-    with fh:
-        seen: set = set()
-        groups = [("", fh)]
-        while groups:
-            prefix, group = groups.pop()
-            for name in group:
-                where = f"{prefix}/{name}"
-                link = group.get(name, getlink=True)
-                if isinstance(link, h5py.ExternalLink):
-                    found.append(f"{where!r} is an external link to {link.filename!r}")
-                    continue
-                if isinstance(link, h5py.SoftLink):
-                    continue  # a name for an object of this file, walked where it lives
-                obj = group[name]
-                if obj.id in seen:
-                    continue
-                seen.add(obj.id)
-                if isinstance(obj, h5py.Group):
-                    groups.append((where, obj))
-                elif isinstance(obj, h5py.Dataset):
-                    if obj.external:
-                        files = sorted({os.fsdecode(f[0]) for f in obj.external})
-                        found.append(f"{where!r} is HDF5 external storage in {files}")
-                    if obj.is_virtual:
-                        files = sorted({m.file_name for m in obj.virtual_sources()})
-                        found.append(f"{where!r} is a virtual dataset reading {files}")
-    return found
-
-
-def _refuse_outside_reads(path: Path) -> None:
-    with open(path, "rb") as fh:
-        if fh.read(8) != _HDF5_SIGNATURE:
-            return
-    found = _outside_reads(path)
-    if found:
-        raise ValueError(
-            f"refused to open {str(path)!r}: it would read other files ("
-            + "; ".join(found[:3])
-            + (f"; and {len(found) - 3} more" if len(found) > 3 else "")
-            + "). geomxai results keep all their data inside the file, so this one was made "
-            "or edited by other code; write it again with `geomxai analyze` or `geomxai study`"
-        )
+    refuse_outside_reads(path)
 
 
 def _unreadable(path: Path, err: Exception) -> ValueError:

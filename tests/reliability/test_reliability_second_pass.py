@@ -334,19 +334,38 @@ class TestCheckpointSpecsThatAllocateOrBreak:
 
 
 # -- results files that read other files ---------------------------------------------------------
-def _results_with(tmp_path: Path, kind: str) -> tuple[Path, bytes]:
+def _results_with(tmp_path: Path, kind: str, *, userblock: int = 0) -> tuple[Path, bytes]:
     """A netCDF results file whose ``test_acc`` reaches another file the HDF5 way ``kind``
-    (made with h5py, as an attacker would), and the bytes it would read there."""
+    (made with h5py, as an attacker would), and the bytes it would read there.
+
+    ``userblock``: the file is written by h5netcdf with an HDF5 user block of that many bytes
+    first, so its HDF5 signature is at that offset, not at byte 0.
+    """
+    import h5netcdf
     import h5py
     import xarray as xr
 
     from geomxai.study import save_results
 
     secret = np.frombuffer(b"SECRET!!" * 3, dtype="<f8").copy()
-    path = save_results(
-        xr.Dataset({"test_acc": ("regime", [0.1, 0.2, 0.3])}, coords={"regime": ["a", "b", "c"]}),
-        tmp_path / "results.nc",
-    )
+    path = tmp_path / "results.nc"
+    if userblock:
+        with h5netcdf.File(path, "w", userblock_size=userblock) as fh:
+            fh.dimensions = {"regime": 3}
+            fh.create_variable(
+                "regime",
+                ("regime",),
+                data=np.array(["a", "b", "c"], dtype=object),
+                dtype=h5py.string_dtype(),
+            )
+            fh.create_variable("test_acc", ("regime",), data=np.array([0.1, 0.2, 0.3]))
+    else:
+        save_results(
+            xr.Dataset(
+                {"test_acc": ("regime", [0.1, 0.2, 0.3])}, coords={"regime": ["a", "b", "c"]}
+            ),
+            path,
+        )
     other = tmp_path / "other.h5"
     with h5py.File(other, "w") as fh:
         fh["data"] = secret
@@ -402,6 +421,42 @@ class TestResultsThatReadOtherFiles:
         assert repr(str(path)) in line and kind.split()[-1] in line
         assert "SECRET" not in text and not (tmp_path / "report").exists()
 
+    @pytest.mark.parametrize("userblock", [512, 2048])
+    @pytest.mark.parametrize("kind", OUTSIDE)
+    def test_a_user_block_does_not_hide_it(self, tmp_path, cli, kind, userblock):
+        # HDF5 looks for its signature at 0, 512, 1024, 2048, ...: the check used to look at
+        # byte 0 only and let such a file through (`geomxai report` exited 0 showing the bytes).
+        import h5py
+
+        from geomxai.study import open_results_file
+
+        path, secret = _results_with(tmp_path, kind, userblock=userblock)
+        assert path.read_bytes()[:8] != b"\x89HDF\r\n\x1a\n"
+        with h5py.File(path, "r") as fh:
+            assert fh.userblock_size == userblock
+            if kind != "external link":
+                assert fh["test_acc"][()].tobytes() == secret  # the fault is real
+        with pytest.raises(ValueError, match="would read other files") as info:
+            open_results_file(path)
+        assert repr(str(path)) in str(info.value)
+        status, text = cli("report", path, "--out", tmp_path / "report")
+        assert status == 2
+        line = one_error_line(text)
+        assert repr(str(path)) in line and kind.split()[-1] in line
+        assert "SECRET" not in text and not (tmp_path / "report").exists()
+
+    def test_a_user_block_file_without_outside_reads_opens(self, tmp_path):
+        import h5netcdf
+
+        from geomxai.study import open_results_file
+
+        path = tmp_path / "ub.nc"
+        with h5netcdf.File(path, "w", userblock_size=512) as fh:
+            fh.dimensions = {"regime": 2}
+            fh.create_variable("test_acc", ("regime",), data=np.array([0.25, 0.5]))
+        with open_results_file(path) as opened:
+            assert opened.test_acc.values.tolist() == [0.25, 0.5]
+
     def test_ordinary_results_still_open(self, tmp_path):
         import xarray as xr
 
@@ -411,6 +466,67 @@ class TestResultsThatReadOtherFiles:
         path = save_results(ds, tmp_path / "r.nc")
         with open_results_file(path) as opened:
             assert float(opened.test_acc[0]) == 0.5
+
+
+def _forge_cache_entries(run: Path, raw: Path) -> list[Path]:
+    """Make ``effective_rank`` of each of ``run``'s analysis cache entries HDF5 external storage
+    reading ``raw`` (with h5py, as an attacker would)."""
+    import h5py
+
+    entries = sorted((run / "analysis").glob("*.nc"))
+    for entry in entries:
+        with h5py.File(entry, "r+") as fh:
+            shape = fh["effective_rank"].shape
+            del fh["effective_rank"]
+            fh.create_dataset(
+                "effective_rank", shape=shape, dtype="<f8", external=[(str(raw), 0, 8)]
+            )
+            fh["effective_rank"].dims[0].attach_scale(fh["layer"])
+    return entries
+
+
+class TestCacheEntriesThatReadOtherFiles:
+    """Item 5: an analysis cache entry whose variable was HDF5 external storage made
+    `geomxai analyze RUN` print and save another file's bytes. The entry is checked as a results
+    file is; a refused one is a warning and is recomputed (and replaced)."""
+
+    def test_analyze_recomputes_a_forged_entry(self, tmp_path, run, cli):
+        import h5py
+        import xarray as xr
+
+        status, _ = cli("analyze", run, "--out", tmp_path / "first.nc", "--probe-size", 8)
+        assert status == 0
+        raw = tmp_path / "other.bin"
+        raw.write_bytes(np.array([1234.5], dtype="<f8").tobytes())
+        entries = _forge_cache_entries(run, raw)
+        assert len(entries) == 2
+        with xr.open_dataset(entries[0], engine="h5netcdf") as forged:  # the fault is real
+            assert float(forged.effective_rank[0]) == 1234.5
+
+        status, text = cli("analyze", run, "--out", tmp_path / "second.nc", "--probe-size", 8)
+        assert status == 0
+        for entry in entries:
+            assert f"the analysis cache entry {entry} cannot be read" in text
+        assert "would read other files" in text and "1234.5" not in text
+        with (
+            xr.open_dataset(tmp_path / "first.nc", engine="h5netcdf") as first,
+            xr.open_dataset(tmp_path / "second.nc", engine="h5netcdf") as second,
+        ):
+            assert 1234.5 not in second.effective_rank.values
+            np.testing.assert_array_equal(second.effective_rank, first.effective_rank)
+        for entry in entries:  # replaced by a whole entry of this analysis
+            with h5py.File(entry, "r") as fh:
+                assert not fh["effective_rank"].external
+
+    def test_analyze_run_recomputes_a_forged_entry(self, tmp_path, run):
+        from geomxai.study import analyze_run
+
+        analyze_run(run, probe_size=8, progress=False)
+        raw = tmp_path / "other.bin"
+        raw.write_bytes(np.array([1234.5], dtype="<f8").tobytes())
+        _forge_cache_entries(run, raw)
+        again = analyze_run(run, probe_size=8, progress=False)
+        assert 1234.5 not in again.effective_rank.values
 
 
 # -- inputs that are too big ---------------------------------------------------------------------
