@@ -11,6 +11,7 @@ from pathlib import Path
 
 import xarray as xr
 
+from geomxai import schema
 from geomxai.report._report import write_report
 from geomxai.report._study import ResultsVersionError, check_schema_version
 
@@ -59,6 +60,7 @@ def build_report(results: xr.Dataset, out_dir) -> Path:
     except ResultsVersionError as err:
         raise ResultsVersionError(
             f"{err} (a study's); results of one analysis: run it again with this geomxai "
-            "(geomxai analyze, analyze_model, analyze_checkpoints)"
+            "(geomxai analyze, analyze_model, analyze_checkpoints); results you assembled "
+            f"yourself in this layout: set attrs['schema_version'] = {schema.SCHEMA_VERSION}"
         ) from None
     return write_report(results, out_dir)

@@ -225,6 +225,7 @@ def test_the_link_survives_a_results_file_and_reaches_the_report(noisy, tmp_path
     x, y, z = noisy
     ds = _results(effective_rank=np.stack([x, z], -1), morf_auc=y, fidelity_gap=np.ones(SHAPE))
     merged = ds.merge(link_geometry_fidelity(ds, n_boot=100))
+    merged.attrs["schema_version"] = schema.SCHEMA_VERSION  # as the analysis stamps its results
     path = save_results(merged, tmp_path / "results.nc")
     with xr.open_dataset(path) as back:
         back = back.load()
