@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from geomxai.data import as_tensors, load_dataset
 from geomxai.models import MODELS
@@ -78,6 +78,9 @@ class DataSource:
     probe: Probe
     name: str
     num_classes: int | None  # None: the data does not say (tensors without class names)
+    # A dataset that resized its images on loading: (the first image's (h, w) before, or None
+    # where there is no file to read it from, the side it was loaded at).
+    loaded: tuple[tuple[int, int] | None, int] | None = None
 
 
 def _compose(*steps):
@@ -130,17 +133,23 @@ def preprocessed_data(
     from geomxai.study._preprocess import RecordingTransform, record
 
     steps, preferred = preprocessing(model, image_size, transform, normalize)
+    # Data not read by name is resized to image_size inside the recording, so that resize is
+    # on record (and warned about) as a transform's is; a dataset read by name says what its
+    # loader did (DataSource.loaded).
+    resize_here = image_size is not None and not isinstance(data, str)
+    if resize_here:
+        steps = _compose(_resize(image_size), steps)
     recorder = None if steps is None else RecordingTransform(steps)
     source = resolve_data(
         data,
         size=size,
         labels=labels,
         transform=recorder,
-        image_size=image_size,
+        image_size=None if resize_here else image_size,
         preferred_size=preferred,
         split=split,
     )
-    return source, record(recorder, where=where, stacklevel=stacklevel + 1)
+    return source, record(recorder, where=where, stacklevel=stacklevel + 1, loaded=source.loaded)
 
 
 def resolve_data(
@@ -190,7 +199,10 @@ def resolve_data(
             if tuple(masks.shape[1:]) != tuple(images.shape[-2:]):
                 masks = None  # a transform moved the pixels the masks mark
         probe = Probe(images.to(torch.float32), targets, masks, data)
-        return DataSource(probe, data, bundle.num_classes)
+        loaded = None
+        if data.startswith(_SIZED):
+            loaded = (_file_size(source), int(bundle.input_shape[-1]))
+        return DataSource(probe, data, bundle.num_classes, loaded)
     if isinstance(data, (bytes, Path)):
         raise TypeError(
             f"data must be a dataset name, a Dataset, a DataLoader or tensors; got {data!r} "
@@ -208,6 +220,34 @@ def resolve_data(
         name = f"DataLoader({type(data.dataset).__name__})"
     probe = Probe(images.to(torch.float32).contiguous(), targets, None, name)
     return DataSource(probe, name, _classes_of(data))
+
+
+def _file_size(dataset) -> tuple[int, int] | None:
+    """``(height, width)`` of the image file behind a dataset's first sample (an
+    ``ImageFolder``, through ``Subset`` and ``ConcatDataset``), before any loading transform;
+    None where there is no file to read it from (the header only is read)."""
+    index = 0
+    while isinstance(dataset, (ConcatDataset, Subset)):
+        if isinstance(dataset, Subset):
+            if len(dataset.indices) == 0:
+                return None
+            index, dataset = int(dataset.indices[index]), dataset.dataset
+        else:
+            parts = [d for d in dataset.datasets if len(d)]
+            if not parts:
+                return None
+            dataset = parts[0]
+    samples = getattr(dataset, "samples", None)
+    if not samples:
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(samples[index][0]) as image:
+            width, height = image.size
+    except (OSError, ValueError):
+        return None
+    return int(height), int(width)
 
 
 def probe_advice(data, *, got: int, asked: int, split: str) -> str | None:

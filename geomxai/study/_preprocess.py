@@ -54,14 +54,29 @@ def describe(transform) -> str:
     return " ".join(repr(transform).split())
 
 
-def record(transform, *, where: str, stacklevel: int = 3) -> dict:
+def record(transform, *, where: str, stacklevel: int = 3, loaded=None) -> dict:
     """The attrs describing ``transform`` after it ran: ``preprocessing`` (the transform),
     ``input_size`` and ``resize_factor`` (when it saw an image), with a
-    :class:`PreprocessingWarning` when an image side changed by more than the factor."""
+    :class:`PreprocessingWarning` when an image side changed by more than the factor.
+
+    ``loaded``: ``(original (h, w) or None, side)`` where the dataset resized its images to
+    ``side`` pixels square on loading, before ``transform`` saw them (``imagefolder:``,
+    ``caltech101``): the size on record is then the file's, not the loaded one.
+    """
     attrs = {"preprocessing": describe(transform)}
-    if not isinstance(transform, RecordingTransform) or transform.in_shape is None:
-        return attrs
-    before, after = transform.in_shape, transform.out_shape
+    before = after = None
+    if isinstance(transform, RecordingTransform) and transform.in_shape is not None:
+        before, after = transform.in_shape, transform.out_shape
+    if loaded is not None:
+        original, side = loaded
+        on_loading = f"resized to {side}x{side} on loading"
+        attrs["preprocessing"] = (
+            on_loading if transform is None else f"{on_loading}, then {describe(transform)}"
+        )
+        if original is not None:
+            before = original
+            if after is None:
+                after = (side, side)
     if before is None or after is None or len(before) < 2 or len(after) < 2:
         return attrs
     h0, w0 = before[-2:]
@@ -74,7 +89,7 @@ def record(transform, *, where: str, stacklevel: int = 3) -> dict:
     if factor > RESIZE_WARN_FACTOR:
         warnings.warn(
             f"{where}: the inputs were resized from {h0}x{w0} to {h1}x{w1} pixels (a factor of "
-            f"{factor:.1f}) by the preprocessing {describe(transform.transform)}; every number "
+            f"{factor:.1f}) by the preprocessing {attrs['preprocessing']}; every number "
             "measures the resized images, and a large resize costs time. Give transform= (or "
             "normalize='none', --normalize none) and image_size= to choose the size yourself",
             PreprocessingWarning,
