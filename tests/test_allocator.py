@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import subprocess
 import sys
 
 import pytest
 
-from geomxai import _allocator, tune_cpu_allocator
+from geomxai import tune_cpu_allocator
 
-glibc_only = pytest.mark.skipif(not _allocator.has_glibc(), reason="needs glibc")
+glibc_only = pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="needs glibc"
+)
 
 # Eight 12 MiB buffers filled and freed ten times over; minor page faults per MiB filled.
 _FAULTS = """
@@ -29,9 +33,10 @@ print((faults() - before) / (10 * 96))
 
 
 def _chosen_elsewhere(name: str) -> bool:
-    """An environment variable that makes :func:`tune_cpu_allocator` stand aside."""
-    return name in ("LD_PRELOAD", "GLIBC_TUNABLES", _allocator.OPT_OUT) or (
-        _allocator.is_malloc_tunable(name)
+    """An environment variable that makes :func:`tune_cpu_allocator` stand aside (as its
+    docstring lists them: the opt-out, a preload, glibc's ``MALLOC_*_`` tunables)."""
+    return name in ("LD_PRELOAD", "GLIBC_TUNABLES", "GEOMXAI_MALLOC") or (
+        name.startswith("MALLOC_") and name.endswith("_")
     )
 
 
@@ -84,7 +89,7 @@ def fresh_state(monkeypatch):
 def test_user_choice_leaves_allocator_alone(fresh_state, name, value):
     fresh_state.setenv(name, value)
     calls = []
-    fresh_state.setattr(_allocator.ctypes, "CDLL", lambda *a: calls.append(a))
+    fresh_state.setattr(ctypes, "CDLL", lambda *a: calls.append(a))
     assert tune_cpu_allocator() is False
     assert calls == []
 
@@ -98,7 +103,7 @@ def test_tunes_once_per_process(fresh_state):
             calls.append((param, value))
             return 1
 
-    fresh_state.setattr(_allocator.ctypes, "CDLL", lambda *a: Libc())
+    fresh_state.setattr(ctypes, "CDLL", lambda *a: Libc())
     assert tune_cpu_allocator() is True
     assert tune_cpu_allocator() is True
     assert calls == [(-4, 0), (-1, 1 << 30)]
@@ -110,7 +115,7 @@ def test_refused_setting_reports_false(fresh_state):
         def mallopt(self, param, value):
             return 0
 
-    fresh_state.setattr(_allocator.ctypes, "CDLL", lambda *a: Libc())
+    fresh_state.setattr(ctypes, "CDLL", lambda *a: Libc())
     assert tune_cpu_allocator() is False
 
 

@@ -239,7 +239,6 @@ _PENDING_TESTS: set[tuple[str, str]] = {
     ("tests/study/test_study_degeneracy.py", "geomxai.study._degeneracy.chance_level"),
     ("tests/study/test_study_input_errors.py", "geomxai.study._inputs.check_image_layout"),
     ("tests/study/test_study_variants.py", "geomxai.study._variants._VARIANT_NAMES"),
-    ("tests/test_allocator.py", "geomxai._allocator"),
     ("tests/test_checks.py", "geomxai._checks.Boolean"),
     ("tests/test_checks.py", "geomxai._checks.Interval"),
     ("tests/test_checks.py", "geomxai._checks.InvalidParameterError"),
