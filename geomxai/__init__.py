@@ -2,10 +2,11 @@
 
 Subpackages: ``data``, ``models``, ``whitening``, ``train``, ``collect``, ``geometry``,
 ``attribution``, ``dynamics``, ``study``, ``report``, ``monitor``; top-level modules ``rundir`` (the one
-reader of a run directory), ``moments`` (:class:`~geomxai.moments.FeatureMoments`) and
-``pipeline`` (train -> analyse -> report). The checkpoint functions are re-exported here because
-every stage after training starts from them, and :func:`tune_cpu_allocator` because it is a
-process's choice, made once before CPU work.
+reader of a run directory), ``moments`` (:class:`~geomxai.moments.FeatureMoments`),
+``pipeline`` (train -> analyse -> report) and ``checks`` (the argument checks and the
+:class:`~geomxai.checks.InvalidParameterError` they raise). The checkpoint functions are
+re-exported here because every stage after training starts from them, and
+:func:`tune_cpu_allocator` because it is a process's choice, made once before CPU work.
 
 The package is lazy (Scientific Python SPEC 1): ``import geomxai`` loads nothing else, and each
 name below is imported on first use. So ``import geomxai.geometry`` loads no trainer, and
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "attribution",
+    "checks",
     "cli",
     "collect",
     "data",

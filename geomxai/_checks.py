@@ -11,7 +11,8 @@ what was expected and what came. This is the one place that says
 - a real number is finite unless the constraint says otherwise (``nan`` and ``inf`` are refused);
 - a choice is one of the listed values, with the close matches named.
 
-A leaf module: it imports nothing of geomxai but the close-name hints.
+A leaf module: it imports nothing of geomxai but the close-name hints. The public names are
+:mod:`geomxai.checks`.
 
 Examples
 --------
@@ -21,11 +22,11 @@ Examples
 >>> check(True, "n_boot", Interval(Integral, 1, None))
 Traceback (most recent call last):
 ...
-geomxai._checks.InvalidParameterError: n_boot must be a positive integer; got True (bool)
+geomxai.checks.InvalidParameterError: n_boot must be a positive integer; got True (bool)
 >>> check(float("nan"), "eps", Interval(Real, 0, None, closed="neither"))
 Traceback (most recent call last):
 ...
-geomxai._checks.InvalidParameterError: eps must be a positive finite number; got eps=nan
+geomxai.checks.InvalidParameterError: eps must be a positive finite number; got eps=nan
 >>> check(None, "limit", None, Interval(Integral, 1, None)) is None
 True
 """
@@ -57,6 +58,11 @@ class InvalidParameterError(ValueError, TypeError):
     out of range are one kind of mistake to the caller, and code that caught either before the
     checks were declared keeps working.
     """
+
+
+# Named by its public home (geomxai.checks), the module a caller imports it from and a traceback
+# should point at.
+InvalidParameterError.__module__ = "geomxai.checks"
 
 
 class _Constraint:
@@ -244,7 +250,7 @@ def validate_params(constraints: dict[str, list]) -> Callable:
     >>> repeat("ab", n=0)
     Traceback (most recent call last):
     ...
-    geomxai._checks.InvalidParameterError: n must be a positive integer; got n=0
+    geomxai.checks.InvalidParameterError: n must be a positive integer; got n=0
     """
 
     def decorate(func: Callable) -> Callable:

@@ -1,4 +1,4 @@
-"""The declarative argument checks (geomxai._checks) against a slow, obvious reference."""
+"""The declarative argument checks (geomxai.checks) against a slow, obvious reference."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geomxai._checks import (
+from geomxai.checks import (
     Boolean,
     Interval,
     InvalidParameterError,
