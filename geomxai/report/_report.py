@@ -202,11 +202,21 @@ def _over_training(ds: xr.Dataset, var: str) -> bool:
     return int((measured.any(others) if others else measured).sum()) >= 2
 
 
-def _epoch_axis(ax) -> None:
-    """An epoch x axis with ticks at whole epochs only (never 1.5)."""
+def _training_time(ds: xr.Dataset) -> tuple[str, str]:
+    """What the ``epoch`` coordinate counts, singular and plural: epochs, or the optimizer steps
+    of results whose ``attrs["checkpoint_index"]`` is ``"step"`` (a training callback's
+    snapshots, ``analyze_checkpoints(index="step")``)."""
+    if ds.attrs.get("checkpoint_index") == "step":
+        return "optimizer step", "optimizer steps"
+    return "epoch", "epochs"
+
+
+def _epoch_axis(ax, ds: xr.Dataset) -> None:
+    """The training-time x axis (epochs or optimizer steps, :func:`_training_time`) with ticks
+    at whole numbers only (never 1.5)."""
     from matplotlib.ticker import MaxNLocator
 
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(_training_time(ds)[0])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
@@ -225,7 +235,7 @@ def _fig_over_epochs(ds: xr.Dataset, var: str, out: Path) -> str | None:
             color=regime_colour(str(regime)),
             label=plain(regime),
         )
-    _epoch_axis(ax)
+    _epoch_axis(ax, ds)
     ax.set_ylabel(plain(schema.label(var)))
     ax.legend(fontsize=8)
     return save(fig, out / f"{var}_over_epochs.png")
@@ -319,7 +329,7 @@ def _displayable(image: np.ndarray) -> np.ndarray:
 
 
 def _fig_similarity(ds: xr.Dataset, out: Path) -> str | None:
-    """Linear CKA and Procrustes distance of the feature layer over epochs, per regime."""
+    """Linear CKA and Procrustes distance of the feature layer over training, per regime."""
     panels = [v for v in SIMILARITY_VARIABLES if "epoch" in ds.get(v, xr.DataArray()).dims]
     panels = [v for v in panels if _over_training(ds, v)]
     if not panels:
@@ -336,7 +346,7 @@ def _fig_similarity(ds: xr.Dataset, out: Path) -> str | None:
             series = series.mean("seed") if "seed" in series.dims else series
             colour = regime_colour(str(regime))
             ax.plot(ds.epoch.values, series.values, "o-", color=colour, label=plain(regime))
-        _epoch_axis(ax)
+        _epoch_axis(ax, ds)
         ax.set_ylabel(plain(schema.label(var)), fontsize=8)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
@@ -372,11 +382,12 @@ def _fig_saliency_box(ds: xr.Dataset, out: Path) -> str | None:
 
 
 def _fig_scatter(ds: xr.Dataset, out: Path) -> str | None:
+    # A panel of one point (one model's single checkpoint) shows no relation: left out.
     pairs = [
         (g, f)
         for g in SCATTER_GEOMETRY
         for f in ("morf_auc",)
-        if _measured(ds, g) and _measured(ds, f)
+        if _measured(ds, g) and _measured(ds, f) and _scatter_points(ds, g, f) >= 2
     ]
     if not pairs:
         return None
@@ -393,6 +404,12 @@ def _fig_scatter(ds: xr.Dataset, out: Path) -> str | None:
     axes[0, 0].legend(fontsize=7)
     fig.suptitle("Geometry vs fidelity, every (regime, seed, epoch)", fontsize=10)
     return save(fig, out / "geometry_vs_fidelity.png")
+
+
+def _scatter_points(ds: xr.Dataset, g: str, f: str) -> int:
+    """The (regime, seed, epoch) points where geometry ``g`` and fidelity ``f`` are both finite."""
+    x, y = xr.broadcast(_feature_layer(ds[g]), ds[f])
+    return int((np.isfinite(x.values) & np.isfinite(y.values)).sum())
 
 
 def _fig_link(ds: xr.Dataset, out: Path) -> str | None:
@@ -542,10 +559,13 @@ def _geometry(page: _Page) -> str:
 
 
 def _figure(title: str, draw: Callable[[xr.Dataset, Path], str | None]):
-    """A section of one figure under its own heading (left out when ``draw`` returns None)."""
+    """A section of one figure under its own heading (left out when ``draw`` returns None);
+    ``{time}`` in the title is what the results' ``epoch`` counts (epochs or optimizer steps)."""
 
     def section(page: _Page) -> str | None:
-        return page.image(draw(page.ds, page.figures), title)
+        return page.image(
+            draw(page.ds, page.figures), title.format(time=_training_time(page.ds)[1])
+        )
 
     return section
 
@@ -622,11 +642,11 @@ SECTIONS: tuple[Callable[[_Page], str | None], ...] = (
     _saliency_maps,
     _figure("Saliency value distributions (Fig. 2, right)", _fig_saliency_box),
     _figure("Correlation spectra", _fig_spectra),
-    _figure("Effective rank over epochs", _over_epochs("effective_rank")),
-    _figure("Axis-swap rate over epochs", _over_epochs("swap_rate")),
-    _figure("Representation similarity over epochs (linear CKA, Procrustes)", _fig_similarity),
-    _figure("Test accuracy over epochs", _over_epochs("test_acc")),
-    _figure("MoRF AUC over epochs", _over_epochs("morf_auc")),
+    _figure("Effective rank over {time}", _over_epochs("effective_rank")),
+    _figure("Axis-swap rate over {time}", _over_epochs("swap_rate")),
+    _figure("Representation similarity over {time} (linear CKA, Procrustes)", _fig_similarity),
+    _figure("Test accuracy over {time}", _over_epochs("test_acc")),
+    _figure("MoRF AUC over {time}", _over_epochs("morf_auc")),
     _figure("Geometry vs fidelity", _fig_scatter),
     _link,
     _configurations,
