@@ -19,7 +19,6 @@ from geomxai.stats import (
     power_analysis,
     runs_dataset,
 )
-from geomxai.stats._power import _solve_effect_size, _solve_nobs, _t_power
 
 # Hand-made 2x2: seeds 0-2 complete; seed 3 has no dbn run and must be dropped.
 CELLS = {
@@ -419,6 +418,35 @@ def test_dose_response_validates_its_inputs():
 # -- power ----------------------------------------------------------------------------------------
 
 
+def _sized(n, *, alpha=0.05, power=0.8, stated=None):
+    """power_analysis of one paired contrast over ``n`` seeds whose per-seed differences have an
+    SD of exactly 1, so effect sizes and differences coincide: its ``detectable_effect_size`` is
+    the d_z that ``n`` pairs detect, its ``power_at_stated`` the power of the paired t-test at
+    d_z = ``stated``, and its ``seeds_needed`` the pairs that d_z needs, rounded up."""
+    z = np.arange(n, dtype=float) ** 1.5
+    z = (z - z.mean()) / z.std(ddof=1)
+    records = [{"regime": "regular", "seed": s, "m": 0.5} for s in range(n)]
+    records += [{"regime": "sgt", "seed": s, "m": 0.5 + z[s]} for s in range(n)]
+    pw = power_analysis(
+        runs_dataset(records),
+        "m",
+        [("sgt", "regular")],
+        alpha=alpha,
+        power=power,
+        stated={} if stated is None else {"m": stated},
+    )
+    assert float(pw["sd_difference"].item()) == pytest.approx(1.0, rel=1e-12)
+    return {k: float(v.item()) for k, v in pw.data_vars.items()}
+
+
+def _t_power(d, n, alpha):
+    return _sized(n, alpha=alpha, stated=d)["power_at_stated"]
+
+
+def _solve_effect_size(n, alpha, power):
+    return _sized(n, alpha=alpha, power=power)["detectable_effect_size"]
+
+
 def test_paired_t_power_matches_a_simulated_t_test():
     # The definition: the share of samples of n paired differences ~ N(d, 1) whose one-sample
     # t statistic exceeds the two-sided critical value.
@@ -433,8 +461,10 @@ def test_paired_t_power_matches_a_simulated_t_test():
 
 
 def test_seeds_for_a_medium_effect_match_the_published_value():
-    # pwr.t.test(d = 0.5, power = 0.8, type = "one.sample") -> n = 33.36713
-    assert _solve_nobs(0.5, 0.05, 0.8) == pytest.approx(33.36713, rel=1e-6)
+    # pwr.t.test(d = 0.5, power = 0.8, type = "one.sample") -> n = 33.36713, so 34 seeds: 33
+    # fall short of the power and 34 reach it.
+    assert _sized(10, stated=0.5)["seeds_needed"] == 34
+    assert _t_power(0.5, 33, 0.05) < 0.8 < _t_power(0.5, 34, 0.05)
 
 
 def test_power_solvers_against_statsmodels():
@@ -451,18 +481,20 @@ def test_power_solvers_against_statsmodels():
             assert 0.0 < ours <= 1.0
             if np.isfinite(theirs):
                 assert ours == pytest.approx(theirs, rel=1e-9)
-    for d in np.linspace(0.2, 4.0, 9):
-        assert _solve_nobs(d, 0.05, 0.8) == pytest.approx(
-            solver.solve_power(effect_size=d, alpha=0.05, power=0.8), rel=1e-6
-        )
+    for d in np.linspace(0.2, 4.0, 25):
+        # The seeds a difference needs: statsmodels' real-valued root rounded up, as the public
+        # answer is (a hair below an exact integer root counts as that integer).
+        theirs = solver.solve_power(effect_size=d, alpha=0.05, power=0.8)
+        assert _sized(5, stated=d)["seeds_needed"] == max(2, math.ceil(theirs - 1e-6))
 
 
 @pytest.mark.parametrize("target", [0.5, 0.8, 0.95])
 def test_power_solvers_round_trip(target):
     for n in (2, 3, 5, 10, 30):
         d = _solve_effect_size(n, 0.05, target)
-        assert _t_power(d, n, 0.05) == pytest.approx(target, abs=1e-9)
-        assert _solve_nobs(d, 0.05, target) == pytest.approx(n, rel=1e-7)
+        sized = _sized(n, power=target, stated=d)
+        assert sized["power_at_stated"] == pytest.approx(target, abs=1e-9)
+        assert sized["seeds_needed"] == n
 
 
 def test_more_seeds_detect_smaller_differences():
@@ -477,6 +509,9 @@ def test_more_seeds_detect_smaller_differences():
         sd = float(pw["sd_difference"].item())
         assert float(pw["detectable_difference"].item()) == pytest.approx(
             _solve_effect_size(k, 0.05, 0.8) * sd
+        )
+        assert float(pw["detectable_effect_size"].item()) == pytest.approx(
+            _solve_effect_size(k, 0.05, 0.8)
         )
         det.append(float(pw["detectable_effect_size"].item()))
     assert det[0] > det[1] > det[2]
