@@ -281,6 +281,24 @@ def fidelity_metrics() -> tuple[str, ...]:
     return tuple(v.name for v in _DECLARED if v.role == "fidelity")
 
 
+VERDICT_QUESTIONS = {
+    "fidelity": (
+        "morf_auc",
+        "fidelity_gap",
+        "deletion_auc",
+        "insertion_auc",
+        "topq_contrast",
+        "gini",
+    ),
+    "interaction": ("test_acc", "morf_auc", "fidelity_gap"),
+    "dose": ("mean_abs_corr", "morf_auc", "fidelity_gap", "test_acc"),
+}
+"""The metrics a study's verdict answers each of the paper's questions with: does the method
+improve fidelity and sharpness over a baseline; is its benefit an interaction of masking and
+whitening (accuracy, MoRF AUC, the LeRF - MoRF gap); does the decorrelation weight move them
+(with mean |corr| as the check that it decorrelates at all). Every other metric is in the
+tables."""
+
 SCHEMA_VERSION = 2
 """The layout of results files this geomxai writes and reads, stored as
 ``attrs["schema_version"]``; a file without it has layout 1 (written before layouts were

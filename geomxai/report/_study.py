@@ -21,6 +21,7 @@ import xarray as xr
 from geomxai import schema, stats
 from geomxai._finite import DEAD_UNIT_TOL
 from geomxai.report._style import new_figure, plain, save
+from geomxai.schema import VERDICT_QUESTIONS as VERDICT
 
 RESULTS_SCHEMA_VERSION = schema.SCHEMA_VERSION
 """The layout of a study's results file this renderer reads (``attrs["schema_version"]``)."""
@@ -850,17 +851,7 @@ def verdict_section(page: StudyPage) -> Section | None:
     if page.has("contrasts_verdict"):
         fid = [
             m
-            for m in schema.with_variants(
-                (
-                    "morf_auc",
-                    "fidelity_gap",
-                    "deletion_auc",
-                    "insertion_auc",
-                    "topq_contrast",
-                    "gini",
-                ),
-                ds["metric"].values,
-            )
+            for m in schema.with_variants(VERDICT["fidelity"], ds["metric"].values)
             if np.isfinite(ds["contrasts_estimate"].sel(metric=m)).any()
         ]
         for b in ds["baseline"].values:
@@ -881,9 +872,7 @@ def verdict_section(page: StudyPage) -> Section | None:
         parts = []
         for m in [
             m
-            for m in schema.with_variants(
-                ("test_acc", "morf_auc", "fidelity_gap"), ds["metric"].values
-            )
+            for m in schema.with_variants(VERDICT["interaction"], ds["metric"].values)
             if np.isfinite(ds["factorial_estimate"].sel(metric=m)).any()
         ]:
             parts.append(
@@ -903,9 +892,7 @@ def verdict_section(page: StudyPage) -> Section | None:
         parts = []
         for m in [
             m
-            for m in schema.with_variants(
-                ("mean_abs_corr", "morf_auc", "fidelity_gap", "test_acc"), ds["metric"].values
-            )
+            for m in schema.with_variants(VERDICT["dose"], ds["metric"].values)
             if np.isfinite(ds[f"{prefix}slope"].sel(metric=m)).any()
         ]:
             parts.append(
