@@ -17,6 +17,8 @@ from geomxai.rundir import (
 )
 from geomxai.train._augment import random_flip_crop
 from geomxai.train._build import build_from_spec, model_spec
+from geomxai.train._checkpoint import FORMAT as CHECKPOINT_FORMAT
+from geomxai.train._checkpoint import VERSION as CHECKPOINT_VERSION
 from geomxai.train._checkpoint import (
     CheckpointError,
     check_run_identity,
@@ -53,6 +55,8 @@ from geomxai.train._step import (
 )
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
     "REGIMES",
     "TERMS",
     "CheckpointError",

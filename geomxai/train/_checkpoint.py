@@ -21,7 +21,9 @@ from geomxai._checks import Interval
 from geomxai._fs import naming_errors, write_atomic
 
 FORMAT = "geomxai-checkpoint"
+"""A checkpoint's ``format`` entry (public as ``geomxai.train.CHECKPOINT_FORMAT``)."""
 VERSION = 1
+"""The ``version`` entry this trainer writes (public as ``geomxai.train.CHECKPOINT_VERSION``)."""
 
 # The first bytes of the two formats torch.save writes: a zip archive (torch >= 1.6), or the
 # legacy pickle stream, which opens with protocol 2 and torch's magic number as a LONG1.

@@ -18,8 +18,7 @@ from geomxai import CheckpointError, load_checkpoint, read_checkpoint, save_chec
 from geomxai.cli import main, os_error_message
 from geomxai.rundir import list_checkpoints
 from geomxai.study import analyze_run, open_results, save_results
-from geomxai.train import ConfigError, TrainConfig, train
-from geomxai.train._checkpoint import FORMAT
+from geomxai.train import CHECKPOINT_FORMAT, ConfigError, TrainConfig, train
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -244,7 +243,7 @@ class TestBadCheckpoints:
             load_checkpoint(path)
 
     def test_a_foreign_writer_is_said(self, tmp_path):
-        payload = {"format": FORMAT, "version": 1, "model": {}}
+        payload = {"format": CHECKPOINT_FORMAT, "version": 1, "model": {}}
         torch.save(payload, tmp_path / "c.pt")
         with pytest.raises(CheckpointError, match="not written by this geomxai's trainer"):
             load_checkpoint(tmp_path / "c.pt")

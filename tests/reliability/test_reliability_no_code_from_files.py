@@ -16,8 +16,7 @@ from reliability_helpers import one_error_line
 
 from geomxai import CheckpointError, load_checkpoint, read_checkpoint
 from geomxai.study import analyze_run, load_state_dict_file, resolve_model
-from geomxai.train import TrainConfig, train
-from geomxai.train._checkpoint import FORMAT
+from geomxai.train import CHECKPOINT_FORMAT, TrainConfig, train
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -43,8 +42,12 @@ def _plain(path, obj):
 
 
 PACKINGS = {
-    "zip-checkpoint": lambda path, p: _zip(path, {"format": FORMAT, "version": 1, "model": p}),
-    "legacy-checkpoint": lambda path, p: _legacy(path, {"format": FORMAT, "model_spec": p}),
+    "zip-checkpoint": lambda path, p: _zip(
+        path, {"format": CHECKPOINT_FORMAT, "version": 1, "model": p}
+    ),
+    "legacy-checkpoint": lambda path, p: _legacy(
+        path, {"format": CHECKPOINT_FORMAT, "model_spec": p}
+    ),
     "zip-state-dict": lambda path, p: _zip(path, {"state_dict": {"w": p}}),
     "bare-object": _zip,
     "plain-pickle": _plain,
