@@ -12,6 +12,7 @@ from typing import Any
 
 from geomxai._checks import Interval
 from geomxai._fill import TRAINING_FILLS
+from geomxai._fs import check_path_component
 from geomxai._hints import close_matches, did_you_mean
 from geomxai.train._masking import MASK_BY
 from geomxai.whitening import DECORRELATION_KINDS, WHITENING_METHODS, check_iters
@@ -251,16 +252,21 @@ class TrainConfig:
         """Read a TOML profile (top-level keys, or a ``[train]`` table) with optional overrides.
 
         The path must be a regular file of at most :data:`MAX_CONFIG_BYTES` (``/dev/zero`` or a
-        pipe would be read without end); a ValueError names it otherwise.
+        pipe would be read without end); a ValueError names it otherwise. ``[train]``,
+        ``[study]`` and ``[analysis]`` must be tables, and the last two, which training does not
+        use, are checked too (their keys and the types of their values, the analysis options by
+        :class:`geomxai.study.AnalysisOptions`): a typo there would otherwise be found only when
+        a study reads the file, after training.
         """
         text = read_config_file(path)
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{str(path)!r} is not valid TOML ({err})") from err
+        _check_shared_tables(path, data)
         data = dict(data.get("train", data))
         # Tables other programs read from the same profile (the study's regimes and seeds, the
-        # analysis options) are not training fields.
+        # analysis options) are not training fields; they were checked above.
         for table in ("study", "analysis"):
             data.pop(table, None)
         data.update(overrides or {})
@@ -268,6 +274,99 @@ class TrainConfig:
 
     def run_dir(self) -> Path:
         return Path(self.out_dir)
+
+
+# The keys of the [study] table, as the study's design reader takes them: a design (a [train]
+# table or [[cells]]) or a profile of the older layout (training fields at the top level). The
+# reader lives above this package, so what a trainer must know to refuse a typo is listed here.
+_DESIGN_STUDY_KEYS = ("name", "title", "description", "seeds", "runs", "out", "fallback_dataset")
+_PROFILE_STUDY_KEYS = ("name", "regimes", "seeds", "fallback_dataset")
+# The [analysis] keys the study reads itself, beside the AnalysisOptions fields, by their type.
+_STUDY_ANALYSIS_KEYS = {"checkpoints": str, "keep": str, "control": bool, "keep_checkpoint": bool}
+
+
+def _check_shared_tables(path, data: dict) -> None:
+    """Refuse what a profile holds for other programs in a shape they cannot read.
+
+    ``[train]``, ``[study]`` and ``[analysis]`` are tables (``train = 5``, ``[[train]]`` and
+    ``study = 5`` are not); ``[study]`` and ``[analysis]`` have only known keys, each with a
+    value of its type. One ConfigError naming the file, the table and the key.
+    """
+    where = repr(str(path))
+
+    def fail(table: str, key, message: str):
+        at = f"[{table}]" + (f" {key}" if key is not None else "")
+        raise ConfigError(f"{where}: {at} {message}")
+
+    for table in ("train", "study", "analysis"):
+        if table in data and not isinstance(data[table], dict):
+            # The design reader's words: [[train]] is "got list".
+            fail(table, None, f"must be a table; got {type(data[table]).__name__}")
+    study = data.get("study", {})
+    design = "train" in data or "cells" in data
+    known = _DESIGN_STUDY_KEYS if design else _PROFILE_STUDY_KEYS
+    for key, value in study.items():
+        if key not in known:
+            fail(
+                "study",
+                key,
+                "is not a known key" + did_you_mean(key, known) + "; known: " + ", ".join(known),
+            )
+        if key == "seeds":
+            if (
+                not isinstance(value, list)
+                or not value
+                or not all(Interval(Integral, 0, 2**32 - 1).accepts(v) for v in value)
+            ):
+                fail(
+                    "study",
+                    key,
+                    f"must be a non-empty list of integers in [0, 2**32); got {value!r}",
+                )
+        elif key == "regimes":
+            if not isinstance(value, list) or not all(v in REGIMES for v in value):
+                fail(
+                    "study",
+                    key,
+                    f"must be a list of regime names ({', '.join(REGIMES)}); got {value!r}",
+                )
+        elif not isinstance(value, str) or not value.strip() or "\0" in value:
+            fail("study", key, f"must be a non-empty string without NUL bytes; got {value!r}")
+        if key == "name":
+            try:
+                check_path_component(value, "a study name")
+            except ValueError as err:
+                fail("study", key, str(err))
+    analysis = data.get("analysis")
+    if analysis:
+        _check_analysis_table(analysis, lambda key, message: fail("analysis", key, message))
+
+
+def _check_analysis_table(table: dict, fail) -> None:
+    # At call time, through the public name: only a profile with an [analysis] table needs the
+    # analysis options, and importing geomxai.train must not load the study package.
+    from geomxai.study import AnalysisOptions
+
+    options = {k: v for k, v in table.items() if k not in _STUDY_ANALYSIS_KEYS}
+    known = [f.name for f in dataclasses.fields(AnalysisOptions)]
+    for key, kind in _STUDY_ANALYSIS_KEYS.items():
+        if key in table and not isinstance(table[key], kind):
+            expected = "true or false" if kind is bool else "a string"
+            fail(key, f"must be {expected}; got {table[key]!r}")
+    for key in options:
+        if key not in known:
+            every = [*known, *_STUDY_ANALYSIS_KEYS]
+            fail(
+                key,
+                "is not an analysis option"
+                + did_you_mean(key, every)
+                + "; known: "
+                + ", ".join(every),
+            )
+    try:
+        AnalysisOptions(**options)
+    except (TypeError, ValueError) as err:
+        fail(None, f"is not a valid set of analysis options: {err}")
 
 
 _TYPE_NAMES = {

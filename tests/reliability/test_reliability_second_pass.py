@@ -333,6 +333,101 @@ class TestCheckpointSpecsThatAllocateOrBreak:
         assert status == 2 and repr(str(path)) in one_error_line(text)
 
 
+# -- profiles: geomxai train --config ------------------------------------------------------------
+# case: (the whole file, or None for the tiny training fields at the top level followed by
+# ``extra``; extra; what the one error line says)
+PROFILE_FAULTS = {
+    "train = 5": ("train = 5\n", "", "[train] must be a table; got int"),
+    "[[train]]": ("[[train]]\ndataset = 'digits'\n", "", "[train] must be a table; got list"),
+    'train = "x"': ('train = "x"\n', "", "[train] must be a table; got str"),
+    "study = 5": (None, "study = 5", "[study] must be a table; got int"),
+    "analysis = 5": (None, "analysis = 5", "[analysis] must be a table; got int"),
+    "[analysis] bogus = 1": (
+        None,
+        "[analysis]\nbogus = 1",
+        "[analysis] bogus is not an analysis option",
+    ),
+    "[study] name = 5": (None, "[study]\nname = 5", "[study] name must be a non-empty string"),
+    "[study] nmae": (
+        None,
+        '[study]\nnmae = "s"',
+        "[study] nmae is not a known key (did you mean 'name'?)",
+    ),
+    "[study] seeds = 5": (
+        None,
+        "[study]\nseeds = 5",
+        "[study] seeds must be a non-empty list of integers",
+    ),
+    "[analysis] probe_size = nan": (
+        None,
+        "[analysis]\nprobe_size = nan",
+        "[analysis] is not a valid set of analysis options: probe_size",
+    ),
+    "[analysis] control = 1": (
+        None,
+        "[analysis]\ncontrol = 1",
+        "[analysis] control must be true or false",
+    ),
+}
+
+
+class TestProfilesOfTrainConfig:
+    """Item 9: `geomxai train --config` with `train = 5`, `[[train]]` or `train = "x"` gave a
+    traceback ('int' object is not iterable, "dictionary update sequence element #0"); with
+    `[analysis] bogus = 1`, `study = 5` or `[study] name = 5` it trained and exited 0, those
+    tables dropped unread. Each is one line naming the file and the key, before any work."""
+
+    @staticmethod
+    def _profile(tmp_path: Path, case: str) -> tuple[Path, str]:
+        whole, extra, expected = PROFILE_FAULTS[case]
+        path = tmp_path / "c.toml"
+        if whole is None:
+            toml_config(path, tmp_path / "run")
+            path.write_text(path.read_text() + extra + "\n")
+        else:
+            path.write_text(whole)
+        return path, expected
+
+    @pytest.mark.parametrize("case", list(PROFILE_FAULTS))
+    def test_train_config_refuses_the_profile(self, tmp_path, cli, case):
+        path, expected = self._profile(tmp_path, case)
+        status, text = cli("train", "--config", path)
+        assert status == 2
+        line = one_error_line(text)
+        assert repr(str(path)) in line and expected in line
+        assert not (tmp_path / "run").exists()
+
+    @pytest.mark.parametrize("case", list(PROFILE_FAULTS))
+    def test_from_toml_refuses_the_profile(self, tmp_path, case):
+        from geomxai.train import ConfigError
+
+        path, expected = self._profile(tmp_path, case)
+        with pytest.raises(ConfigError) as info:
+            TrainConfig.from_toml(path)
+        assert repr(str(path)) in str(info.value) and expected in str(info.value)
+
+    def test_shared_tables_that_are_right_still_train(self, tmp_path):
+        path = toml_config(tmp_path / "c.toml", tmp_path / "run")
+        path.write_text(
+            path.read_text()
+            + '[study]\nname = "s"\nregimes = ["regular", "sgt"]\nseeds = [0, 1]\n'
+            + '[analysis]\nprobe_size = 64\ncheckpoints = "final"\ncontrol = false\n'
+        )
+        config = TrainConfig.from_toml(path)
+        assert config.out_dir == str(tmp_path / "run") and config.epochs == 1
+
+    def test_every_shipped_design_reads_as_a_train_config(self):
+        # `geomxai train --config configs/X.toml` reads a design's [train] table: the check
+        # must take every table and key a shipped design holds.
+        root = Path(__file__).resolve().parents[2] / "configs"
+        designs = sorted(root.glob("*.toml"))
+        assert designs
+        for design in designs:
+            text = design.read_text()
+            if "[train]" in text:
+                TrainConfig.from_toml(design)
+
+
 # -- results files that read other files ---------------------------------------------------------
 def _results_with(tmp_path: Path, kind: str, *, userblock: int = 0) -> tuple[Path, bytes]:
     """A netCDF results file whose ``test_acc`` reaches another file the HDF5 way ``kind``
