@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - Windows
 
 log = logging.getLogger("geomxai")
 
-__all__ = ["DirectoryLock", "DirectoryLockedError", "UnsafeLockError"]
+__all__ = ["DirectoryLock", "DirectoryLockedError", "UnsafeLockError", "refuse_linked_lock"]
 
 
 class DirectoryLockedError(RuntimeError):
@@ -189,24 +189,7 @@ class DirectoryLock:
         return fd
 
     def _refuse_unless_plain(self, info: os.stat_result) -> None:
-        if stat.S_ISLNK(info.st_mode):
-            try:
-                target = f" to {os.readlink(self.path)!r}"
-            except OSError:
-                target = ""
-            kind = f"a symbolic link{target}"
-        elif not stat.S_ISREG(info.st_mode):
-            kind = "not a plain file"
-        elif info.st_nlink > 1:
-            kind = f"a hard link shared with {info.st_nlink - 1} other name(s)"
-        else:
-            return
-        raise UnsafeLockError(
-            f"the lock file {str(self.path)!r} of {self.what} {str(self.folder)!r} is {kind}; "
-            "geomxai never writes through it. Remove it (only the name; what it points to is "
-            "not touched) and run again",
-            path=self.path,
-        )
+        _refuse_unless_plain(self.path, info, self.what, self.folder)
 
     def release(self) -> None:
         """Give the lock up, remove its file, and remove the folders :meth:`acquire` created if
@@ -239,6 +222,45 @@ class DirectoryLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def refuse_linked_lock(folder, *, what: str = "folder", lock_name: str = ".geomxai.lock"):
+    """Raise :class:`UnsafeLockError` if ``folder/lock_name`` is a symbolic link, a hard link to
+    another file or not a plain file, as :meth:`DirectoryLock.acquire` would; nothing if it
+    holds nothing or a plain file (a leftover lock).
+
+    For a folder that is no longer locked but where a lock file once was (a study's runs
+    folder): a link planted at the lock's name there is meant to be written through, so it is
+    refused the same way, not silently passed by. The link and its target are not touched.
+    """
+    folder = Path(folder)
+    path = folder / lock_name
+    try:
+        info = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    _refuse_unless_plain(path, info, what, folder)
+
+
+def _refuse_unless_plain(path: Path, info: os.stat_result, what: str, folder: Path) -> None:
+    if stat.S_ISLNK(info.st_mode):
+        try:
+            target = f" to {os.readlink(path)!r}"
+        except OSError:
+            target = ""
+        kind = f"a symbolic link{target}"
+    elif not stat.S_ISREG(info.st_mode):
+        kind = "not a plain file"
+    elif info.st_nlink > 1:
+        kind = f"a hard link shared with {info.st_nlink - 1} other name(s)"
+    else:
+        return
+    raise UnsafeLockError(
+        f"the lock file {str(path)!r} of {what} {str(folder)!r} is {kind}; "
+        "geomxai never writes through it. Remove it (only the name; what it points to is "
+        "not touched) and run again",
+        path=path,
+    )
 
 
 def _read_holder(fd: int, *, raw: bool = False) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -331,6 +332,88 @@ class TestCheckpointSpecsThatAllocateOrBreak:
         assert repr(str(path)) in str(info.value)
         status, text = cli("layers", path)
         assert status == 2 and repr(str(path)) in one_error_line(text)
+
+
+# -- a lock-named link in a study's folders ------------------------------------------------------
+STUDY_DESIGN = """\
+[study]
+name = "s"
+seeds = [0]
+
+[train]
+dataset = "digits"
+model = "cnn2"
+epochs = 1
+batch_size = 32
+train_subset = 64
+test_subset = 32
+group_size = 8
+lr = 0.05
+device = "cpu"
+
+[[cells]]
+name = "regular"
+regime = "regular"
+"""
+
+
+class TestAStudyRefusesALockLinkInItsFolders:
+    """Item 1 (study side): with `RUNS/NAME/.geomxai.lock -> victim`, `geomxai study --stage
+    train --runs RUNS` exited 0 and passed the link by (the study no longer locks RUNS/NAME/).
+    Safe, but whoever put it there meant a lock to write through it: refused before any work,
+    naming the link and the fix, the victim untouched."""
+
+    @pytest.fixture
+    def victim(self, tmp_path) -> Path:
+        path = tmp_path / "elsewhere" / "victim.txt"
+        path.parent.mkdir()
+        path.write_text("the victim's own contents\n")
+        return path
+
+    def _study(self, tmp_path, cli, stage="train"):
+        design = tmp_path / "d.toml"
+        design.write_text(STUDY_DESIGN)
+        argv = ["study", design, "--stage", stage, "--runs", tmp_path / "runs"]
+        return cli(*argv, "--reports", tmp_path / "reports")
+
+    @pytest.mark.parametrize("where", ["runs folder", "run folder"])
+    @pytest.mark.parametrize("stage", ["train", "analyse"])
+    def test_a_symlink_is_refused(self, tmp_path, cli, victim, where, stage):
+        from geomxai.rundir import LOCK_FILE
+
+        folder = tmp_path / "runs" / "s"
+        if where == "run folder":
+            folder = folder / "regular-s0"
+        folder.mkdir(parents=True)
+        link = folder / LOCK_FILE
+        link.symlink_to(victim)
+        status, text = self._study(tmp_path, cli, stage)
+        assert status == 2
+        line = one_error_line(text)
+        assert repr(str(link)) in line and "symbolic link" in line and "Remove it" in line
+        assert victim.read_text() == "the victim's own contents\n"
+        assert link.is_symlink() and Path(os.readlink(link)) == victim
+        assert [p.name for p in folder.iterdir()] == [LOCK_FILE]  # nothing trained
+
+    def test_a_hard_link_is_refused(self, tmp_path, cli, victim):
+        from geomxai.rundir import LOCK_FILE
+
+        folder = tmp_path / "runs" / "s"
+        folder.mkdir(parents=True)
+        os.link(victim, folder / LOCK_FILE)
+        status, text = self._study(tmp_path, cli)
+        assert status == 2 and "hard link" in one_error_line(text)
+        assert victim.read_text() == "the victim's own contents\n"
+
+    def test_a_plain_leftover_lock_file_is_no_reason_to_stop(self, tmp_path, cli):
+        from geomxai.rundir import LOCK_FILE, read_run
+
+        folder = tmp_path / "runs" / "s"
+        folder.mkdir(parents=True)
+        (folder / LOCK_FILE).write_text('{"pid": 1}\n')  # an older version's study lock
+        status, _ = self._study(tmp_path, cli)
+        assert status == 0
+        assert read_run(folder / "regular-s0").checkpoints
 
 
 # -- profiles: geomxai train --config ------------------------------------------------------------
