@@ -135,7 +135,8 @@ def _resized(image_size: int):
 
 
 def load_image(path: str):
-    """One image file as an RGB PIL image; a file that is not a readable image, or whose header
+    """One image file as an RGB PIL image; a file that is not a readable image (damaged, or
+    truncated: a half-written file, a header with no pixel data after it), or whose header
     claims more pixels than PIL reads safely (``PIL.Image.MAX_IMAGE_PIXELS`` times two: a
     decompression bomb), is a ValueError naming the file.
 
@@ -143,18 +144,24 @@ def load_image(path: str):
     """
     from PIL import Image
 
-    try:
-        with open(path, "rb") as fh:
+    # Opened outside the decoding ``try``: a file that cannot be opened (gone, no permission)
+    # is an OSError that names it already and is not a damaged image.
+    with open(path, "rb") as fh:
+        try:
             image = Image.open(fh)
             return image.convert("RGB")
-    except Image.DecompressionBombError as err:
-        raise ValueError(
-            f"{path!r} is too large to read safely ({err}); resize it or remove it from the folder"
-        ) from err
-    except (Image.UnidentifiedImageError, SyntaxError) as err:
-        raise ValueError(
-            f"{path!r} is not a readable image ({err}); remove it from the folder"
-        ) from err
+        except Image.DecompressionBombError as err:
+            raise ValueError(
+                f"{path!r} is too large to read safely ({err}); resize it or remove it from "
+                "the folder"
+            ) from err
+        # PIL decodes lazily: a truncated file opens and fails in convert() with a bare
+        # OSError ("image file is truncated") that names no file.
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ValueError(
+                f"{path!r} is not a readable image ({err}); it is damaged or cut short: "
+                "replace it or remove it from the folder"
+            ) from err
 
 
 def _split(dataset, test_fraction: float, seed: int):

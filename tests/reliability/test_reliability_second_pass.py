@@ -767,6 +767,61 @@ class TestInputsThatAreTooBig:
         assert status == 2
         assert repr(str(bomb)) in one_error_line(text)
 
+    @staticmethod
+    def _truncated(folder: Path, how: str) -> Path:
+        """A real PNG cut in half as a crashed writer leaves it, or a header that claims
+        10000x10000 pixels (below the bomb limit) with no pixel data."""
+        from PIL import Image
+
+        path = folder / "a" / "cut.png"
+        if how == "half-written":
+            # Noise, so the compressed data is long enough to cut in the middle.
+            pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(path)
+            data = path.read_bytes()
+            path.write_bytes(data[: len(data) // 2])
+        else:
+            _png_header(path, 10000, 10000)
+        return path
+
+    # 10000x10000 is above PIL's warning limit, below its refusal: PIL warns, then decodes.
+    @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+    @pytest.mark.parametrize("how", ["half-written", "header only"])
+    def test_a_truncated_image_names_the_file(self, bomb_folder, how):
+        from geomxai.data import load_dataset
+
+        folder, bomb = bomb_folder
+        bomb.unlink()
+        cut = self._truncated(folder, how)
+        bundle = load_dataset(f"imagefolder:{folder}", image_size=8, test_fraction=0.34)
+        full = bundle.train.dataset
+        index = next(i for i, (p, _) in enumerate(full.samples) if p == str(cut))
+        with pytest.raises(ValueError, match="not a readable image") as info:
+            full[index]
+        assert repr(str(cut)) in str(info.value) and "truncated" in str(info.value)
+
+    @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+    @pytest.mark.parametrize("how", ["half-written", "header only"])
+    @pytest.mark.parametrize("command", ["analyze", "train"])
+    def test_a_truncated_image_through_the_cli(self, tmp_path, bomb_folder, cli, how, command):
+        folder, bomb = bomb_folder
+        bomb.unlink()
+        cut = self._truncated(folder, how)
+        if command == "analyze":
+            argv = ["analyze", "--model", "cnn2", "--data", f"imagefolder:{folder}"]
+            argv += ["--no-labels", "--image-size", 8, "--out", tmp_path / "r.nc"]
+            argv += ["--probe-size", 8]
+        else:
+            config = toml_config(tmp_path / "c.toml", tmp_path / "run")
+            fields = [line for line in config.read_text().splitlines() if "_subset" not in line]
+            fields = [line for line in fields if not line.startswith("dataset")]
+            config.write_text("\n".join([*fields, f'dataset = "imagefolder:{folder}"', ""]))
+            argv = ["train", "--config", config]
+        status, text = cli(*argv)
+        assert status == 2
+        line = one_error_line(text)
+        assert repr(str(cut)) in line and "truncated" in line
+
     def test_an_empty_imagefolder_path(self, tmp_path, cli, monkeypatch):
         from geomxai.data import load_dataset
 
