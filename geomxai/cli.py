@@ -389,7 +389,6 @@ def cmd_report(args) -> int:
     check_writable(out, folder=True)
     with open_results_file(args.results) as ds:
         results = ds.load()
-    check_layout(results, args.results)
     if results.attrs.get("kind") != "across-settings" and not any(
         name in schema.VARIABLES for name in results.data_vars
     ):
@@ -397,6 +396,8 @@ def cmd_report(args) -> int:
             f"{args.results!r} is a netCDF file but holds none of geomxai's result variables; "
             "give a results file written by `geomxai analyze` or `geomxai study`"
         )
+    # After the check above: a file that is not geomxai's at all has no layout to name.
+    check_layout(results, args.results)
     if results.attrs.get("kind") == "across-settings":  # a comparison of studies
         from geomxai.report import build_across_report
 
