@@ -25,6 +25,13 @@ Training time: :func:`list_checkpoints` lists the epoch checkpoints (epoch -> pa
 the trainer's resume and most readers need); :func:`training_checkpoints` lists every checkpoint,
 epoch and sub-epoch, in training order, each with its global optimizer step and its epoch as
 training time (``step / steps_per_epoch``: 1.5 is half-way through the second epoch).
+
+One writer at a time: the trainer and a study's claim on a run hold :class:`DirectoryLock` (an
+OS lock on ``.geomxai.lock``, taken over from a process that died however it died). Hold it
+yourself to change a run directory by hand while geomxai may write to it: a second holder gets
+:class:`DirectoryLockedError` naming the first, and a lock name that holds a link or anything
+but a plain file gets :class:`UnsafeLockError` (nothing is written through it). The three are
+imported on first use, so reading a run loads no lock code.
 """
 
 from __future__ import annotations
@@ -36,7 +43,10 @@ import re
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers; read on first use by __getattr__
+    from geomxai._lock import DirectoryLock, DirectoryLockedError, UnsafeLockError
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -60,6 +70,8 @@ __all__ = [
     "LOCK_FILE",
     "METRICS_FILE",
     "Checkpoint",
+    "DirectoryLock",
+    "DirectoryLockedError",
     "Run",
     "checkpoint_path",
     "list_checkpoints",
@@ -72,7 +84,19 @@ __all__ = [
     "step_checkpoint_path",
     "steps_per_epoch",
     "training_checkpoints",
+    "UnsafeLockError",
 ]
+
+_LOCK_NAMES = ("DirectoryLock", "DirectoryLockedError", "UnsafeLockError")
+
+
+def __getattr__(name: str):
+    # The lock is a leaf of its own (geomxai._lock): loaded when one of its names is read.
+    if name in _LOCK_NAMES:
+        from geomxai import _lock
+
+        return getattr(_lock, name)
+    raise AttributeError(f"module 'geomxai.rundir' has no attribute {name!r}")
 
 
 def _not_a_run(run_dir: Path, missing: str) -> FileNotFoundError:

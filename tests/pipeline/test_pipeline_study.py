@@ -187,18 +187,18 @@ def test_a_report_of_older_results_names_the_layout_and_the_fix(tiny_study, tmp_
 
 
 def test_a_claimed_run_is_skipped_by_a_second_process(tmp_path):
-    from geomxai._lock import DirectoryLock
-    from geomxai.pipeline._stages import CLAIM_FILE, stage_train
+    from geomxai.rundir import DirectoryLock
 
+    claim_file = ".geomxai.claim"  # a run's claim, as docs/study.md names it
     path = tmp_path / "tiny.toml"
     path.write_text(TINY.replace("seeds = [0, 1, 2]", "seeds = [0]"))
     design = load_design(path, runs_dir=tmp_path / "runs", out_dir=tmp_path / "out")
     held = []
     for cell in design.cells:
-        lock = DirectoryLock(tmp_path / "runs" / f"{cell.name}-s0", lock_name=CLAIM_FILE)
+        lock = DirectoryLock(tmp_path / "runs" / f"{cell.name}-s0", lock_name=claim_file)
         held.append(lock.acquire())
     try:
-        stage_train(design)  # every run is held by "another process": nothing trains
+        run_design(design, stages=["train"])  # every run is held by "another process"
     finally:
         for lock in held:
             lock.release()

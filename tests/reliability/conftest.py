@@ -50,7 +50,7 @@ def read_only(monkeypatch) -> ReadOnly:
 # -- processes ---------------------------------------------------------------------------------
 HOLD_LOCK = (
     "import sys, time\n"
-    "from geomxai._lock import DirectoryLock\n"
+    "from geomxai.rundir import DirectoryLock\n"
     "DirectoryLock(sys.argv[1]).acquire()\n"
     "print('locked', flush=True)\n"
     "time.sleep(600)\n"

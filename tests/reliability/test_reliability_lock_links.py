@@ -16,8 +16,13 @@ from pathlib import Path
 import pytest
 from reliability_helpers import one_error_line, toml_config
 
-from geomxai._lock import DirectoryLock, DirectoryLockedError, UnsafeLockError
-from geomxai.rundir import LOCK_FILE, read_metrics
+from geomxai.rundir import (
+    LOCK_FILE,
+    DirectoryLock,
+    DirectoryLockedError,
+    UnsafeLockError,
+    read_metrics,
+)
 from geomxai.train import TrainConfig, train
 
 pytestmark = pytest.mark.timeout(300)
