@@ -17,9 +17,14 @@ import pytest
 import xarray as xr
 from reliability_helpers import TRAIN_FIELDS, one_error_line, toml_config
 
-from geomxai._lock import DirectoryLock, DirectoryLockedError
 from geomxai.pipeline import run_study
-from geomxai.rundir import LOCK_FILE, list_checkpoints, read_metrics
+from geomxai.rundir import (
+    LOCK_FILE,
+    DirectoryLock,
+    DirectoryLockedError,
+    list_checkpoints,
+    read_metrics,
+)
 from geomxai.train import TrainConfig, train
 
 pytestmark = pytest.mark.timeout(300)
@@ -67,7 +72,7 @@ class TestDirectoryLock:
         script = textwrap.dedent(
             """
             import sys, time
-            from geomxai._lock import DirectoryLock, DirectoryLockedError
+            from geomxai.rundir import DirectoryLock, DirectoryLockedError
             while time.time() < float(sys.argv[2]):
                 time.sleep(0.001)
             try:
@@ -101,22 +106,29 @@ def _wait_for(path: Path, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
-# A trainer that waits for a file before each epoch: it holds its run's lock as long as the
-# test needs, so the second writer meets it for certain, not by timing luck.
+# A trainer whose training data waits for a file before it serves an item: it holds its run's
+# lock (taken before checkpoint 0 is written) as long as the test needs, so the second writer
+# meets it for certain, not by timing luck. The data is the caller's, as train(dataset=) takes it.
 PAUSED_TRAINER = textwrap.dedent(
     """
-    import sys, time
+    import dataclasses, sys, time
     from pathlib import Path
-    import geomxai.train._loop as loop
-    from geomxai.cli import main
+    from torch.utils.data import Dataset
+    from geomxai.data import load_dataset
+    from geomxai.train import TrainConfig, train
     go = Path(sys.argv[1])
-    original = loop.Trainer._train_epoch
-    def paused(self, epoch):
-        while not go.exists():
-            time.sleep(0.05)
-        return original(self, epoch)
-    loop.Trainer._train_epoch = paused
-    sys.exit(main(sys.argv[2:]))
+    class Gated(Dataset):
+        def __init__(self, data):
+            self.data = data
+        def __len__(self):
+            return len(self.data)
+        def __getitem__(self, i):
+            while not go.exists():
+                time.sleep(0.05)
+            return self.data[i]
+    config = TrainConfig.from_toml(sys.argv[2], {"resume": True})
+    bundle = load_dataset(config.dataset)
+    train(config, dataset=dataclasses.replace(bundle, train=Gated(bundle.train)))
     """
 )
 
@@ -124,11 +136,11 @@ PAUSED_TRAINER = textwrap.dedent(
 class TestOneTrainerPerRun:
     def test_a_second_train_resume_is_refused_while_the_first_runs(self, tmp_path, cli):
         out = tmp_path / "run"
-        config = toml_config(tmp_path / "c.toml", out, epochs=3)
+        # Items are read during the epochs (not all into memory first), so the gate holds there.
+        config = toml_config(tmp_path / "c.toml", out, epochs=3, data_on_device=False)
         go = tmp_path / "go"
         first = subprocess.Popen(
-            [sys.executable, "-c", PAUSED_TRAINER, str(go), "train", "--config", str(config)]
-            + ["--set", "resume=true"],
+            [sys.executable, "-c", PAUSED_TRAINER, str(go), str(config)],
             stderr=subprocess.PIPE,
             text=True,
         )

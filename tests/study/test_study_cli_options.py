@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from geomxai.cli import _reduce_option, main
+from geomxai.cli import main
 
 _MODEL = (
     "from torch import nn\n\n\n"
@@ -49,13 +49,33 @@ def test_reduce_and_entanglement_layer_reach_the_analysis(argv, tmp_path):
         assert int(ds["n_units"].sel(layer="conv").max()) == 4
 
 
-def test_reduce_values_are_read_as_the_api_takes_them():
-    assert _reduce_option(None) is None
-    assert _reduce_option(["flatten"]) == "flatten"
-    assert _reduce_option(["-1"]) == -1
-    assert _reduce_option(["conv=flatten", "blocks.1=0"]) == {"conv": "flatten", "blocks.1": 0}
-    with pytest.raises(ValueError, match="not both"):
-        _reduce_option(["flatten", "conv=mean"])
+def test_reduce_values_are_read_as_the_api_takes_them(argv, tmp_path, monkeypatch, caplog):
+    import geomxai.study
+
+    given = []
+
+    def analyze_model(model, data, *, options, **kwargs):
+        given.append(options.reduce)
+        raise ValueError("stopped after reading the options")
+
+    monkeypatch.setattr(geomxai.study, "analyze_model", analyze_model)
+
+    def reduce_of(*values):
+        given.clear()
+        flag = [a for v in values for a in ("--reduce", v)]  # repeatable, one value each
+        assert main([*argv, *flag, "--out", str(tmp_path / "r.nc")]) == 2
+        return given
+
+    def api(reduce):
+        return [geomxai.study.AnalysisOptions(reduce=reduce).reduce]
+
+    assert reduce_of() == [geomxai.study.AnalysisOptions().reduce]  # the API's default
+    assert reduce_of("flatten") == api("flatten")
+    assert reduce_of("-1") == api(-1) == [-1]  # a token index, read as a number
+    assert reduce_of("conv=flatten", "blocks.1=0") == api({"conv": "flatten", "blocks.1": 0})
+    with caplog.at_level(logging.ERROR):
+        assert reduce_of("flatten", "conv=mean") == []
+    assert "not both" in caplog.records[-1].getMessage()
 
 
 def test_a_wrong_reduction_is_one_error_line(argv, tmp_path, caplog):

@@ -24,7 +24,6 @@ from geomxai.study import (
     variant_names,
     warnings_of,
 )
-from geomxai.study._variants import _VARIANT_NAMES
 
 pytestmark = pytest.mark.filterwarnings("ignore::geomxai.study.ProbeSizeWarning")
 
@@ -95,7 +94,9 @@ def test_two_methods_and_two_fills_equal_four_single_analyses(analysed):
     assert list(multi["saliency_method"].values) == list(METHODS)
     assert list(multi["fill"].values) == list(FILLS)
     masking = set(schema.names("masking"))
-    for name in _VARIANT_NAMES:
+    # Every saliency variable the schema declares (masking, faithfulness, saliency, localisation).
+    saliency_blocks = ("masking", "faithfulness_probability", "saliency", "localisation")
+    for name in (n for block in saliency_blocks for n in schema.names(block)):
         if name not in multi:
             continue
         # The masking variables have both dims; the other saliency metrics the method only.
