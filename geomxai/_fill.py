@@ -28,6 +28,36 @@ IMAGE_FILLS = ("uniform", "zero", "mean", "blur")
 """The fills computed from the image alone, whatever the mask: those :func:`image_fill` makes."""
 
 
+MAX_BLUR_SIGMA = 10
+"""The widest ``"blur"`` fill, in multiples of the image's larger side (of the series' length).
+
+A blur that wide is already close to its limit, a flat fill made of the image's edge values,
+while its kernel (``2 * ceil(3 sigma) + 1`` taps) and its cost keep growing with sigma; at
+``sigma = 1e300`` the kernel cannot even be made (OverflowError)."""
+
+
+def check_blur_sigma(sigma, x: torch.Tensor, name: str = "blur_sigma") -> float:
+    """``sigma`` as a float: positive, finite and at most :data:`MAX_BLUR_SIGMA` times the
+    larger side of the images ``x`` (n, c, h, w) (or the length of the series (n, c, t)).
+
+    Raises
+    ------
+    ValueError
+        Naming ``name``, the largest sigma these images take and what came.
+    """
+    check(sigma, name, Interval(Real, 0, None, closed="neither"))
+    side = max(x.shape[2:], default=1)
+    limit = MAX_BLUR_SIGMA * side
+    if sigma > limit:
+        size = "x".join(str(s) for s in x.shape[2:]) or "1"
+        raise ValueError(
+            f"{name} must be at most {limit} ({MAX_BLUR_SIGMA} times the larger side of these "
+            f"{size} inputs): a wider blur is already close to a flat fill while its kernel "
+            f"keeps growing; got {name}={sigma!r}"
+        )
+    return float(sigma)
+
+
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur per channel, kernel radius ceil(3 sigma), replicate padding.
 
@@ -38,7 +68,8 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     ----------
     x : Tensor (n, c, h, w)
     sigma : float
-        Standard deviation in pixels, a positive finite number.
+        Standard deviation in pixels, a positive finite number at most :data:`MAX_BLUR_SIGMA`
+        times the image's larger side.
 
     Returns
     -------
@@ -48,7 +79,8 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     Raises
     ------
     ValueError
-        ``sigma`` not a positive finite number, or ``x`` not 4-d.
+        ``sigma`` not a positive finite number or wider than the image allows, or ``x`` not
+        4-d.
 
     Examples
     --------
@@ -58,9 +90,9 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     >>> round(float(y.sum()), 6), round(float(y[0, 0, 4, 4]), 4)
     (1.0, 0.1592)
     """
-    check(sigma, "sigma", Interval(Real, 0, None, closed="neither"))
     if x.dim() != 4:
         raise ValueError(f"x must be a (n, c, h, w) batch of images; got shape {tuple(x.shape)}")
+    check_blur_sigma(sigma, x, "sigma")
     radius = max(1, math.ceil(3 * sigma))
     t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
     k = torch.exp(-0.5 * (t / sigma) ** 2)

@@ -10,7 +10,7 @@ import xarray as xr
 from torch import nn
 
 from geomxai._checks import Boolean, check
-from geomxai._fill import FILLS
+from geomxai._fill import FILLS, check_blur_sigma
 from geomxai._model_state import evaluating, module_device
 from geomxai.attribution._layout import (
     BatchStats,
@@ -24,7 +24,7 @@ from geomxai.attribution._layout import (
 )
 from geomxai.attribution._masking import _check_fractions, n_masked, pixel_ranks
 from geomxai.attribution._road import impute_road
-from geomxai.attribution._utils import as_labels, check_batch_size, compute_dtype
+from geomxai.attribution._utils import as_labels, check_batch_size, check_number, compute_dtype
 
 MODES = ("deletion", "insertion")
 
@@ -67,10 +67,10 @@ def _check_curve(
     layout = layout_of(x)
     fill = default_fill(mode, layout) if fill is None else fill
     check_fill(fill, layout, FILLS)
-    if fill == "blur" and not blur_sigma > 0:
-        raise ValueError(f"blur_sigma must be > 0; got blur_sigma={blur_sigma!r}")
-    if fill == "road" and not road_noise >= 0:
-        raise ValueError(f"road_noise must be >= 0; got road_noise={road_noise!r}")
+    if fill == "blur":
+        check_blur_sigma(blur_sigma, x)
+    if fill == "road":
+        check_number(road_noise, "road_noise")  # inf noise gives an all-NaN imputation
     return fr, x, layout, fill
 
 

@@ -10,7 +10,7 @@ import xarray as xr
 from torch import nn
 
 from geomxai._features import check_finite
-from geomxai._fill import FILLS
+from geomxai._fill import FILLS, check_blur_sigma
 from geomxai._model_state import evaluating, module_device
 from geomxai.attribution._layout import (
     as_batch,
@@ -172,8 +172,6 @@ def masking_curve(
     """
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}; got order={order!r}")
-    if fill == "blur":
-        check_number(blur_sigma, "blur_sigma", positive=True)
     if fill == "road":
         check_number(road_noise, "road_noise")
     seed = check_seed(seed)
@@ -181,6 +179,8 @@ def masking_curve(
     x = as_batch(x)
     layout = layout_of(x)
     check_fill(fill, layout, FILLS)
+    if fill == "blur":
+        check_blur_sigma(blur_sigma, x)
     n, n_positions = x.shape[0], layout.n_positions
     labels = as_labels(y, n)
     s = as_position_maps(saliency, n=n, layout=layout)

@@ -585,6 +585,8 @@ def saliency(
 
     device = module_device(model, fallback=x.device)
     dtype = compute_dtype(model, x)
+    if kind == "name" and method == "integrated_gradients":
+        _check_baseline_reach(baseline, x, dtype)
     if kind == "name":
         # The class range of a named method's target, from one sample's logits (torch's
         # gather would say "index out of bounds" with no argument named).
@@ -641,6 +643,26 @@ def _check_baseline(baseline) -> None:
         ok = False
     if not ok:
         raise ValueError(f"baseline must be a finite number or tensor; got baseline={baseline!r}")
+
+
+def _check_baseline_reach(baseline, x: torch.Tensor, dtype: torch.dtype) -> None:
+    """A finite baseline whose difference to the inputs overflows the dtype the model computes
+    in (``baseline=1e308`` in float32): the path's points and ``x - baseline`` are then inf and
+    the maps non-finite. Checked once, on the CPU, before any batch."""
+    base = baseline.detach().cpu() if isinstance(baseline, torch.Tensor) else float(baseline)
+    with torch.no_grad():
+        diff = x.detach().cpu().to(dtype) - torch.as_tensor(base).to(dtype)
+    if not bool(torch.isfinite(diff).all()):
+        if isinstance(baseline, torch.Tensor):
+            shown = f"a baseline tensor of magnitude up to {float(base.abs().max()):.3g}"
+        else:
+            shown = f"baseline={baseline!r}"
+        name = str(dtype).removeprefix("torch.")
+        raise ValueError(
+            f"baseline is too far from the inputs: x - baseline overflows {name} (what the "
+            f"model computes in), so every map would be inf or NaN; use a baseline on the "
+            f"inputs' scale; got {shown}"
+        )
 
 
 def _attribute(model, xb, tb, method, batch_size, n_samples, noise_level, n_steps, baseline):

@@ -5,10 +5,13 @@ Devices and eval mode come from the leaf :mod:`geomxai._model_state`, shared wit
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import numpy as np
 import torch
 from torch import nn
 
+from geomxai._checks import Interval, check
 from geomxai._finite import check_finite
 from geomxai._hints import close_matches
 from geomxai._model_state import module_dtype
@@ -53,6 +56,9 @@ def compute_dtype(model: nn.Module, x: torch.Tensor) -> torch.dtype:
 
 def as_labels(y, n: int, *, name: str = "y") -> torch.Tensor:
     """Integer class indices (n,), from an int (broadcast), a sequence, an array or a tensor."""
+    if isinstance(y, (bool, np.bool_)):
+        # Python counts True as 1; the package's one rule says a bool is not an integer.
+        check(y, name, Interval(Integral, None, None))
     if isinstance(y, (int, np.integer)):
         return torch.full((n,), int(y), dtype=torch.long)
     y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)

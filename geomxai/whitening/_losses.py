@@ -28,18 +28,59 @@ def _offdiag_sq_sum(mat: torch.Tensor) -> torch.Tensor:
     return sq.sum() - sq.diagonal(dim1=-2, dim2=-1).sum()
 
 
-def _scale_free_rows(rows: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``rows / 2**k`` in float64 with their largest magnitude in [0.5, 1), and ``eps / 4**k``.
+def _rescaled_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rows / 2**k`` in float64 with their largest magnitude in [0.5, 1), and ``k``.
 
-    The correlations of ``offdiag`` are the same for these (powers of two scale exactly), but
-    their covariance stays finite for features at any finite scale (at 1e200 it overflows to
-    inf and the loss is NaN). ``k`` is computed on the device: no host synchronisation.
+    Powers of two scale exactly, so a statistic computed on these and scaled back by
+    :func:`_scaled_back` is the one of ``rows``, but its sums of squares stay finite for
+    features at any finite scale (at 1e77 a covariance's squares overflow to inf, and the
+    difference of two infinite sums is NaN). ``k`` is computed on the device: no host
+    synchronisation.
     """
     x64 = rows.to(STATS_DTYPE)
-    k = torch.frexp(x64.detach().abs().amax()).exponent.to(STATS_DTYPE)
     # 2**-k is exact for these k (2**1000 bounds the factor for subnormal features).
-    factor = torch.exp2(-k.clamp_min(-1000.0))
-    return x64 * factor, eps * factor * factor
+    k = torch.frexp(x64.detach().abs().amax()).exponent.to(STATS_DTYPE).clamp_min(-1000.0)
+    return x64 * torch.exp2(-k), k
+
+
+def _scaled_back(value: torch.Tensor, k: torch.Tensor, power: int) -> torch.Tensor:
+    """``value * 2**(power * k)``, exactly, and ``inf`` (never NaN) where that overflows.
+
+    In two halves of ``k`` per power: ``2**k`` itself overflows for ``k = 1024`` (features
+    near float64's largest value), and ``0 * inf`` would be NaN.
+    """
+    low = torch.floor(k / 2)
+    for _ in range(power):
+        value = value * torch.exp2(low) * torch.exp2(k - low)
+    return value
+
+
+def _scale_free_rows(rows: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_rescaled_rows` and ``eps / 4**k``: the correlations of ``offdiag`` are the same
+    for these, so nothing is scaled back."""
+    x64, k = _rescaled_rows(rows)
+    factor = torch.exp2(-k)
+    return x64, eps * factor * factor
+
+
+def _refuse_overflow(loss: torch.Tensor, rows: torch.Tensor, kind: str) -> None:
+    """A loss that is not scale-free and overflows its dtype at these features' scale: refused on
+    the CPU, naming the scale and the fix (on an accelerator reading the loss would synchronise
+    every step; it is then inf, never NaN, and the trainer stops on it)."""
+    try:
+        # The package's one CPU-only finite check, which the training step may make.
+        refuse_nonfinite(loss, name="the loss", on_accelerator=False)
+    except ValueError:
+        pass
+    else:
+        return
+    scale = float(rows.detach().abs().amax())
+    dtype = str(loss.dtype).removeprefix("torch.")
+    raise ValueError(
+        f"decorrelation_loss(kind={kind!r}) overflows {dtype} for features of magnitude up to "
+        f"{scale:.3g}: it grows with the 4th power of their scale. Rescale the features, or "
+        "use kind='offdiag', which is scale-free"
+    )
 
 
 def decorrelation_loss(
@@ -132,9 +173,14 @@ def decorrelation_loss(
     # step), where NaN/inf features give a non-finite loss that the trainer stops on.
     refuse_nonfinite(rows, name="h", on_accelerator=False)
 
+    features = rows
     with no_autocast(h.device):
         if kind == "offdiag":
             rows, eps = _scale_free_rows(rows, eps)
+        else:
+            # Not scale-free: computed on rescaled features and scaled back, so a finite true
+            # value is found at any scale and one beyond float64 is inf, not inf - inf = NaN.
+            rows, k = _rescaled_rows(rows)
         if kind != "whitened":
             # One (num_groups, g, g) batch; a remainder group's zero padding adds nothing to
             # either sum (its off-diagonal entries are 0, so are their correlations).
@@ -144,7 +190,7 @@ def decorrelation_loss(
             corr = cov * inv_std[..., :, None] * inv_std[..., None, :]
             loss = _offdiag_sq_sum(corr) / layout.num_within_pairs()
         elif kind == "covariance":
-            loss = 0.5 * _offdiag_sq_sum(cov)
+            loss = _scaled_back(0.5 * _offdiag_sq_sum(cov), k, 4)
         else:
             _, _, covs = batch_moments(rows, layout)
             total = covs[0].new_zeros(())
@@ -154,11 +200,11 @@ def decorrelation_loss(
             unbiased = m / (m - 1) if m > 1 else 1.0
             for cov, w in zip(covs, mats, strict=True):
                 eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-                total = (
-                    total
-                    + (w.to(cov.device) @ (cov * unbiased) @ w.to(cov.device).mT - eye)
-                    .square()
-                    .sum()
-                )
+                w = w.to(cov.device)
+                white = _scaled_back(w @ (cov * unbiased) @ w.mT, k, 2)
+                total = total + (white - eye).square().sum()
             loss = total / layout.num_within_entries()
-    return loss.to(work_dtype(h.dtype))
+    loss = loss.to(work_dtype(h.dtype))
+    if kind != "offdiag":
+        _refuse_overflow(loss, features, kind)
+    return loss

@@ -874,6 +874,16 @@ SALIENCY_ARGS = {
     "seed=2**70": ({"method": "smoothgrad", "seed": 2**70}, "seed"),
     "target=-1": ({"target": -1}, "target"),
     "target=10": ({"target": 10}, "target"),
+    "target=True": ({"target": True}, "target"),
+    "target=np.True_": ({"target": np.True_}, "target"),
+    "baseline=1e308": ({"method": "integrated_gradients", "baseline": 1e308}, "baseline"),
+    "baseline tensor at 1e308": (
+        {
+            "method": "integrated_gradients",
+            "baseline": torch.full((1, 8, 8), 1e308, dtype=torch.float64),
+        },
+        "baseline",
+    ),
 }
 
 
@@ -895,6 +905,9 @@ class TestAttributionArguments:
         [
             ({"fill": "road", "road_noise": math.inf}, "road_noise"),
             ({"fill": "blur", "blur_sigma": math.inf}, "blur_sigma"),
+            ({"fill": "blur", "blur_sigma": 1e300}, "blur_sigma must be at most 80"),
+            ({"fill": "blur", "blur_sigma": 81}, "blur_sigma must be at most 80"),
+            ({"y": True}, "y must be an integer"),
             ({"y": 99}, "y must hold class indices in \\[0, 10\\)"),
             ({"seed": 2**70}, "seed"),
             ({"batch_size": True}, "batch_size"),
@@ -907,11 +920,120 @@ class TestAttributionArguments:
         with pytest.raises(ValueError, match=name):
             masking_curve(tiny_model, _X, saliency=torch.rand(3, 8, 8), **kwargs)
 
+    @pytest.mark.parametrize("mode", ["deletion", "insertion"])
+    @pytest.mark.parametrize(
+        ("kwargs", "name"),
+        [
+            ({"fill": "blur", "blur_sigma": 1e300}, "blur_sigma must be at most 80"),
+            ({"fill": "blur", "blur_sigma": math.inf}, "blur_sigma"),
+            ({"fill": "road", "road_noise": math.inf}, "road_noise"),
+        ],
+    )
+    def test_deletion_and_insertion_curves(self, tiny_model, mode, kwargs, name):
+        from geomxai.attribution import deletion_curve, insertion_curve
+
+        curve = {"deletion": deletion_curve, "insertion": insertion_curve}[mode]
+        with pytest.raises(ValueError, match=name):
+            curve(tiny_model, _X, 0, torch.rand(3, 8, 8), fractions=[0, 0.5, 1], **kwargs)
+
+    def test_gaussian_blur_bounds_its_sigma(self):
+        from geomxai.attribution import gaussian_blur
+
+        with pytest.raises(ValueError, match="sigma must be at most 80"):
+            gaussian_blur(_X, 1e300)  # was OverflowError from a kernel of 6e300 taps
+        assert gaussian_blur(_X, 80.0).shape == _X.shape
+
     def test_good_arguments_still_work(self, tiny_model):
-        from geomxai.attribution import saliency
+        from geomxai.attribution import masking_curve, saliency
 
         maps = saliency(tiny_model, _X, 9, method="integrated_gradients", baseline=0.5)
         assert maps.shape == (3, 8, 8) and bool(torch.isfinite(maps).all())
+        far = saliency(tiny_model, _X, 9, method="integrated_gradients", baseline=1e30)
+        assert bool(torch.isfinite(far).all())  # far but within float32: still computed
+        curve = masking_curve(
+            tiny_model, _X, 0, maps, fractions=[0, 0.5, 1], fill="blur", blur_sigma=80.0
+        )
+        assert curve.sizes["fraction"] == 3
+
+
+@pytest.fixture(scope="module")
+def features():
+    return torch.randn(64, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def whitening(features):
+    from geomxai.whitening import GroupWhitening
+
+    layer = GroupWhitening(8, group_size=4).double().train()
+    layer(features[:32])
+    return layer.eval()
+
+
+class TestDecorrelationLossAtExtremeScales:
+    """Item 11: decorrelation_loss(kind='covariance') returned NaN from features at 1e77 and
+    kind='whitened' NaN at >= 1e160 (inf at 1e100). Neither is scale-free: each is computed on
+    features rescaled by a power of two and scaled back, so a true value float64 holds is
+    returned, and one beyond it is refused on the CPU with the scale and the fix, never NaN."""
+
+    @pytest.mark.parametrize("scale", [1e50, 1e76, 1e77])
+    def test_covariance_gives_its_true_value(self, features, scale):
+        from geomxai.whitening import decorrelation_loss
+
+        # DeCov grows with the 4th power of the scale; 2**k scales it exactly.
+        ref = decorrelation_loss(features, group_size=4, kind="covariance").item()
+        got = decorrelation_loss(features * scale, group_size=4, kind="covariance").item()
+        assert math.isfinite(got)
+        assert got == pytest.approx(ref * scale**2 * scale**2, rel=1e-9)
+        power = decorrelation_loss(features * 2.0**250, group_size=4, kind="covariance")
+        assert power.item() == ref * 2.0**1000
+
+    def test_whitened_gives_its_true_value(self, features, whitening):
+        from geomxai.whitening import decorrelation_loss
+
+        # With the running whitening W fixed, the loss of s * h is mean((u A - I)^2) with
+        # u = s**2 and A = W C W^T: a quadratic a u^2 - 2 b u + c. Three small scales (powers of
+        # two, no overflow anywhere) give a, b, c; the loss at 1e50 must be that quadratic.
+        def loss(scale):
+            return decorrelation_loss(features * scale, kind="whitened", whitening=whitening)
+
+        u = np.array([1.0, 4.0, 16.0])
+        values = np.array([loss(s).item() for s in (1.0, 2.0, 4.0)])
+        a, minus_2b, c = np.linalg.solve(np.vander(u, 3), values)
+        assert a > 0
+        want = a * 1e200 + minus_2b * 1e100 + c
+        assert loss(1e50).item() == pytest.approx(want, rel=1e-9)
+        assert loss(1e76).item() == pytest.approx(a * 1e304, rel=1e-9)
+
+    @pytest.mark.parametrize("scale", [1e100, 1e160, 1e200, 1e300])
+    @pytest.mark.parametrize("kind", ["covariance", "whitened"])
+    def test_beyond_float64_is_refused_not_nan(self, features, whitening, kind, scale):
+        from geomxai.whitening import decorrelation_loss
+
+        with pytest.raises(ValueError, match=f"kind='{kind}'.*overflows float64.*offdiag"):
+            decorrelation_loss(features * scale, kind=kind, whitening=whitening)
+
+    def test_float32_features_that_overflow_float32_are_refused(self, features):
+        from geomxai.whitening import decorrelation_loss
+
+        with pytest.raises(ValueError, match="overflows float32"):
+            decorrelation_loss((features * 1e12).float(), kind="covariance")
+
+    def test_gradients_are_those_of_the_unscaled_loss(self, features):
+        from geomxai.whitening import decorrelation_loss
+
+        h = (features * 3.0).requires_grad_()
+        decorrelation_loss(h, group_size=4, kind="covariance").backward()
+        # The slow reference, straight from the definition: 0.5 * sum of squared off-diagonal
+        # entries of each group's biased covariance.
+        r = (features * 3.0).requires_grad_()
+        total = 0.0
+        for g in (r[:, :4], r[:, 4:]):
+            c = g - g.mean(0)
+            cov = c.T @ c / g.shape[0]
+            total = total + 0.5 * (cov.square().sum() - cov.diagonal().square().sum())
+        total.backward()
+        torch.testing.assert_close(h.grad, r.grad)
 
 
 class TestWhiteningWithBrokenStatistics:
