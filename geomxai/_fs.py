@@ -721,7 +721,12 @@ def check_path_component(value, what: str) -> str:
 
 
 def check_nonempty_path(value, what: str) -> Path:
-    """``Path(value)``, refusing the empty string (which ``Path`` reads as the current folder)."""
+    """``Path(value)``, refusing the empty string (which ``Path`` reads as the current folder)
+    and a NUL byte (which no file name holds: the system call would fail with "embedded null
+    byte", naming neither the setting nor the file it came from)."""
     if value is None or not str(value).strip():
         raise ValueError(f"{what} must be a path; got an empty one ({value!r})")
+    text = os.fsdecode(value) if isinstance(value, (str, bytes, os.PathLike)) else str(value)
+    if "\0" in text:
+        raise ValueError(f"{what} must be a path without NUL bytes; got {text!r}")
     return Path(value)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from geomxai._checks import Interval
-from geomxai._fs import check_path_component
+from geomxai._fs import check_nonempty_path, check_path_component
 from geomxai._hints import close_matches, did_you_mean
 
 if sys.version_info >= (3, 11):
@@ -687,6 +687,11 @@ def load_design(design, *, out_dir=None, runs_dir=None, overrides=None) -> Desig
     analysis, own = _analysis(path, raw.get("analysis"))
     statistics = _statistics(path, raw.get("statistics"), cells)
     paper = _paper(path, raw.get("paper"), cells)
+    for key in ("runs", "out"):  # every path a design holds
+        try:
+            check_nonempty_path(study.string(key, "."), f"[study] {key}")
+        except ValueError as err:
+            raise DesignError(f"{path}: {err}") from None
     runs = Path(runs_dir) if runs_dir is not None else Path(study.string("runs", f"runs/{name}"))
     out = Path(out_dir) if out_dir is not None else Path(study.string("out", f"reports/{name}"))
     return Design(

@@ -1111,3 +1111,33 @@ class TestOptionsAndCommandLine:
         line = one_error_line(text)
         assert f"{name} must" in line
         assert not (tmp_path / "run").exists()
+
+    @pytest.mark.parametrize("key", ["runs", "out"])
+    def test_a_design_path_with_a_nul_byte(self, tmp_path, cli, key):
+        # "embedded null byte" named neither the key nor the file.
+        from geomxai.pipeline import DesignError, load_design
+
+        design = tmp_path / "d.toml"
+        design.write_text(
+            STUDY_DESIGN.replace('name = "s"\n', f'name = "s"\n{key} = "/x\\u0000y"\n')
+        )
+        with pytest.raises(DesignError) as info:
+            load_design(design)
+        assert str(design) in str(info.value)
+        assert f"[study] {key} must be a path without NUL bytes" in str(info.value)
+        for argv in (["--plan"], ["--stage", "train"]):
+            status, text = cli("study", design, *argv)
+            assert status == 2
+            line = one_error_line(text)
+            assert str(design) in line and f"[study] {key} must be a path" in line
+
+    def test_a_path_argument_with_a_nul_byte(self, tmp_path):
+        from geomxai.pipeline import open_study
+        from geomxai.study import open_results_file
+
+        design = tmp_path / "d.toml"
+        design.write_text(STUDY_DESIGN)
+        with pytest.raises(ValueError, match="runs_root \\(--runs\\) must be a path without NUL"):
+            open_study(design, runs_root=str(tmp_path / "a\0b"))
+        with pytest.raises(ValueError, match="must be a path without NUL bytes"):
+            open_results_file(str(tmp_path / "a\0b.nc"))
