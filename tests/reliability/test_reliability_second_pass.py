@@ -416,6 +416,38 @@ class TestAStudyRefusesALockLinkInItsFolders:
         assert read_run(folder / "regular-s0").checkpoints
 
 
+class TestTwoStudiesOfOneName:
+    """Section 3 of docs/reliability.md: a study no longer locks its runs folder; two studies of
+    one name share the plan run by run (each run's claim and its training lock), so both
+    finish and every run is trained once, its metrics written by one trainer."""
+
+    def test_two_processes_share_the_plan(self, tmp_path):
+        import subprocess
+        import sys
+
+        cells = "".join(
+            f'\n[[cells]]\nname = "{r}"\nregime = "{r}"\n' for r in ("sgt", "dbn", "saliencydecor")
+        )
+        design = tmp_path / "d.toml"
+        design.write_text(STUDY_DESIGN + cells)
+        argv = [sys.executable, "-m", "geomxai.cli", "study", str(design), "--stage", "train"]
+        argv += ["--runs", str(tmp_path / "runs"), "--reports", str(tmp_path / "reports")]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        procs = [
+            subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            for _ in range(2)
+        ]
+        outputs = [p.communicate(timeout=280) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outputs
+        runs = sorted((tmp_path / "runs" / "s").iterdir())
+        assert [r.name for r in runs] == [
+            "dbn-s0", "regular-s0", "saliencydecor-s0", "sgt-s0",
+        ]  # fmt: skip
+        for run in runs:
+            assert [row["epoch"] for row in read_metrics(run)] == [1]  # one trainer each
+            assert sorted(read_run(run).checkpoints) == [0, 1]
+
+
 # -- profiles: geomxai train --config ------------------------------------------------------------
 # case: (the whole file, or None for the tiny training fields at the top level followed by
 # ``extra``; extra; what the one error line says)
