@@ -71,7 +71,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from geomxai.pipeline import ALL, Across, open_study, run_across, run_design
+    from geomxai.pipeline import ALL, run_study
 
     design = args.design or args.profile or "quick"
     if args.plan:
@@ -79,29 +79,17 @@ def cmd_study(args) -> int:
     stages = args.stage or list(ALL)
     if "all" in stages:
         stages = list(ALL)
-    # run_study, with the study's folders checked before any stage runs.
-    study = open_study(design, overrides=args.set, runs_root=args.runs, reports_root=args.reports)
-    if isinstance(study, Across):
-        out = run_across(study)
-    else:
-        _refuse_linked_locks(study)
-        out = run_design(study, stages=stages, seeds=args.seeds)
+    out = run_study(
+        design,
+        overrides=args.set,
+        runs_root=args.runs,
+        reports_root=args.reports,
+        stages=stages,
+        seeds=args.seeds,
+    )
     if out is not None:
         print(f"{'report' if str(out).endswith('.html') else 'results'}: {out}")
     return 0
-
-
-def _refuse_linked_locks(study) -> None:
-    """A lock file's name that is a link, in the study's runs folder (which older versions
-    locked) or in a planned run's folder, is refused before any work, naming it and the fix:
-    whoever put it there meant a lock to write through it. Plain leftover lock files are fine."""
-    from geomxai._lock import refuse_linked_lock
-    from geomxai.rundir import LOCK_FILE, run_name
-
-    refuse_linked_lock(study.runs_dir, what="the study's runs folder", lock_name=LOCK_FILE)
-    for cell, seed in study.plan():
-        folder = study.runs_dir / run_name(cell, seed)
-        refuse_linked_lock(folder, what="run directory", lock_name=LOCK_FILE)
 
 
 def _study_plan(design, args) -> int:

@@ -314,6 +314,19 @@ _RUNNERS = {
 }
 
 
+def _refuse_linked_locks(design: Design) -> None:
+    """A lock file's name that is a link, in the study's runs folder (which older versions
+    locked) or in a planned run's folder, is refused before any work, naming it and the fix:
+    whoever put it there meant a lock to write through it. Plain leftover lock files are fine."""
+    from geomxai._lock import refuse_linked_lock
+    from geomxai.rundir import LOCK_FILE
+
+    refuse_linked_lock(design.runs_dir, what="the study's runs folder", lock_name=LOCK_FILE)
+    for cell, seed in design.plan():
+        folder = design.runs_dir / run_name(cell, seed)
+        refuse_linked_lock(folder, what="run directory", lock_name=LOCK_FILE)
+
+
 def run_design(design: Design, *, stages: Sequence[str] = ALL, seeds: Sequence[int] | None = None):
     """Run the named stages of a design in order; returns the last stage's output (the report's
     ``index.html`` for a whole study).
@@ -330,6 +343,7 @@ def run_design(design: Design, *, stages: Sequence[str] = ALL, seeds: Sequence[i
             raise ValueError(
                 f"--seeds must be seeds of the design ({list(design.seeds)}); got {unknown}"
             )
+    _refuse_linked_locks(design)
     out = None
     changed = False
     for stage in stages:

@@ -405,6 +405,20 @@ class TestAStudyRefusesALockLinkInItsFolders:
         assert status == 2 and "hard link" in one_error_line(text)
         assert victim.read_text() == "the victim's own contents\n"
 
+    def test_the_python_entry_points_refuse_it_too(self, tmp_path, victim):
+        from geomxai.pipeline import run_study
+        from geomxai.rundir import LOCK_FILE
+
+        design = tmp_path / "d.toml"
+        design.write_text(STUDY_DESIGN)
+        link = tmp_path / "runs" / "s" / LOCK_FILE
+        link.parent.mkdir(parents=True)
+        link.symlink_to(victim)
+        with pytest.raises(OSError, match="symbolic link"):
+            run_study(design, runs_root=tmp_path / "runs", reports_root=tmp_path / "r")
+        assert victim.read_text() == "the victim's own contents\n"
+        assert not (tmp_path / "r").exists()
+
     def test_a_plain_leftover_lock_file_is_no_reason_to_stop(self, tmp_path, cli):
         from geomxai.rundir import LOCK_FILE, read_run
 
