@@ -4,9 +4,12 @@ and the function-invariant geometry of a layer seen through its head (``head_geo
 
 Every function is pure: features in (numpy or torch (n, d), an ``xr.DataArray`` with dims
 ``sample`` and ``unit_*``, or :class:`~geomxai.collect.FeatureMoments`), a number, a dict of
-numbers or a DataArray out. Formulas and conventions: ``docs/metrics.md``.
+numbers or a DataArray out. Formulas and conventions: ``docs/metrics.md``. A unit whose
+variance is at most ``DEAD_UNIT_TOL`` times the largest is dead, for every metric here and for
+entanglement alike.
 """
 
+from geomxai._finite import DEAD_UNIT_TOL
 from geomxai.geometry._invariant import (
     gradient_metric_geometry,
     gradient_metric_spectrum,
@@ -27,6 +30,7 @@ from geomxai.geometry._spectrum import (
 
 __all__ = [
     "ALPHA_REQ_RANKS",
+    "DEAD_UNIT_TOL",
     "alpha_req",
     "cka_matrix",
     "compare_rdms",
