@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from _internals import batch_stats, impute_road, layout_of, position_fill
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 from torch import nn
 
@@ -17,8 +18,6 @@ from geomxai.attribution import (
     saliency,
     topq_contrast,
 )
-from geomxai.attribution._layout import batch_stats, layout_of, position_fill
-from geomxai.attribution._road import impute_road
 
 FRACTIONS = np.linspace(0, 1, 11)
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from _internals import road_impute_scipy as _road_impute_scipy
 from scipy.ndimage import gaussian_filter
 
 from geomxai.attribution import fidelity_gap, masking_auc, masking_curve, road_impute
-from geomxai.attribution._road import _road_impute_scipy
 
 
 def slow_curve(model, x, y, s, fractions, order, fill, blur_sigma=2.0):

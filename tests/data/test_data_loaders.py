@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _internals import data_torchvision as tv_loaders
 
 from geomxai.data import (
     DatasetNotFoundError,
@@ -16,7 +17,6 @@ from geomxai.data import (
     load_dataset,
     make_blocks,
 )
-from geomxai.data import _torchvision as tv_loaders
 
 FILES = {
     "train-images-idx3-ubyte": (0x803, (12, 28, 28)),

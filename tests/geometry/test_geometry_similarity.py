@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from _internals import geometry_similarity
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geomxai.collect import FeatureMoments
 from geomxai.geometry import linear_cka, procrustes_distance
-from geomxai.geometry._similarity import _use_gram
 
 # ---- slow references, straight from the definitions
 
@@ -106,7 +106,7 @@ def test_unbiased_cka_is_translation_invariant_like_the_reference(rng):
 
 @pytest.mark.parametrize("unbiased", [True, False])
 def test_feature_and_gram_forms_agree(rng, unbiased, monkeypatch):
-    import geomxai.geometry._similarity as sim
+    sim = geometry_similarity
 
     x, y = rng.normal(size=(40, 6)), rng.normal(size=(40, 5))
     y[:, 0] += x[:, 1]
@@ -118,8 +118,8 @@ def test_feature_and_gram_forms_agree(rng, unbiased, monkeypatch):
 
 
 def test_form_choice():
-    assert _use_gram(10, 500, 500)  # few samples, wide layers
-    assert not _use_gram(10000, 16, 32)  # many samples, narrow layers
+    assert geometry_similarity._use_gram(10, 500, 500)  # few samples, wide layers
+    assert not geometry_similarity._use_gram(10000, 16, 32)  # many samples, narrow layers
 
 
 @pytest.mark.parametrize("unbiased", [True, False])

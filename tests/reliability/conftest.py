@@ -91,10 +91,10 @@ def dead_pid() -> int:
 @pytest.fixture
 def checkpoint_writer_killed():
     """Leftover-file names a writer killed mid-write leaves, for a given pid."""
-    from geomxai._fs import _host_tag
+    from _internals import fs
 
     def names(target: str, pid: int) -> list[str]:
-        return [f".{target}.{_host_tag()}-{pid}-k2j4x9q_.tmp", f".{target}.a1b2c3d4.tmp"]
+        return [f".{target}.{fs._host_tag()}-{pid}-k2j4x9q_.tmp", f".{target}.a1b2c3d4.tmp"]
 
     return names
 

@@ -12,17 +12,18 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from reliability_helpers import TRAIN_FIELDS, one_error_line, toml_config
-
-import geomxai.train._rundir as rundir_module
-from geomxai._fs import (
+from _internals import (
     STALE_AFTER_S,
-    _host_tag,
+    append_metrics,
     atomic_path,
+    fs,
     remove_stale_temps,
     write_atomic,
     write_text_atomic,
 )
+from _internals import train_rundir as rundir_module
+from reliability_helpers import TRAIN_FIELDS, one_error_line, toml_config
+
 from geomxai.rundir import list_checkpoints, read_metrics
 from geomxai.study import analyze_run, save_results
 from geomxai.train import ConfigError, TrainConfig, train
@@ -33,7 +34,7 @@ ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def _tagged(target: str, pid: int) -> str:
-    return f".{target}.{_host_tag()}-{pid}-k2j4x9q_.tmp"
+    return f".{target}.{fs._host_tag()}-{pid}-k2j4x9q_.tmp"
 
 
 def _names(folder):
@@ -128,7 +129,6 @@ class TestFullDisk:
     # to_netcdf that writes a file is no longer the path a full disk meets.
 
     def test_a_metrics_append_on_a_full_disk_names_the_file(self, tmp_path, run, monkeypatch):
-        from geomxai.train._rundir import append_metrics
 
         real_open = open
 

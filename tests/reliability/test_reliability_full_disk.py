@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from _internals import FREE_MARGIN, write_bytes_atomic
 from reliability_helpers import one_error_line
 
-from geomxai._fs import FREE_MARGIN, write_bytes_atomic
 from geomxai.study import save_results
 
 pytestmark = pytest.mark.timeout(300)

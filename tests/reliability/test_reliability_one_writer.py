@@ -191,7 +191,8 @@ CACHE_WRITER = textwrap.dedent(
     """
     import sys, time
     import numpy as np, xarray as xr
-    import geomxai.study._cache as A
+    sys.path.insert(0, sys.argv[4])  # tests/, for the one module that reaches inside geomxai
+    from _internals import study_cache as A
     from geomxai.study import AnalysisOptions, make_probe
     ckpt, cache, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
     expected = xr.Dataset({"a": ("x", np.arange(200_000.0))})
@@ -212,6 +213,9 @@ CACHE_WRITER = textwrap.dedent(
 )
 
 
+TESTS = str(Path(__file__).resolve().parents[1])
+
+
 class TestConcurrentAnalyses:
     def test_two_processes_caching_one_checkpoint_never_collide(self, tmp_path, run):
         cache = tmp_path / "cache"
@@ -219,7 +223,7 @@ class TestConcurrentAnalyses:
         ckpt = run / "checkpoints" / "epoch_0001.pt"
         children = [
             subprocess.Popen(
-                [sys.executable, "-c", CACHE_WRITER, str(ckpt), str(cache), str(start)],
+                [sys.executable, "-c", CACHE_WRITER, str(ckpt), str(cache), str(start), TESTS],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -238,7 +242,8 @@ class TestConcurrentAnalyses:
     def test_two_threads_writing_one_entry_leave_one_whole_entry(self, tmp_path):
         from concurrent.futures import ThreadPoolExecutor
 
-        from geomxai.study._cache import _read_cache, _write_cache
+        from _internals import read_cache as _read_cache
+        from _internals import write_cache as _write_cache
 
         entry = tmp_path / "epoch_0001-abc.nc"
         datasets = [xr.Dataset({"a": ("x", np.full(50_000, float(i)))}) for i in range(8)]

@@ -7,11 +7,11 @@ import json
 import os
 
 import pytest
+from _internals import check_nonempty_path, check_path_component
 from hypothesis import given
 from hypothesis import strategies as st
 from reliability_helpers import TRAIN_FIELDS, one_error_line
 
-from geomxai._fs import check_nonempty_path, check_path_component
 from geomxai.pipeline import run_study
 
 ESCAPING = ["../../x", "../x", "a/b", "/abs", "", ".", "..", "a\\b", "a\0b"]

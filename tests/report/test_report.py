@@ -108,7 +108,7 @@ def test_the_page_names_the_saliency_method_the_analysis_used(
     results, tmp_path, monkeypatch, attrs, named
 ):
     """Not "|gradient|" whatever the method: the text and the saliency figure name the one used."""
-    from geomxai.report import _report
+    from _internals import report_report as _report
 
     titles = []
     real_save = _report.save

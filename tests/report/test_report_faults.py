@@ -13,10 +13,10 @@ from pathlib import Path
 import matplotlib.text
 import numpy as np
 import pytest
+from _internals import fs as util
+from _internals import report_report as report_module
 from synthetic_results import check_figures, make_results, read_page
 
-import geomxai._fs as util
-from geomxai.report import _report as report_module
 from geomxai.report import build_report, plot_geometry_fidelity
 
 ODD_NAMES = (r"$\foo$.pt", "a_$x^2$")

@@ -10,9 +10,10 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+from _internals import report_report as _report
 
 from geomxai.models import build_model
-from geomxai.report import _report, build_report
+from geomxai.report import build_report
 from geomxai.study import AnalysisOptions, analyze_model, squeeze_results
 
 matplotlib.use("Agg")

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from _internals import merge_reasons as _merge_reasons
+from _internals import study_cache as _cache
 
 from geomxai.study import (
     AnalysisOptions,
     Probe,
-    _cache,
     add_dynamics,
     analyze_run,
     analyze_runs,
@@ -23,7 +24,6 @@ from geomxai.study import (
     open_results,
     save_results,
 )
-from geomxai.study._nan import _merge_reasons
 
 REGIMES = ("regular", "saliencydecor")
 # 64 probe images: the accuracy needs 50 (geomxai.schema.MIN_ACCURACY_SAMPLES), and the tiny
@@ -208,7 +208,7 @@ def test_dask_workers_give_the_serial_numbers(runs, analysed, tmp_path):
 
 @pytest.mark.slow
 def test_runs_share_one_dask_cluster_and_give_the_serial_numbers(runs, tmp_path, monkeypatch):
-    from geomxai.study import _parallel
+    from _internals import study_parallel as _parallel
 
     copies = [_copy_run(r, tmp_path / r.name, cache=False) for r in runs.values()]
     started = []
@@ -730,7 +730,10 @@ def test_a_factory_that_cannot_build_says_what_to_give(factory, error, match):
 def test_factories_and_callables_are_told_apart_by_their_signature():
     from captum.attr import Saliency
 
-    from geomxai.study._saliency_method import _check_saliency_method
+    from geomxai.attribution import check_saliency_method
+
+    def _check_saliency_method(method):  # as AnalysisOptions checks its saliency_method
+        return check_saliency_method(method, argument="saliency_method", factories=True)
 
     def attribute(model, x, target, extra=1):
         return x

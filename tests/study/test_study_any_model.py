@@ -208,7 +208,7 @@ def imagenet_weights(tmp_path_factory):
 def test_a_1000_class_head_on_a_2_class_folder_is_refused_before_any_work(
     folder, imagenet_weights, suffix, monkeypatch
 ):
-    from geomxai.study import _model
+    from _internals import study_model as _model
 
     def fail(*args, **kwargs):
         raise AssertionError("measure ran although the head does not fit")

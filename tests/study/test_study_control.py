@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from _internals import study_control as control
 from torch import nn
 
-import geomxai.study._control as control
 from geomxai.collect import collect_features
 from geomxai.geometry import correlation_summary, effective_rank, participation_ratio
 from geomxai.models import FeatureModel, cnn2

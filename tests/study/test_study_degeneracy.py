@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from _internals import add_warning, chance_level
 from torch import nn
 
 from geomxai.study import AnalysisOptions, Probe, measure, warnings_of
-from geomxai.study._degeneracy import add_warning, chance_level
 
 K = 4
 

@@ -8,13 +8,13 @@ import logging
 import pytest
 import torch
 import xarray as xr
+from _internals import check_image_layout
 
 import geomxai
 from geomxai.cli import check_layout, main
 from geomxai.models import build_model
 from geomxai.schema import SCHEMA_VERSION
 from geomxai.study import analyze_model, load_state_dict_file, resolve_model
-from geomxai.study._inputs import check_image_layout
 
 PERMUTE = "images look channels-last (N, H, W, C); permute to (N, C, H, W): x.permute(0, 3, 1, 2)"
 

@@ -144,7 +144,10 @@ def test_ranks_agree_and_match_one_process_on_the_global_batch(ddp_results, tmp_
 
 
 def test_train_refuses_a_batch_that_does_not_split_over_ranks(tmp_path, monkeypatch):
-    from geomxai.train import ConfigError, _distributed, _loop
+    from _internals import train_distributed as _distributed
+    from _internals import train_loop as _loop
+
+    from geomxai.train import ConfigError
 
     def two_ranks(device):
         return _distributed.DistEnv(rank=0, world_size=2)

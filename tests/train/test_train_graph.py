@@ -16,10 +16,11 @@ import sys
 
 import pytest
 import torch
+from _internals import DistEnv, refuse_nonfinite
+from _internals import train_loop as loop_module
 from tiny_runs import tiny_config
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import geomxai.train._loop as loop_module
 from geomxai.data import load_dataset
 from geomxai.train import (
     REGIMES,
@@ -37,8 +38,6 @@ from geomxai.train import (
     train,
     train_step,
 )
-from geomxai.train._distributed import DistEnv
-from geomxai.whitening._groups import refuse_nonfinite
 
 # Operators that hand a value to the host: a Python scalar (.item(), bool(), float(), int()),
 # an output whose shape depends on the values, or (eigh) a status the CUDA kernel reads back;

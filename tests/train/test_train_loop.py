@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
+from _internals import train_loop as loop_module
 from tiny_runs import tiny_config
 from torch.utils.data import Dataset, TensorDataset
 
 import geomxai
-import geomxai.train._loop as loop_module
 from geomxai.data import DatasetBundle, load_dataset
 from geomxai.train import (
     ConfigError,
@@ -145,7 +145,7 @@ def test_resume_with_a_different_config_is_refused(tmp_path, digits):
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     tmp_path, digits, monkeypatch, interval
 ):
-    import geomxai.train._step as step_module
+    from _internals import train_step as step_module
 
     # 50 is the GPU's interval: by the time the host reads the flags, the NaN KL has spread to
     # every term through the weights; the message must still name the term that went bad first.

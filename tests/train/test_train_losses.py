@@ -247,7 +247,7 @@ def test_train_forward_is_forward_all_in_float32():
 def test_masking_gradient_is_that_of_the_cross_entropy_only(monkeypatch, mode):
     """The input gradient handed to the mask is dCE/dx of the clean batch, attached or detached,
     in the model's eval mode (the default, as the reference) or its training mode."""
-    import geomxai.train._step as step_module
+    from _internals import train_step as step_module
 
     seen = []
     original = step_module.mask_low_saliency

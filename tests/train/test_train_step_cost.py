@@ -13,9 +13,9 @@ import copy
 
 import pytest
 import torch
+from _internals import train_step as step_module
 from torch import nn
 
-import geomxai.train._step as step_module
 from geomxai.train import (
     TrainConfig,
     TrainForward,

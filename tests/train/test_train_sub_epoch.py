@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _internals import train_loop as loop_module
 from tiny_runs import tiny_config
 
 import geomxai
-import geomxai.train._loop as loop_module
 from geomxai.data import load_dataset
 from geomxai.rundir import list_step_checkpoints, read_run, training_checkpoints
 from geomxai.train import (

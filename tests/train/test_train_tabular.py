@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
+from _internals import table_fill
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geomxai._fill import table_fill
 from geomxai.train import (
     REGIMES,
     ConfigError,
@@ -130,7 +130,7 @@ def test_every_regime_trains_a_table(tmp_path, regime):
 
 def test_masking_step_sees_tabular_gradients(tmp_path, monkeypatch):
     """The saliency-masked batch is a table: (n, d) rows with the chosen fraction replaced."""
-    import geomxai.train._step as step
+    from _internals import train_step as step
 
     seen = []
     original = step.mask_low_saliency

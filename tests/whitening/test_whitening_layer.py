@@ -307,7 +307,7 @@ class TestNonFiniteInput:
     ):
         # What an accelerator does: the forward's test is skipped (on_accelerator=False), and
         # the running update is guarded on the device instead.
-        import geomxai.whitening._layer as layer_module
+        from _internals import whitening_layer as layer_module
 
         calls = []
 
@@ -336,7 +336,7 @@ class TestNonFiniteInput:
         _assert_state(layer, _state(reference))  # as if the bad batch had never come
 
     def test_inf_input_whose_moments_are_not_finite_is_not_tracked(self, monkeypatch, seed):
-        import geomxai.whitening._layer as layer_module
+        from _internals import whitening_layer as layer_module
 
         monkeypatch.setattr(layer_module, "refuse_nonfinite", lambda rows, **kw: None)
         layer = GroupWhitening(4, group_size=2, momentum=0.5)
@@ -349,7 +349,7 @@ class TestNonFiniteInput:
     def test_the_guarded_update_reads_nothing_back_to_the_host(self, monkeypatch, seed):
         # The guard must cost no host synchronisation on a GPU: no Tensor -> Python value read
         # anywhere in a training forward once the forward's own test is skipped.
-        import geomxai.whitening._layer as layer_module
+        from _internals import whitening_layer as layer_module
 
         monkeypatch.setattr(layer_module, "refuse_nonfinite", lambda rows, **kw: None)
         layer = GroupWhitening(8, group_size=4, momentum=0.1, method="newton_schulz")

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 import whitening_reference as ref
+from _internals import auto_lower_bound
 from hypothesis import given
 from hypothesis import strategies as st
 
 from geomxai.whitening import GroupWhitening, newton_schulz_whiten, ns_inv_sqrt, ns_iterations
-from geomxai.whitening._newton_schulz import auto_lower_bound
 
 F32, F64 = torch.float32, torch.float64
 EPS32 = torch.finfo(F32).eps
