@@ -102,3 +102,26 @@ class ReadOnly:
         path.mkdir(parents=True, exist_ok=True)
         self.roots.append((os.path.realpath(path), code))
         return path
+
+
+# A one-run study on digits (one epoch, tiny subsets): the study-level lock and claim tests.
+STUDY_DESIGN = """\
+[study]
+name = "s"
+seeds = [0]
+
+[train]
+dataset = "digits"
+model = "cnn2"
+epochs = 1
+batch_size = 32
+train_subset = 64
+test_subset = 32
+group_size = 8
+lr = 0.05
+device = "cpu"
+
+[[cells]]
+name = "regular"
+regime = "regular"
+"""

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from reliability_helpers import one_error_line, toml_config
+from reliability_helpers import STUDY_DESIGN, one_error_line, toml_config
 
 from geomxai.rundir import (
     LOCK_FILE,
@@ -173,26 +173,6 @@ class TestTrainResumeRefusesALinkedLock:
 
 
 # -- through a study -----------------------------------------------------------------------------
-DESIGN = """\
-[study]
-name = "s"
-seeds = [0]
-
-[train]
-dataset = "digits"
-model = "cnn2"
-epochs = 1
-batch_size = 32
-train_subset = 64
-test_subset = 32
-group_size = 8
-lr = 0.05
-device = "cpu"
-
-[[cells]]
-name = "regular"
-regime = "regular"
-"""
 
 
 class TestAStudyRefusesALinkedLock:
@@ -202,7 +182,7 @@ class TestAStudyRefusesALinkedLock:
     @pytest.mark.parametrize("lock_name", [LOCK_FILE, ".geomxai.claim"])
     def test_command_line(self, tmp_path, victim, lock_name):
         design = tmp_path / "d.toml"
-        design.write_text(DESIGN)
+        design.write_text(STUDY_DESIGN)
         run_dir = tmp_path / "runs" / "s" / "regular-s0"
         run_dir.mkdir(parents=True)
         link = run_dir / lock_name
@@ -224,7 +204,7 @@ class TestAStudyRefusesALinkedLock:
         from geomxai.pipeline import run_study
 
         design = tmp_path / "d.toml"
-        design.write_text(DESIGN)
+        design.write_text(STUDY_DESIGN)
         run_dir = tmp_path / "runs" / "s" / "regular-s0"
         run_dir.mkdir(parents=True)
         link = run_dir / LOCK_FILE

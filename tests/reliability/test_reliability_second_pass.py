@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from reliability_helpers import TRAIN_FIELDS, one_error_line, toml_config
+from reliability_helpers import STUDY_DESIGN, TRAIN_FIELDS, one_error_line, toml_config
 
 from geomxai.rundir import read_metrics, read_run
 from geomxai.train import (
@@ -335,26 +335,6 @@ class TestCheckpointSpecsThatAllocateOrBreak:
 
 
 # -- a lock-named link in a study's folders ------------------------------------------------------
-STUDY_DESIGN = """\
-[study]
-name = "s"
-seeds = [0]
-
-[train]
-dataset = "digits"
-model = "cnn2"
-epochs = 1
-batch_size = 32
-train_subset = 64
-test_subset = 32
-group_size = 8
-lr = 0.05
-device = "cpu"
-
-[[cells]]
-name = "regular"
-regime = "regular"
-"""
 
 
 class TestAStudyRefusesALockLinkInItsFolders:
