@@ -385,7 +385,9 @@ def cmd_report(args) -> int:
             "give a results file written by `geomxai analyze` or `geomxai study`"
         )
     # After the check above: a file that is not geomxai's at all has no layout to name.
-    check_layout(results, args.results)
+    from geomxai.report import REBUILD, check_schema_version
+
+    check_schema_version(results, where=repr(str(args.results)), fix=REBUILD)
     if results.attrs.get("kind") == "across-settings":  # a comparison of studies
         from geomxai.report import build_across_report
 
@@ -398,42 +400,6 @@ def cmd_report(args) -> int:
         index = build_report(results, out)
     print(f"report: {index}")
     return 0
-
-
-def check_layout(results, where) -> None:
-    """Refuse a results file of another layout than :data:`geomxai.schema.SCHEMA_VERSION`,
-    naming its version and the fix (a report of it would silently lack sections).
-
-    A file without ``schema_version`` was written before layouts were numbered: layout 1. An
-    older layout raises :class:`geomxai.report.ResultsVersionError` (a ValueError).
-    """
-    from geomxai.report import ResultsVersionError
-    from geomxai.schema import SCHEMA_VERSION
-
-    version = results.attrs.get("schema_version")
-    unnumbered = version is None
-    if unnumbered:
-        version = 1
-    try:
-        version = int(version)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{str(where)!r} has an unreadable schema_version {version!r}; rebuild it with this "
-            "geomxai (geomxai analyze, or geomxai study DESIGN --stage statistics)"
-        ) from None
-    if version < SCHEMA_VERSION:
-        raise ResultsVersionError(
-            f"{str(where)!r} has results layout {version}"
-            + (" (no schema_version)" if unnumbered else "")
-            + ", written by an older geomxai; this one "
-            f"reads layout {SCHEMA_VERSION}: rebuild the file with this version (geomxai analyze "
-            "again, or geomxai study DESIGN --stage statistics for a study)"
-        )
-    if version > SCHEMA_VERSION:
-        raise ValueError(
-            f"{str(where)!r} has results layout {version}, newer than the {SCHEMA_VERSION} this "
-            "geomxai reads: upgrade geomxai (pip install -U geomxai)"
-        )
 
 
 def cmd_layers(args) -> int:

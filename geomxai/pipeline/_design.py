@@ -148,7 +148,14 @@ class Design:
 
     def plan(self, seeds: Sequence[int] | None = None) -> list[tuple[Cell, int]]:
         """Every (cell, seed) of the design, seed-major: every cell at the first seed, then
-        every cell at the next, so a study cut short covers every cell with fewer seeds."""
+        every cell at the next, so a study cut short covers every cell with fewer seeds.
+        ``seeds`` must be seeds of the design."""
+        if seeds is not None:
+            unknown = [s for s in seeds if s not in self.seeds]
+            if unknown:
+                raise ValueError(
+                    f"--seeds must be seeds of the design ({list(self.seeds)}); got {unknown}"
+                )
         return [(c, s) for s in (self.seeds if seeds is None else seeds) for c in self.cells]
 
     def config(self, cell: Cell | str, seed: int):

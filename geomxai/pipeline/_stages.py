@@ -337,12 +337,7 @@ def run_design(design: Design, *, stages: Sequence[str] = ALL, seeds: Sequence[i
     for stage in stages:
         if stage not in _RUNNERS:
             raise ValueError(f"stage must be one of {', '.join(STAGES)}; got {stage!r}")
-    if seeds is not None:
-        unknown = [s for s in seeds if s not in design.seeds]
-        if unknown:
-            raise ValueError(
-                f"--seeds must be seeds of the design ({list(design.seeds)}); got {unknown}"
-            )
+    design.plan(seeds)  # unknown seeds are refused before any stage
     _refuse_linked_locks(design)
     out = None
     changed = False

@@ -13,7 +13,14 @@ import xarray as xr
 
 from geomxai import schema
 from geomxai.report._report import write_report
-from geomxai.report._study import ResultsVersionError, check_schema_version
+from geomxai.report._study import STUDY_FIX, check_schema_version
+
+REBUILD = (
+    "run one analysis again (geomxai analyze, analyze_model, analyze_checkpoints); "
+    f"{STUDY_FIX}; for results you assembled yourself in this layout, set "
+    f"attrs['schema_version'] = {schema.SCHEMA_VERSION}"
+)
+"""How results of an older layout are rebuilt, whichever made them."""
 
 
 def build_report(results: xr.Dataset, out_dir) -> Path:
@@ -55,12 +62,5 @@ def build_report(results: xr.Dataset, out_dir) -> Path:
     OSError
         A full disk, a read-only folder, ..., naming the file; the old report is unchanged.
     """
-    try:
-        check_schema_version(results, where="the results Dataset")
-    except ResultsVersionError as err:
-        raise ResultsVersionError(
-            f"{err} (a study's); results of one analysis: run it again with this geomxai "
-            "(geomxai analyze, analyze_model, analyze_checkpoints); results you assembled "
-            f"yourself in this layout: set attrs['schema_version'] = {schema.SCHEMA_VERSION}"
-        ) from None
+    check_schema_version(results, where="the results Dataset", fix=REBUILD)
     return write_report(results, out_dir)

@@ -31,14 +31,38 @@ class ResultsVersionError(ValueError):
     """A results file of another layout than the renderer reads; the message names both."""
 
 
-def check_schema_version(results: xr.Dataset, *, where: str = "results") -> None:
-    """Refuse a study's results of another layout, naming its version and the fix."""
+STUDY_FIX = "geomxai study DESIGN.toml --stage statistics rebuilds a study's results"
+"""How a study's results of an older layout are rebuilt (from its per-run results)."""
+
+
+def check_schema_version(results: xr.Dataset, *, where: str = "results", fix: str = STUDY_FIX):
+    """Refuse results of another layout than :data:`geomxai.schema.SCHEMA_VERSION`, naming its
+    version and the fix (a report of them would silently lack sections).
+
+    Results without ``schema_version`` were written before layouts were numbered: layout 1. An
+    older layout raises :class:`ResultsVersionError`; an unreadable or newer one a ValueError
+    (upgrade geomxai for a newer one). ``fix`` says how to rebuild older results.
+    """
     version = results.attrs.get("schema_version")
-    if version is None or int(version) != RESULTS_SCHEMA_VERSION:
+    unnumbered = version is None
+    try:
+        number = 1 if unnumbered else int(version)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{where} has an unreadable schema_version {version!r}; rebuild it with this "
+            f"geomxai: {fix}"
+        ) from None
+    if number < RESULTS_SCHEMA_VERSION:
         raise ResultsVersionError(
-            f"{where} has results layout {version if version is not None else '1 (no schema_version)'}"
-            f"; this geomxai renders layout {RESULTS_SCHEMA_VERSION}. Rebuild them from the "
-            "per-run results: geomxai study DESIGN.toml --stage statistics"
+            f"{where} has results layout {number}"
+            + (" (no schema_version)" if unnumbered else "")
+            + f", written by an older geomxai; this one reads layout {RESULTS_SCHEMA_VERSION}: "
+            f"rebuild it with this version: {fix}"
+        )
+    if number > RESULTS_SCHEMA_VERSION:
+        raise ValueError(
+            f"{where} has results layout {number}, newer than the {RESULTS_SCHEMA_VERSION} this "
+            "geomxai reads: upgrade geomxai (pip install -U geomxai)"
         )
 
 
@@ -765,15 +789,22 @@ def convergence_section(page: StudyPage) -> Section | None:
         "Convergence",
         [
             f"Test accuracy ({test_text}) after every epoch, mean over seeds. 'Flat from' is the "
-            "first epoch from which the mean stays within 0.5 points of its final value."
+            f"first epoch from which the mean stays within {stats.FLAT_TOLERANCE * 100:g} points "
+            "of its final value."
         ],
     )
+    if not page.has("curve_final_mean"):
+        s.text.append(
+            "These results predate the convergence summary; `geomxai study DESIGN --stage "
+            "statistics` computes it from the same per-run files."
+        )
+        return s
     rows, final_means = [], {}
     fig, ax = new_figure(7, 4)
     epochs = ds["train_epoch"].values
     for cell in dict.fromkeys(map(str, ds["cell"].values)):
         row = [cell, "n/a", "n/a", "n/a", "n/a"]
-        if page.has("curve_final_mean") and cell in ds["flat_cell"].values:
+        if cell in ds["flat_cell"].values:
             at = ds.sel(flat_cell=cell)
             ax.plot(epochs, at["curve_mean_test_acc"] * 100, marker=".", label=plain(cell))
             row[1] = str(int(at["curve_final_n"]))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from numbers import Real
+
 import numpy as np
 import xarray as xr
 
+from geomxai._checks import Interval, check
 from geomxai.stats._runs import RUN_DIM
 
 FLAT_TOLERANCE = 0.005
@@ -13,7 +16,7 @@ value from that epoch on."""
 
 
 def convergence_summary(
-    curves: xr.DataArray, cell: str = "cell", tolerance: float = FLAT_TOLERANCE
+    curves: xr.DataArray, *, cell: str = "cell", tolerance: float = FLAT_TOLERANCE
 ) -> xr.Dataset:
     """Per cell: the mean learning curve over seeds, the final value's spread and where it settles.
 
@@ -33,9 +36,10 @@ def convergence_summary(
     xr.Dataset
         Dim ``flat_cell`` (the cells in the order runs list them): ``curve_mean_test_acc``
         (``flat_cell``, ``E``; NaN where no run of the cell has the epoch), ``curve_final_mean``,
-        ``curve_final_min``, ``curve_final_max`` (over the runs with a final value; NaN when
-        none), ``curve_final_n`` (how many) and ``flat_from``: the first epoch from which the mean
-        stays within ``tolerance`` of its final value (-1 when the cell has no final value).
+        ``curve_final_min``, ``curve_final_max`` (over the runs with a value at the cell's last
+        epoch, the last one any of its runs reached; NaN when none), ``curve_final_n`` (how many)
+        and ``flat_from``: the first epoch from which the mean stays within ``tolerance`` of its
+        final value (-1 when the cell has no value at all). Attr ``flat_tolerance``.
 
     Examples
     --------
@@ -50,8 +54,7 @@ def convergence_summary(
         raise ValueError(f"curves must have dims ({RUN_DIM!r}, epoch); got {curves.dims}")
     if cell not in curves.coords or curves[cell].dims != (RUN_DIM,):
         raise ValueError(f"curves must have a coord {cell!r} on dim {RUN_DIM!r}")
-    if not (np.isfinite(tolerance) and tolerance >= 0):
-        raise ValueError(f"tolerance must be a finite number >= 0; got {tolerance!r}")
+    check(tolerance, "tolerance", Interval(Real, 0, None))
     epoch_dim = next(d for d in curves.dims if d != RUN_DIM)
     curves = curves.transpose(RUN_DIM, epoch_dim)
     epochs = curves[epoch_dim].values
@@ -66,12 +69,13 @@ def convergence_summary(
         seen = np.isfinite(rows)
         sums, counts = np.where(seen, rows, 0).sum(0), seen.sum(0)
         mean_curve[i] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-        last = rows[:, -1][seen[:, -1]]
-        n[i] = last.size
-        if not last.size:
+        if not counts.any():
             continue
+        end = int(np.flatnonzero(counts)[-1])  # the cell's last epoch (a cell may train fewer)
+        last = rows[:, end][seen[:, end]]
+        n[i] = last.size
         final["mean"][i], final["min"][i], final["max"][i] = last.mean(), last.min(), last.max()
-        off = ~(np.abs(mean_curve[i] - mean_curve[i, -1]) <= tolerance)
+        off = ~(np.abs(mean_curve[i, : end + 1] - mean_curve[i, end]) <= tolerance)
         flat[i] = epochs[np.flatnonzero(off)[-1] + 1] if off.any() else epochs[0]
     data = {f"curve_final_{k}": ("flat_cell", v) for k, v in final.items()}
     return xr.Dataset(

@@ -162,7 +162,9 @@ def test_a_second_run_does_nothing_and_the_report_stage_needs_no_checkpoint(tiny
 
 
 @pytest.mark.slow
-def test_the_plan_says_where_each_run_stands_and_runs_nothing(tiny_study, tmp_path, capsys):
+def test_the_plan_says_where_each_run_stands_and_runs_nothing(
+    tiny_study, tmp_path, capsys, caplog
+):
     root, path = tiny_study
     done = ["study", str(path), "--runs", str(root / "runs"), "--reports", str(root / "out")]
     assert main([*done, "--plan"]) == 0
@@ -174,6 +176,8 @@ def test_the_plan_says_where_each_run_stands_and_runs_nothing(tiny_study, tmp_pa
     assert "sd-lambda0-s1" in out and "sgt-s0" not in out
     assert out.strip().endswith("5 to do")
     assert not any(tmp_path.iterdir())  # nothing trained, claimed or written
+    assert main([*fresh, "--plan", "--seeds", "7"]) == 2  # as the run itself would refuse
+    assert "--seeds must be seeds of the design ([0, 1, 2]); got [7]" in caplog.text
 
 
 @pytest.mark.slow
@@ -184,6 +188,15 @@ def test_a_report_of_older_results_names_the_layout_and_the_fix(tiny_study, tmp_
     old.attrs["schema_version"] = 1
     with pytest.raises(ResultsVersionError, match="layout 1.*--stage statistics"):
         build_study_report(old, tmp_path / "r")
+    # Results of this layout written before the convergence summary: the section says how to
+    # compute it, and shows no empty table or plot.
+    old.attrs["schema_version"] = SCHEMA_VERSION
+    summary = [v for v in old.data_vars if v.startswith("curve_") and v != "curve_test_acc"]
+    build_study_report(old.drop_vars([*summary, "flat_from"]), tmp_path / "r2")
+    section = (tmp_path / "r2" / "tables.md").read_text().split("## Convergence")[1]
+    section = section.split("\n## ")[0]
+    assert "predate the convergence summary" in section and "--stage statistics" in section
+    assert "flat from epoch" not in section and "learning_curves" not in section
 
 
 def test_a_claimed_run_is_skipped_by_a_second_process(tmp_path):

@@ -28,12 +28,14 @@ def _reference(values, cells, epochs, tol):
         for j in range(len(epochs)):
             col = [r[j] for r in rows if np.isfinite(r[j])]
             means.append(sum(col) / len(col) if col else float("nan"))
-        last = [r[-1] for r in rows if np.isfinite(r[-1])]
-        flat = -1
-        if last:
+        reached = [j for j in range(len(epochs)) if np.isfinite(means[j])]
+        last, flat = [], -1
+        if reached:
+            end = reached[-1]
+            last = [r[end] for r in rows if np.isfinite(r[end])]
             flat = epochs[0]
-            for j in range(len(epochs)):
-                if not abs(means[j] - means[-1]) <= tol:
+            for j in range(end + 1):
+                if not abs(means[j] - means[end]) <= tol:
                     flat = epochs[j + 1]
         out[cell] = (means, last, flat)
     return out
@@ -55,14 +57,17 @@ def test_a_planted_curve_settles_where_it_was_planted():
     assert s["curve_mean_test_acc"].sel(flat_cell="a").values[0] == pytest.approx(0.55)
 
 
-def test_a_cell_without_a_final_value_says_so():
-    values = [[0.5, np.nan], [0.6, 0.7]]
-    s = convergence_summary(_curves(values, ["a", "b"]))
+def test_a_cell_that_trains_fewer_epochs_ends_at_its_own_last_epoch():
+    values = [[0.5, 0.9, np.nan], [0.6, 0.7, 0.8], [np.nan, np.nan, np.nan]]
+    s = convergence_summary(_curves(values, ["a", "b", "c"]))
     a = s.sel(flat_cell="a")
-    assert int(a["curve_final_n"]) == 0 and int(a["flat_from"]) == -1
-    assert np.isnan(float(a["curve_final_mean"]))
-    assert float(a["curve_mean_test_acc"][0]) == 0.5
-    assert int(s["flat_from"].sel(flat_cell="b")) == 2
+    assert int(a["curve_final_n"]) == 1 and float(a["curve_final_mean"]) == 0.9
+    assert int(a["flat_from"]) == 2 and np.isnan(float(a["curve_mean_test_acc"][2]))
+    assert int(s["flat_from"].sel(flat_cell="b")) == 3
+    c = s.sel(flat_cell="c")  # no value at all
+    assert int(c["curve_final_n"]) == 0 and int(c["flat_from"]) == -1
+    assert np.isnan(float(c["curve_final_mean"]))
+    assert s.attrs["flat_tolerance"] == FLAT_TOLERANCE
 
 
 @settings(max_examples=60, deadline=None)
@@ -94,5 +99,6 @@ def test_bad_input_is_named():
         convergence_summary(good.drop_vars("cell"))
     with pytest.raises(ValueError, match="dims"):
         convergence_summary(good.isel(epoch=0))
-    with pytest.raises(ValueError, match="tolerance"):
-        convergence_summary(good, tolerance=float("nan"))
+    for bad in (float("nan"), -0.1, True, "x"):
+        with pytest.raises(ValueError, match="tolerance"):
+            convergence_summary(good, tolerance=bad)

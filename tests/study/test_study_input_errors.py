@@ -11,8 +11,9 @@ import xarray as xr
 from _internals import check_image_layout
 
 import geomxai
-from geomxai.cli import check_layout, main
+from geomxai.cli import main
 from geomxai.models import build_model
+from geomxai.report import ResultsVersionError, check_schema_version
 from geomxai.schema import SCHEMA_VERSION
 from geomxai.study import analyze_model, load_state_dict_file, resolve_model
 
@@ -101,14 +102,19 @@ def _results(version):
 
 
 def test_a_results_layout_of_another_version_is_refused_by_name():
-    check_layout(_results(SCHEMA_VERSION), "r.nc")
+    def check(version, where):
+        check_schema_version(_results(version), where=repr(where), fix="FIX")
+
+    check(SCHEMA_VERSION, "r.nc")
     # Every analysis writes a version: a file without one is layout 1, from before they did.
-    with pytest.raises(ValueError, match=r"'r.nc' has results layout 1 \(no schema_version\)"):
-        check_layout(_results(None), "r.nc")
-    with pytest.raises(ValueError, match=r"'old.nc' has results layout 1, written by an older"):
-        check_layout(_results(1), "old.nc")
-    with pytest.raises(ValueError, match="newer than the"):
-        check_layout(_results(SCHEMA_VERSION + 1), "new.nc")
+    with pytest.raises(ResultsVersionError, match=r"'r.nc' has results layout 1 \(no schema_"):
+        check(None, "r.nc")
+    with pytest.raises(ResultsVersionError, match=r"'old.nc' has results layout 1, written by an"):
+        check(1, "old.nc")
+    with pytest.raises(ValueError, match="newer than the.*upgrade geomxai"):
+        check(SCHEMA_VERSION + 1, "new.nc")
+    with pytest.raises(ValueError, match=r"unreadable schema_version 'abc'.*FIX"):
+        check("abc", "odd.nc")  # a traceback from int() before
 
 
 def test_the_report_command_refuses_an_older_layout_before_building(tmp_path, caplog):

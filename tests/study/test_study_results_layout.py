@@ -111,7 +111,7 @@ def test_build_report_refuses_an_unnumbered_or_older_layout(single, tmp_path, ve
     old.attrs = {k: v for k, v in single.attrs.items() if k != "schema_version"}
     if version is not None:
         old.attrs["schema_version"] = version
-    with pytest.raises(ResultsVersionError, match=r"layout 1.*--stage statistics.*analyze"):
+    with pytest.raises(ResultsVersionError, match=r"layout 1.*geomxai analyze.*--stage statistics"):
         build_report(old, tmp_path / "report")
     assert not (tmp_path / "report").exists()
     assert build_report(single, tmp_path / "report").is_file()
