@@ -461,8 +461,8 @@ def _add_analyze_parser(sub) -> None:
         "--steps",
         type=_steps_option,
         metavar="N,N,...",
-        help="with --checkpoints: the step (or epoch) of each file, in the order of the sorted "
-        "file names, for names that do not say it",
+        help="with --checkpoints: the step (or epoch) of each file, in the natural order of "
+        "the file names (ckpt_2 before ckpt_10), for names that do not say it",
     )
     p.add_argument("--data", help="dataset for --model: a name or imagefolder:PATH")
     p.add_argument(

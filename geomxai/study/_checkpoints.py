@@ -42,22 +42,34 @@ _STRIPPED_PREFIXES = ("module.", "_orig_mod.")
 
 _GLOB = re.compile(r"[*?\[]")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_DIGITS = re.compile(r"(\d+)")
 # "epoch3", "epoch=3", "epoch_3", "global_step-120": the key right before a number.
 _KEYED = re.compile(r"(?:^|[^a-z])(epoch|step)s?[=_\-]?$", re.IGNORECASE)
 
 
+def _natural(path: Path) -> list:
+    """A file name's sort key in natural order: ``ckpt_2`` before ``ckpt_10``."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in _DIGITS.split(path.name)]
+
+
 def _files(pattern) -> list[Path]:
-    """A folder's checkpoint files, a glob's matches, or one file."""
+    """A folder's checkpoint files, a glob's matches (each in natural order of the file names:
+    ``ckpt_2`` before ``ckpt_10``), or one file."""
     path = Path(pattern)
     if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
+        found = sorted(
+            (p for p in path.iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.is_file()),
+            key=_natural,
+        )
         if not found:
             raise FileNotFoundError(
                 f"no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)}) in the folder {str(path)!r}"
             )
         return found
     if _GLOB.search(str(pattern)):
-        found = sorted(Path(p) for p in glob.glob(str(pattern)) if Path(p).is_file())
+        found = sorted(
+            (Path(p) for p in glob.glob(str(pattern)) if Path(p).is_file()), key=_natural
+        )
         if not found:
             raise FileNotFoundError(f"no checkpoint file matches {str(pattern)!r}")
         return found
@@ -102,7 +114,7 @@ def step_from_name(path, index: str = "epoch") -> int:
     name = Path(path).name
     stem = Path(path).stem
     fix = (
-        "give each checkpoint's step: steps=[...] in the order of the sorted file names "
+        "give each checkpoint's step: steps=[...] in the natural order of the file names "
         "(--steps 1,2,3 on the command line), a mapping {step: checkpoint}, or a list of "
         "(step, checkpoint) pairs"
     )
@@ -347,7 +359,7 @@ def analyze_checkpoints(
         the probe, the same at every checkpoint), or a :class:`~geomxai.study.Probe`.
     steps : sequence of int, optional
         The step (or epoch) of each checkpoint of a plain list, or of each file of a glob or
-        folder in the order of their sorted names.
+        folder in the natural order of their names (``ckpt_2`` before ``ckpt_10``).
     index : {"epoch", "step"}
         What the numbers are, and which one a file name keyed both ways gives
         (``epoch=3-step=120.ckpt``). The results' dim is ``epoch`` in both cases (the layout of

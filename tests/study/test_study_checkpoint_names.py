@@ -86,6 +86,24 @@ def test_ambiguous_file_names_are_refused_and_steps_fix_them(tmp_path):
     assert ds["epoch"].values.tolist() == [10, 20]
 
 
+def test_steps_follow_the_natural_order_of_the_names(tmp_path):
+    names = ["ckpt_2_0.75.pt", "ckpt_10_0.80.pt"]  # string order would put ckpt_10 first
+    saved = {}
+    for seed, name in enumerate(names):  # two unrelated nets: any mix-up shows
+        torch.manual_seed(seed)
+        saved[name] = _Net().state_dict()
+        torch.save(saved[name], tmp_path / name)
+    kw = {"layers": ["features"], "probe_size": 32, "fractions": 3, "progress": False}
+    with pytest.warns(UserWarning):
+        ds = analyze_checkpoints(_Net(), str(tmp_path / "*.pt"), "digits", steps=[2, 10], **kw)
+        by_hand = analyze_checkpoints(
+            _Net(), {2: saved[names[0]], 10: saved[names[1]]}, "digits", **kw
+        )
+    np.testing.assert_allclose(
+        ds["effective_rank"].values, by_hand["effective_rank"].values, rtol=1e-6
+    )
+
+
 def test_the_command_line_refuses_an_ambiguous_name_in_one_line_and_takes_steps(tmp_path, caplog):
     from geomxai.cli import main
 
