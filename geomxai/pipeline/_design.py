@@ -21,6 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from geomxai._checks import Interval
+from geomxai._design_keys import (
+    CHECKPOINT_POLICIES,
+    DESIGN_STUDY_KEYS,
+    KEEP_POLICIES,
+    PROFILE_STUDY_KEYS,
+)
 from geomxai._fs import check_nonempty_path, check_path_component
 from geomxai._hints import close_matches, did_you_mean
 
@@ -42,13 +48,6 @@ __all__ = [
 DESIGN_TABLES = ("study", "train", "cells", "analysis", "statistics", "paper")
 """The top-level tables a design file may have."""
 
-CHECKPOINT_POLICIES = ("all", "final", "spread")
-"""Which checkpoints of a run the analysis measures: every one, the last, or about six spread
-over training plus the last two (:func:`spread_epochs`)."""
-
-KEEP_POLICIES = ("all", "final")
-"""Which per-checkpoint arrays a per-run result keeps: those of every analysed checkpoint (the
-over-epochs figures of a small study), or the final checkpoint's only (a study of many runs)."""
 
 FACTORIAL_POSITIONS = ("regular", "sgt", "dbn", "saliencydecor")
 """The 2x2 design's positions (masking x whitening), in :data:`geomxai.stats.FACTORIAL_CELLS`
@@ -577,9 +576,6 @@ def _paper(path: Path, raw, cells: tuple[Cell, ...]) -> dict:
     return out
 
 
-_PROFILE_STUDY_KEYS = ("name", "regimes", "seeds", "fallback_dataset")
-
-
 def _from_profile(path: Path, raw: dict) -> dict:
     """A profile of the layout before designs (training fields at the top level, ``[study]
     regimes``) read as the design it means: one cell per regime, every checkpoint analysed,
@@ -602,11 +598,11 @@ def _from_profile(path: Path, raw: dict) -> dict:
     new_study = {}
     if isinstance(study, Mapping):
         for key in study:
-            if key not in _PROFILE_STUDY_KEYS:
+            if key not in PROFILE_STUDY_KEYS:
                 raise DesignError(
                     f"{path}: [study] {key} is not a known key"
-                    + did_you_mean(key, _PROFILE_STUDY_KEYS)
-                    + f"; known: {', '.join(_PROFILE_STUDY_KEYS)}"
+                    + did_you_mean(key, PROFILE_STUDY_KEYS)
+                    + f"; known: {', '.join(PROFILE_STUDY_KEYS)}"
                 )
         regimes = study.get("regimes", regimes)
         new_study = {k: v for k, v in study.items() if k != "regimes"}
@@ -677,7 +673,7 @@ def load_design(design, *, out_dir=None, runs_dir=None, overrides=None) -> Desig
         path,
         "study",
         raw.get("study"),
-        ("name", "title", "description", "seeds", "runs", "out", "fallback_dataset"),
+        DESIGN_STUDY_KEYS,
     )
     name = study.string("name", path.stem)
     try:

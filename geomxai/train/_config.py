@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from geomxai._checks import Interval
+from geomxai._design_keys import DESIGN_STUDY_KEYS, PROFILE_STUDY_KEYS, STUDY_ANALYSIS_KEYS
 from geomxai._fill import TRAINING_FILLS
 from geomxai._fs import check_path_component
 from geomxai._hints import close_matches, did_you_mean
@@ -276,15 +277,6 @@ class TrainConfig:
         return Path(self.out_dir)
 
 
-# The keys of the [study] table, as the study's design reader takes them: a design (a [train]
-# table or [[cells]]) or a profile of the older layout (training fields at the top level). The
-# reader lives above this package, so what a trainer must know to refuse a typo is listed here.
-_DESIGN_STUDY_KEYS = ("name", "title", "description", "seeds", "runs", "out", "fallback_dataset")
-_PROFILE_STUDY_KEYS = ("name", "regimes", "seeds", "fallback_dataset")
-# The [analysis] keys the study reads itself, beside the AnalysisOptions fields, by their type.
-_STUDY_ANALYSIS_KEYS = {"checkpoints": str, "keep": str, "control": bool, "keep_checkpoint": bool}
-
-
 def _check_shared_tables(path, data: dict) -> None:
     """Refuse what a profile holds for other programs in a shape they cannot read.
 
@@ -304,7 +296,7 @@ def _check_shared_tables(path, data: dict) -> None:
             fail(table, None, f"must be a table; got {type(data[table]).__name__}")
     study = data.get("study", {})
     design = "train" in data or "cells" in data
-    known = _DESIGN_STUDY_KEYS if design else _PROFILE_STUDY_KEYS
+    known = DESIGN_STUDY_KEYS if design else PROFILE_STUDY_KEYS
     for key, value in study.items():
         if key not in known:
             fail(
@@ -317,11 +309,12 @@ def _check_shared_tables(path, data: dict) -> None:
                 not isinstance(value, list)
                 or not value
                 or not all(Interval(Integral, 0, 2**32 - 1).accepts(v) for v in value)
+                or len(set(value)) != len(value)
             ):
                 fail(
                     "study",
                     key,
-                    f"must be a non-empty list of integers in [0, 2**32); got {value!r}",
+                    f"must be a non-empty list of distinct integers in [0, 2**32); got {value!r}",
                 )
         elif key == "regimes":
             if not isinstance(value, list) or not all(v in REGIMES for v in value):
@@ -347,15 +340,18 @@ def _check_analysis_table(table: dict, fail) -> None:
     # analysis options, and importing geomxai.train must not load the study package.
     from geomxai.study import AnalysisOptions
 
-    options = {k: v for k, v in table.items() if k not in _STUDY_ANALYSIS_KEYS}
+    options = {k: v for k, v in table.items() if k not in STUDY_ANALYSIS_KEYS}
     known = [f.name for f in dataclasses.fields(AnalysisOptions)]
-    for key, kind in _STUDY_ANALYSIS_KEYS.items():
-        if key in table and not isinstance(table[key], kind):
-            expected = "true or false" if kind is bool else "a string"
-            fail(key, f"must be {expected}; got {table[key]!r}")
+    for key, kind in STUDY_ANALYSIS_KEYS.items():
+        if key not in table:
+            continue
+        if kind is bool and not isinstance(table[key], bool):
+            fail(key, f"must be true or false; got {table[key]!r}")
+        if kind is not bool and table[key] not in kind:
+            fail(key, f"must be one of {', '.join(kind)}; got {table[key]!r}")
     for key in options:
         if key not in known:
-            every = [*known, *_STUDY_ANALYSIS_KEYS]
+            every = [*known, *STUDY_ANALYSIS_KEYS]
             fail(
                 key,
                 "is not an analysis option"

@@ -465,7 +465,23 @@ PROFILE_FAULTS = {
     "[study] seeds = 5": (
         None,
         "[study]\nseeds = 5",
-        "[study] seeds must be a non-empty list of integers",
+        "[study] seeds must be a non-empty list of distinct integers",
+    ),
+    # What the design reader refuses, the trainer refuses too (one list of keys and choices).
+    "[study] seeds = [0, 0]": (
+        None,
+        "[study]\nseeds = [0, 0]",
+        "[study] seeds must be a non-empty list of distinct integers",
+    ),
+    '[analysis] checkpoints = "fianl"': (
+        None,
+        '[analysis]\ncheckpoints = "fianl"',
+        "[analysis] checkpoints must be one of all, final, spread",
+    ),
+    '[analysis] keep = "bogus"': (
+        None,
+        '[analysis]\nkeep = "bogus"',
+        "[analysis] keep must be one of all, final",
     ),
     "[analysis] probe_size = nan": (
         None,
