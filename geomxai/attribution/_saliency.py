@@ -648,13 +648,17 @@ def _check_baseline(baseline) -> None:
 def _check_baseline_reach(baseline, x: torch.Tensor, dtype: torch.dtype) -> None:
     """A finite baseline whose difference to the inputs overflows the dtype the model computes
     in (``baseline=1e308`` in float32): the path's points and ``x - baseline`` are then inf and
-    the maps non-finite. Checked once, on the CPU, before any batch."""
-    base = baseline.detach().cpu() if isinstance(baseline, torch.Tensor) else float(baseline)
+    the maps non-finite. Checked once, before any batch, from the two largest magnitudes
+    (|x - b| <= |x| + |b|): one scalar read, never a copy of the inputs."""
     with torch.no_grad():
-        diff = x.detach().cpu().to(dtype) - torch.as_tensor(base).to(dtype)
-    if not bool(torch.isfinite(diff).all()):
         if isinstance(baseline, torch.Tensor):
-            shown = f"a baseline tensor of magnitude up to {float(base.abs().max()):.3g}"
+            far = float(baseline.detach().abs().amax().double())
+        else:
+            far = abs(float(baseline))
+        reach = float(x.detach().abs().amax().double()) + far
+    if not reach <= torch.finfo(dtype).max:
+        if isinstance(baseline, torch.Tensor):
+            shown = f"a baseline tensor of magnitude up to {far:.3g}"
         else:
             shown = f"baseline={baseline!r}"
         name = str(dtype).removeprefix("torch.")
