@@ -162,9 +162,7 @@ def test_a_second_run_does_nothing_and_the_report_stage_needs_no_checkpoint(tiny
 
 
 @pytest.mark.slow
-def test_the_plan_says_where_each_run_stands_and_runs_nothing(
-    tiny_study, tmp_path, capsys, caplog
-):
+def test_the_plan_says_where_each_run_stands_and_runs_nothing(tiny_study, tmp_path, capsys, caplog):
     root, path = tiny_study
     done = ["study", str(path), "--runs", str(root / "runs"), "--reports", str(root / "out")]
     assert main([*done, "--plan"]) == 0
