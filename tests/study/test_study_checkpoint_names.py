@@ -9,19 +9,9 @@ import logging
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from tiny_models import TinyNet, write_source
 
 from geomxai.study import analyze_checkpoints, step_from_name
-
-
-class _Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU())
-        self.head = nn.Linear(16, 10)
-
-    def forward(self, x):
-        return self.head(self.features(x))
 
 
 @pytest.mark.parametrize(
@@ -51,7 +41,7 @@ def test_a_name_without_a_keyed_number_is_refused_naming_steps(name):
 
 def _files(tmp_path, names):
     torch.manual_seed(0)
-    net, saved = _Net(), {}
+    net, saved = TinyNet(), {}
     for i, name in enumerate(names):
         with torch.no_grad():
             net.features[1].weight.mul_(1.0 + 0.2 * i)
@@ -65,9 +55,9 @@ def test_a_glob_of_epochs_with_metrics_is_analysed_in_epoch_order(tmp_path):
     saved = _files(tmp_path, names)
     kw = {"layers": ["features"], "probe_size": 32, "fractions": 3, "progress": False}
     with pytest.warns(UserWarning):  # a 32-sample probe is small
-        ds = analyze_checkpoints(_Net(), str(tmp_path / "*.pt"), "digits", **kw)
+        ds = analyze_checkpoints(TinyNet(), str(tmp_path / "*.pt"), "digits", **kw)
         by_hand = analyze_checkpoints(
-            _Net(), {e: saved[n] for e, n in zip((1, 2, 3), names, strict=True)}, "digits", **kw
+            TinyNet(), {e: saved[n] for e, n in zip((1, 2, 3), names, strict=True)}, "digits", **kw
         )
     assert ds["epoch"].values.tolist() == [1, 2, 3]
     np.testing.assert_allclose(
@@ -80,9 +70,9 @@ def test_ambiguous_file_names_are_refused_and_steps_fix_them(tmp_path):
     _files(tmp_path, names)
     kw = {"layers": ["features"], "probe_size": 32, "fractions": 3, "progress": False}
     with pytest.raises(ValueError, match=r"'ckpt_1_0.80.pt'.*steps="):
-        analyze_checkpoints(_Net(), str(tmp_path / "*.pt"), "digits", **kw)
+        analyze_checkpoints(TinyNet(), str(tmp_path / "*.pt"), "digits", **kw)
     with pytest.warns(UserWarning):
-        ds = analyze_checkpoints(_Net(), str(tmp_path / "*.pt"), "digits", steps=[10, 20], **kw)
+        ds = analyze_checkpoints(TinyNet(), str(tmp_path / "*.pt"), "digits", steps=[10, 20], **kw)
     assert ds["epoch"].values.tolist() == [10, 20]
 
 
@@ -91,13 +81,13 @@ def test_steps_follow_the_natural_order_of_the_names(tmp_path):
     saved = {}
     for seed, name in enumerate(names):  # two unrelated nets: any mix-up shows
         torch.manual_seed(seed)
-        saved[name] = _Net().state_dict()
+        saved[name] = TinyNet().state_dict()
         torch.save(saved[name], tmp_path / name)
     kw = {"layers": ["features"], "probe_size": 32, "fractions": 3, "progress": False}
     with pytest.warns(UserWarning):
-        ds = analyze_checkpoints(_Net(), str(tmp_path / "*.pt"), "digits", steps=[2, 10], **kw)
+        ds = analyze_checkpoints(TinyNet(), str(tmp_path / "*.pt"), "digits", steps=[2, 10], **kw)
         by_hand = analyze_checkpoints(
-            _Net(), {2: saved[names[0]], 10: saved[names[1]]}, "digits", **kw
+            TinyNet(), {2: saved[names[0]], 10: saved[names[1]]}, "digits", **kw
         )
     np.testing.assert_allclose(
         ds["effective_rank"].values, by_hand["effective_rank"].values, rtol=1e-6
@@ -109,19 +99,9 @@ def test_the_command_line_refuses_an_ambiguous_name_in_one_line_and_takes_steps(
 
     names = ["ckpt_1_0.80.pt", "ckpt_2_0.75.pt"]
     _files(tmp_path, names)
-    source = tmp_path / "net.py"
-    source.write_text(
-        "from torch import nn\n\n\n"
-        "class Net(nn.Module):\n"
-        "    def __init__(self):\n"
-        "        super().__init__()\n"
-        "        self.features = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU())\n"
-        "        self.head = nn.Linear(16, 10)\n\n"
-        "    def forward(self, x):\n"
-        "        return self.head(self.features(x))\n"
-    )
+    source = write_source(tmp_path / "net.py")
     out = tmp_path / "r.nc"
-    argv = ["analyze", "--model", f"{source}:Net", "--checkpoints", str(tmp_path / "*.pt")]
+    argv = ["analyze", "--model", f"{source}:TinyNet", "--checkpoints", str(tmp_path / "*.pt")]
     argv += ["--data", "digits", "--layers", "features", "--probe-size", "32", "--out", str(out)]
     with caplog.at_level(logging.ERROR):
         assert main(argv) == 2

@@ -9,7 +9,7 @@ import logging
 import pytest
 import torch
 import xarray as xr
-from torch import nn
+from tiny_models import TinyNet, write_source
 
 from geomxai.cli import main
 from geomxai.report import ResultsVersionError, build_report
@@ -23,16 +23,6 @@ from geomxai.study import (
 )
 
 _KW = {"layers": ["features"], "probe_size": 64, "fractions": 3, "n_examples": 2}
-
-
-class TinyNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU())
-        self.head = nn.Linear(16, 10)
-
-    def forward(self, x):
-        return self.head(self.features(x))
 
 
 @pytest.fixture(scope="module")
@@ -76,19 +66,9 @@ def test_the_checkpoints_command_writes_the_layout(states, tmp_path):
     folder.mkdir()
     for epoch, state in states.items():
         torch.save(state, folder / f"epoch_{epoch}.pt")
-    source = tmp_path / "net.py"
-    source.write_text(
-        "from torch import nn\n\n\n"
-        "class Net(nn.Module):\n"
-        "    def __init__(self):\n"
-        "        super().__init__()\n"
-        "        self.features = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU())\n"
-        "        self.head = nn.Linear(16, 10)\n\n"
-        "    def forward(self, x):\n"
-        "        return self.head(self.features(x))\n"
-    )
+    source = write_source(tmp_path / "net.py")
     out = tmp_path / "r.nc"
-    argv = ["analyze", "--model", f"{source}:Net", "--checkpoints", str(folder)]
+    argv = ["analyze", "--model", f"{source}:TinyNet", "--checkpoints", str(folder)]
     argv += ["--data", "digits", "--layers", "features", "--probe-size", "64", "--out", str(out)]
     assert main(argv) == 0
     with xr.open_dataset(out, engine="h5netcdf") as ds:
