@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import xarray as xr
-from PIL import Image
+from image_folders import write_image_folder
 
 from geomxai.cli import main, summary_table
 from geomxai.study import ProbeSizeWarning, is_model_file, parse_model_args, resolve_model
@@ -42,14 +42,7 @@ def model_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """Sixty random 12x12 RGB PNGs in two class folders: an 80/20 split leaves 12 to probe."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for name in ("cat", "dog"):
-        (root / name).mkdir()
-        for i in range(30):
-            pixels = rng.integers(0, 256, size=(12, 12, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return root
+    return write_image_folder(tmp_path_factory.mktemp("images"), ("cat", "dog"), 30, 12, seed=0)
 
 
 def test_model_args_are_read_as_literals_else_strings():

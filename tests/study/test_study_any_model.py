@@ -10,6 +10,7 @@ import pytest
 import torch
 import torchvision
 import xarray as xr
+from image_folders import write_image_folder
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
@@ -181,14 +182,7 @@ def test_labels_beyond_the_head_are_refused_when_the_data_declares_no_classes(te
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """Two classes of 20 random 24x24 RGB PNGs each, made in the test."""
-    root = tmp_path_factory.mktemp("folder")
-    rng = np.random.default_rng(1)
-    for name in ("cat", "dog"):
-        (root / name).mkdir()
-        for i in range(20):
-            pixels = rng.integers(0, 256, size=(24, 24, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return root
+    return write_image_folder(tmp_path_factory.mktemp("folder"), ("cat", "dog"), 20, 24, seed=1)
 
 
 @pytest.fixture(scope="module")

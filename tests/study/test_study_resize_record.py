@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from image_folders import write_image_folder
 from torch import nn
 
 from geomxai.study import PreprocessingWarning, analyze_checkpoints, analyze_model, make_probe
@@ -59,14 +58,7 @@ def test_image_size_on_tensors_is_recorded_for_analyze_model(digits):
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """Two classes of 20 random 40x40 RGB PNGs each."""
-    root = tmp_path_factory.mktemp("pngs")
-    rng = np.random.default_rng(0)
-    for name in ("a", "b"):
-        (root / name).mkdir()
-        for i in range(20):
-            pixels = rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return root
+    return write_image_folder(tmp_path_factory.mktemp("pngs"), "ab", 20, 40, seed=0)
 
 
 def test_a_folder_loaded_at_a_timm_models_size_records_the_files_size(folder):
