@@ -7,7 +7,7 @@ the two run by run, so results appear while a long study trains and several proc
 the plan (each run is claimed with the package's one lock, so no run is done twice and a killed
 process leaves no stale claim); ``statistics`` reads every per-run result once and writes
 ``results.nc`` atomically; ``report`` renders ``index.html`` and ``tables.md`` from
-``results.nc`` alone.
+``results.nc`` alone, recomputing it first where it was computed from another set of runs.
 """
 
 from __future__ import annotations
@@ -289,13 +289,37 @@ def stage_statistics(design: Design, seeds: Sequence[int] | None = None) -> Path
     return path
 
 
+def _stale_runs(design: Design, results) -> str | None:
+    """Why ``results.nc`` is not the statistics of the per-run results now under ``out/runs``
+    (runs added or removed since it was written, as after pulling a study's newer results), or
+    None where it is."""
+    folder = design.out_dir / "runs"
+    wanted = {run_name(c, s) for c, s in design.plan()}
+    present = {p.stem for p in folder.glob("*.nc")} & wanted if folder.is_dir() else set()
+    used = set(json.loads(results.attrs.get("run_configs", "{}") or "{}"))
+    if present == used:
+        return None
+    added, removed = sorted(present - used), sorted(used - present)
+    parts = [f"{len(added)} added ({', '.join(added[:3])}{', ...' if len(added) > 3 else ''})"]
+    if removed:
+        parts.append(f"{len(removed)} gone ({', '.join(removed[:3])})")
+    return f"results.nc holds {len(used)} runs, out/runs {len(present)}: " + "; ".join(parts)
+
+
 def stage_report(design: Design, seeds: Sequence[int] | None = None) -> Path:
-    """Render the report from ``results.nc`` (written by the statistics stage first if missing)."""
+    """Render the report from ``results.nc``, first (re)written by the statistics stage where it
+    is missing or was computed from another set of per-run results than ``out/runs`` holds."""
     from geomxai.report import build_study_report
     from geomxai.study import open_results_file
 
     path = design.out_dir / "results.nc"
-    if not path.is_file():
+    stale = None
+    if path.is_file():
+        with open_results_file(path) as before:
+            stale = _stale_runs(design, before)
+    if stale:
+        log.info("%s; rebuilding the statistics first", stale)
+    if stale or not path.is_file():
         stage_statistics(design)
     results = open_results_file(path)
     detail_path = design.out_dir / "detail.nc"

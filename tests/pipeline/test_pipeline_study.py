@@ -162,6 +162,24 @@ def test_a_second_run_does_nothing_and_the_report_stage_needs_no_checkpoint(tiny
 
 
 @pytest.mark.slow
+def test_the_report_stage_rebuilds_the_statistics_of_another_set_of_runs(tiny_study, tmp_path):
+    # As after pulling a study's newer per-run results: `--stage report` alone must not
+    # render the statistics of the runs results.nc was computed from.
+    root, path = tiny_study
+    out = tmp_path / "tiny-digits"
+    shutil.copytree(root / "out" / "tiny-digits", out)
+    design = load_design(path, runs_dir=root / "runs", out_dir=out)
+    written = (out / "results.nc").stat().st_mtime_ns
+    run_design(design, stages=("report",))
+    assert (out / "results.nc").stat().st_mtime_ns == written  # the same runs: re-rendered only
+    (out / "runs" / "sgt-s2.nc").unlink()
+    run_design(design, stages=("report",))
+    with xr.open_dataset(out / "results.nc", engine="h5netcdf") as ds:
+        assert len(json.loads(ds.attrs["run_configs"])) == 14
+        assert "sgt-s2" not in json.loads(ds.attrs["run_configs"])
+
+
+@pytest.mark.slow
 def test_the_plan_says_where_each_run_stands_and_runs_nothing(tiny_study, tmp_path, capsys, caplog):
     root, path = tiny_study
     done = ["study", str(path), "--runs", str(root / "runs"), "--reports", str(root / "out")]
