@@ -1,7 +1,9 @@
 """The question across settings: one table per claim x setting, from the settings' results.
 
 An across-settings file (``[across]``: a name, a title, the designs) names studies whose
-``results.nc`` the engine has written; this module gathers, for each claim of the paper and each
+``results.nc`` the engine writes; a study whose results do not yet cover every run its design
+plans (still running, or not started) is left out of the tables and listed as pending, with
+how far it is and the command that finishes it. For the others this module gathers, for each claim of the paper and each
 setting, the estimate, its interval and the setting's corrected verdict (each setting's own
 family and correction: nothing is re-tested here), and, for each geometry metric and setting,
 what the setting's link (pooled and within cells) and control said of it. The report says, in
@@ -21,6 +23,7 @@ import xarray as xr
 
 from geomxai import schema, stats
 from geomxai.pipeline._design import DesignError, _read, _Table, find_design, load_design
+from geomxai.rundir import run_name
 
 __all__ = [
     "Across",
@@ -154,6 +157,31 @@ def _setting(design) -> str:
     return f"{design.name} ({c.get('dataset', '?')}, {c.get('model', '?')})"
 
 
+def _pending(design, path: Path) -> dict | None:
+    """Where a setting stands when its ``results.nc`` is not the statistics of every run its
+    design plans (missing, or computed while the study was still running): the planned and
+    analysed runs and the command that finishes it; None when the results are whole."""
+    from geomxai.pipeline._statistics import analysed_runs
+    from geomxai.study import open_results_file
+
+    planned = {run_name(c, s) for c, s in design.plan()}
+    used: set[str] = set()
+    if path.is_file():
+        with open_results_file(path) as ds:
+            used = set(json.loads(ds.attrs.get("run_configs", "{}") or "{}"))
+    if planned <= used:
+        return None
+    analysed = len(analysed_runs(design))
+    source = Path(design.source).resolve()
+    if source.is_relative_to(Path.cwd().resolve()):  # as a user in the project would type it
+        source = source.relative_to(Path.cwd().resolve())
+    if analysed < len(planned):
+        step = f"finish it with `geomxai study {source.as_posix()} --stage runs`, then `--stage report`"
+    else:
+        step = f"every run is analysed: `geomxai study {source.as_posix()} --stage report`"
+    return {"planned": len(planned), "analysed": analysed, "next": step}
+
+
 def _read_claim(ds: xr.Dataset, claim: Claim, metric: str) -> dict | None:
     if claim.family == "contrasts":
         if "contrasts_estimate" not in ds or claim.against not in ds["baseline"].values:
@@ -193,15 +221,14 @@ def across_results(across: Across) -> xr.Dataset:
     """
     from geomxai.study import open_results_file
 
-    settings, per_setting, sources = [], [], {}
+    settings, per_setting, sources, pending = [], [], {}, {}
     for d in across.designs:
         design = load_design(d)
         path = design.out_dir / "results.nc"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: no results of design {design.name!r}; run `geomxai study {design.source}` "
-                "(or its --stage statistics) first"
-            )
+        waiting = _pending(design, path)
+        if waiting is not None:
+            pending[_setting(design)] = waiting
+            continue
         settings.append(_setting(design))
         per_setting.append(open_results_file(path))
         sources[settings[-1]] = {
@@ -212,6 +239,14 @@ def across_results(across: Across) -> xr.Dataset:
             "hardware": per_setting[-1].attrs.get("hardware", ""),
             "correction": design.statistics.correction,
         }
+    if not settings:
+        raise FileNotFoundError(
+            "no setting of this comparison has the results of its whole design yet: "
+            + "; ".join(
+                f"{k}: {v['analysed']} of {v['planned']} runs analysed, {v['next']}"
+                for k, v in pending.items()
+            )
+        )
     rows: dict[str, dict] = {}
     for claim in CLAIMS:
         for s_i, ds in enumerate(per_setting):
@@ -250,6 +285,7 @@ def across_results(across: Across) -> xr.Dataset:
             "title": across.title,
             "designs": json.dumps(list(across.designs)),
             "sources": json.dumps(sources),
+            "pending": json.dumps(pending),
             "schema_version": schema.SCHEMA_VERSION,
             "kind": "across-settings",
         }

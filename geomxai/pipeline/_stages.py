@@ -23,6 +23,7 @@ from pathlib import Path
 from geomxai._lock import DirectoryLock, DirectoryLockedError
 from geomxai.pipeline._design import Cell, Design, spread_epochs
 from geomxai.pipeline._statistics import (
+    analysed_runs,
     detail_results,
     image_count,
     load_per_run,
@@ -293,9 +294,7 @@ def _stale_runs(design: Design, results) -> str | None:
     """Why ``results.nc`` is not the statistics of the per-run results now under ``out/runs``
     (runs added or removed since it was written, as after pulling a study's newer results), or
     None where it is."""
-    folder = design.out_dir / "runs"
-    wanted = {run_name(c, s) for c, s in design.plan()}
-    present = {p.stem for p in folder.glob("*.nc")} & wanted if folder.is_dir() else set()
+    present = set(analysed_runs(design))
     used = set(json.loads(results.attrs.get("run_configs", "{}") or "{}"))
     if present == used:
         return None

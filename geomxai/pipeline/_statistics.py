@@ -576,18 +576,21 @@ def study_statistics(design: Design, per_run: Mapping[str, xr.Dataset]) -> xr.Da
     return merged
 
 
+def analysed_runs(design: Design) -> list[str]:
+    """The names of the design's planned runs whose per-run result is under ``out/runs``
+    (files of runs the design does not plan are not counted), sorted."""
+    folder = design.out_dir / "runs"
+    wanted = {run_name(c, s) for c, s in design.plan()}
+    found = {p.stem for p in folder.glob("*.nc")} if folder.is_dir() else set()
+    return sorted(found & wanted)
+
+
 def load_per_run(design: Design) -> dict[str, xr.Dataset]:
     """Every per-run result of the design under ``out/runs``, each read once (in memory)."""
     from geomxai.study import open_results_file
 
     folder = design.out_dir / "runs"
-    out = {}
-    wanted = {run_name(c, s) for c, s in design.plan()}
-    for path in sorted(folder.glob("*.nc")) if folder.is_dir() else []:
-        if path.stem not in wanted:
-            continue
-        out[path.stem] = open_results_file(path)
-    return out
+    return {name: open_results_file(folder / f"{name}.nc") for name in analysed_runs(design)}
 
 
 def wall_time(design: Design, per_run: Mapping[str, xr.Dataset]) -> dict[str, float]:

@@ -67,7 +67,24 @@ def across_sections(ds: xr.Dataset) -> list[Section]:
             for src in [sources.get(s, {})]
         ],
     )
+    pending = json.loads(ds.attrs.get("pending", "{}") or "{}")
+    if pending:
+        head.text.append(
+            f"Not in these tables yet ({len(pending)} of {len(pending) + len(settings)} settings): "
+            "their results do not cover every run their design plans, and a study read half-way "
+            "is not its design's answer. "
+            + "; ".join(
+                f"{name}: {p['analysed']} of {p['planned']} runs analysed ({p['next']})"
+                for name, p in pending.items()
+            )
+            + ". Rerun this comparison when they finish."
+        )
     words = Section("In plain words")
+    if pending:
+        words.text.append(
+            f'"Every setting" below means the {len(settings)} settings in the tables, not the '
+            f"{len(pending)} pending."
+        )
     said = [
         ("holds", "Holds in every setting", str),
         ("depends", "Depends on the setting", str),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import xarray as xr
 
 from geomxai.pipeline import load_across, run_across
@@ -82,7 +83,11 @@ def _results(
             "control_run": ["regular-s0"],
             "control_metric": ["mean_abs_corr", "head_effective_rank", "accuracy"],
         },
-        attrs={"design": json.dumps({"statistics": {"alpha": 0.05}})},
+        attrs={
+            "design": json.dumps({"statistics": {"alpha": 0.05}}),
+            # Computed from every run the planted design (DESIGN) plans.
+            "run_configs": json.dumps({"regular-s0": {}, "saliencydecor-s0": {}}),
+        },
     )
 
 
@@ -196,3 +201,42 @@ def test_each_table_keeps_its_own_count_and_a_missing_table_or_change_is_said(tm
         in tables
     )
     assert "control: undetermined" in tables
+
+
+def test_a_setting_whose_study_is_not_finished_is_listed_as_pending_not_compared(tmp_path):
+    """A design with no results yet, and one whose results.nc was computed from part of its
+    plan, stay out of the tables and the summary; the report says how far each is and how to
+    finish it. Only when no setting is whole is the comparison refused."""
+    whole = _results("better", 0.01, 0.0)
+    half = _results("worse", 0.01, 0.0)
+    half.attrs["run_configs"] = json.dumps({"regular-s0": {}})
+    paths = [_setting(tmp_path, "whole", whole), _setting(tmp_path, "half", half)]
+    (tmp_path / "reports" / "half" / "runs").mkdir()
+    (tmp_path / "reports" / "half" / "runs" / "regular-s0.nc").write_bytes(b"")
+    fresh = tmp_path / "fresh.toml"  # designed, never run
+    fresh.write_text(DESIGN.format(name="fresh", out=(tmp_path / "reports" / "fresh").as_posix()))
+    path = tmp_path / "across.toml"
+    designs = [p.as_posix() for p in (*paths, fresh)]
+    path.write_text(
+        f'[across]\nname = "all"\ndesigns = {json.dumps(designs)}\n'
+        f'out = "{(tmp_path / "reports" / "all").as_posix()}"\n'
+    )
+    index = run_across(load_across(path))
+    with xr.open_dataset(index.parent / "results.nc", engine="h5netcdf") as ds:
+        assert list(ds["setting"].values) == ["whole (digits, cnn2)"]
+        pending = json.loads(ds.attrs["pending"])
+        assert pending["half (digits, cnn2)"]["analysed"] == 1
+        assert pending["half (digits, cnn2)"]["planned"] == 2
+        assert pending["fresh (digits, cnn2)"]["analysed"] == 0
+        summary = json.loads(ds.attrs["summary"])
+        # The half study's "worse" does not make accuracy depend on the setting.
+        assert any(s.startswith("SaliencyDecor is more accurate") for s in summary["holds"])
+    tables = (index.parent / "tables.md").read_text()
+    assert "Not in these tables yet (2 of 3 settings)" in tables
+    assert "half (digits, cnn2): 1 of 2 runs analysed" in tables
+    assert f"`geomxai study {fresh.as_posix()} --stage runs`" in tables
+    assert '"Every setting" below means the 1 settings in the tables' in tables
+
+    path.write_text(path.read_text().replace(paths[0].as_posix(), fresh.as_posix(), 1))
+    with pytest.raises(FileNotFoundError, match="no setting of this comparison has the results"):
+        run_across(load_across(path))
