@@ -94,11 +94,20 @@ def cmd_study(args) -> int:
 
 def _study_plan(design, args) -> int:
     """``geomxai study DESIGN --plan``: the design checked whole and each run's state, printed."""
-    from geomxai.pipeline import Across, open_study, run_status
+    from geomxai.pipeline import Across, across_status, open_study, run_status
 
     study = open_study(design, overrides=args.set, runs_root=args.runs, reports_root=args.reports)
     if isinstance(study, Across):
-        print(f"{study.name}: compares {', '.join(map(str, study.designs))}")
+        rows = across_status(study)
+        print(f"{study.name} ({study.source}): compares {len(rows)} settings; out {study.out_dir}")
+        width = max(len(r["setting"]) for r in rows)
+        for r in rows:
+            state = "in the tables" if r["whole"] else f"pending: {r['next']}"
+            print(
+                f"  {r['setting']:<{width}}  {r['analysed']}/{r['planned']} runs analysed  {state}"
+            )
+        whole = sum(r["whole"] for r in rows)
+        print(f"  {whole} in the tables, {len(rows) - whole} pending")
         return 0
     rows = run_status(study, args.seeds)
     print(

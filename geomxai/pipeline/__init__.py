@@ -10,7 +10,14 @@ together (:mod:`geomxai.train`, :mod:`geomxai.study`, :mod:`geomxai.stats`,
     geomxai study configs/fashion-mnist-converged.toml --stage report
 """
 
-from geomxai.pipeline._across import Across, across_results, is_across, load_across, run_across
+from geomxai.pipeline._across import (
+    Across,
+    across_results,
+    across_status,
+    is_across,
+    load_across,
+    run_across,
+)
 from geomxai.pipeline._design import (
     Cell,
     Design,
@@ -29,6 +36,7 @@ __all__ = [
     "ALL",
     "Across",
     "across_results",
+    "across_status",
     "is_across",
     "load_across",
     "open_study",
@@ -81,6 +89,14 @@ def run_study(
     """
     loaded = open_study(design, overrides=overrides, runs_root=runs_root, reports_root=reports_root)
     if isinstance(loaded, Across):  # a comparison of studies: their results, no stage of its own
+        if seeds is not None or not set(stages) <= {*ALL, "report"} or "report" not in stages:
+            asked = "--seeds" if seeds is not None else f"--stage {' '.join(stages)}"
+            raise ValueError(
+                f"{loaded.source} compares studies already run: it has no stages or seeds of its "
+                f"own, so {asked} means nothing to it; run that on each study it names "
+                "(geomxai study DESIGN ...), then rerun the comparison (no --stage, or --stage "
+                "report)"
+            )
         return run_across(loaded)
     return run_design(loaded, stages=stages, seeds=seeds)
 
@@ -99,6 +115,13 @@ def open_study(design="quick", *, overrides=None, runs_root=None, reports_root=N
 
     found = find_design(design)
     if is_across(found):
+        for given, flag in ((overrides, "--set"), (runs_root, "--runs")):
+            if given:
+                raise ValueError(
+                    f"{found} compares studies already run, so {flag} means nothing to it; give "
+                    f"{flag} to each study it names (geomxai study DESIGN {flag} ...), then "
+                    "rerun the comparison"
+                )
         root = (
             None if reports_root is None else Path(check_nonempty_path(reports_root, "--reports"))
         )

@@ -29,10 +29,12 @@ __all__ = [
     "Across",
     "CLAIMS",
     "across_results",
+    "across_status",
     "geometry_results",
     "is_across",
     "load_across",
     "run_across",
+    "setting_status",
     "summarise",
 ]
 
@@ -157,29 +159,45 @@ def _setting(design) -> str:
     return f"{design.name} ({c.get('dataset', '?')}, {c.get('model', '?')})"
 
 
-def _pending(design, path: Path) -> dict | None:
-    """Where a setting stands when its ``results.nc`` is not the statistics of every run its
-    design plans (missing, or computed while the study was still running): the planned and
-    analysed runs and the command that finishes it; None when the results are whole."""
+def setting_status(design) -> dict:
+    """Where one setting of a comparison stands: ``planned`` (runs its design plans),
+    ``analysed`` (those with a per-run result), ``in_results`` (those its ``results.nc`` was
+    computed from, 0 without one), ``whole`` (whether ``results.nc`` covers every planned run,
+    so the setting enters the tables) and ``next`` (the command that finishes it, "" when
+    whole)."""
     from geomxai.pipeline._statistics import analysed_runs
     from geomxai.study import open_results_file
 
+    path = design.out_dir / "results.nc"
     planned = {run_name(c, s) for c, s in design.plan()}
     used: set[str] = set()
     if path.is_file():
         with open_results_file(path) as ds:
             used = set(json.loads(ds.attrs.get("run_configs", "{}") or "{}"))
-    if planned <= used:
-        return None
     analysed = len(analysed_runs(design))
     source = Path(design.source).resolve()
     if source.is_relative_to(Path.cwd().resolve()):  # as a user in the project would type it
         source = source.relative_to(Path.cwd().resolve())
-    if analysed < len(planned):
+    whole = planned <= used
+    if whole:
+        step = ""
+    elif analysed < len(planned):
         step = f"finish it with `geomxai study {source.as_posix()} --stage runs`, then `--stage report`"
     else:
         step = f"every run is analysed: `geomxai study {source.as_posix()} --stage report`"
-    return {"planned": len(planned), "analysed": analysed, "next": step}
+    return {
+        "setting": _setting(design),
+        "planned": len(planned),
+        "analysed": analysed,
+        "in_results": len(used & planned),
+        "whole": whole,
+        "next": step,
+    }
+
+
+def across_status(across: Across) -> list[dict]:
+    """:func:`setting_status` of each setting of a comparison, in its order; nothing is written."""
+    return [setting_status(load_design(d)) for d in across.designs]
 
 
 def _read_claim(ds: xr.Dataset, claim: Claim, metric: str) -> dict | None:
@@ -225,9 +243,9 @@ def across_results(across: Across) -> xr.Dataset:
     for d in across.designs:
         design = load_design(d)
         path = design.out_dir / "results.nc"
-        waiting = _pending(design, path)
-        if waiting is not None:
-            pending[_setting(design)] = waiting
+        status = setting_status(design)
+        if not status["whole"]:
+            pending[status["setting"]] = {k: status[k] for k in ("planned", "analysed", "next")}
             continue
         settings.append(_setting(design))
         per_setting.append(open_results_file(path))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from geomxai.cli import main
 from geomxai.pipeline import load_across, run_across
 
 DESIGN = """
@@ -203,7 +204,9 @@ def test_each_table_keeps_its_own_count_and_a_missing_table_or_change_is_said(tm
     assert "control: undetermined" in tables
 
 
-def test_a_setting_whose_study_is_not_finished_is_listed_as_pending_not_compared(tmp_path):
+def test_a_setting_whose_study_is_not_finished_is_listed_as_pending_not_compared(
+    tmp_path, capsys, caplog
+):
     """A design with no results yet, and one whose results.nc was computed from part of its
     plan, stay out of the tables and the summary; the report says how far each is and how to
     finish it. Only when no setting is whole is the comparison refused."""
@@ -236,6 +239,20 @@ def test_a_setting_whose_study_is_not_finished_is_listed_as_pending_not_compared
     assert "half (digits, cnn2): 1 of 2 runs analysed" in tables
     assert f"`geomxai study {fresh.as_posix()} --stage runs`" in tables
     assert '"Every setting" below means the 1 settings in the tables' in tables
+
+    # --plan says the same without writing; a stage, seeds or overrides are refused.
+    assert main(["study", str(path), "--plan"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split(" (")[0].strip(): line for line in out.splitlines()[1:-1]}
+    assert lines["whole"].endswith("in the tables")  # its results cover the plan
+    assert "1/2 runs analysed  pending: finish it with" in lines["half"]
+    assert "0/2 runs analysed  pending" in lines["fresh"]
+    assert out.strip().endswith("1 in the tables, 2 pending")
+    for refused in (["--stage", "runs"], ["--seeds", "0"], ["--set", "epochs=2"], ["--runs", "r"]):
+        assert main(["study", str(path), *refused]) == 2
+        assert "compares studies already run" in caplog.text and refused[0] in caplog.text
+        caplog.clear()
+    assert main(["study", str(path), "--stage", "report"]) == 0
 
     path.write_text(path.read_text().replace(paths[0].as_posix(), fresh.as_posix(), 1))
     with pytest.raises(FileNotFoundError, match="no setting of this comparison has the results"):
