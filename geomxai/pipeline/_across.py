@@ -371,13 +371,15 @@ def geometry_results(per_setting: list[xr.Dataset], settings: list[str]) -> xr.D
 def summarise(results: xr.Dataset) -> dict[str, list[str]]:
     """Each claim of the paper, over its saliency-method/fill variants, sorted by what the
     settings' corrected verdicts say: one verdict in every setting and variant (``holds``),
-    different verdicts (``depends``, naming each setting's), and no setting or variant giving
+    different verdicts (``depends``, naming each setting's; ``depends_rows``, the same as
+    ``[claim, verdicts of each setting]`` rows), and no setting or variant giving
     the verdict the paper's claim means (``unsupported``); then the geometry metrics that track
     some fidelity metric within cells, and that the control leaves invariant, in every
     setting."""
-    out: dict[str, list[str]] = {
+    out: dict[str, list] = {
         "holds": [],
         "depends": [],
+        "depends_rows": [],  # [claim, each setting's verdicts over its variants], for a table
         "unsupported": [],
         "tracks_within_everywhere": [],
         "invariant_everywhere": [],
@@ -402,13 +404,11 @@ def summarise(results: xr.Dataset) -> dict[str, list[str]]:
         if len(words) == 1 and all(said):
             out["holds"].append(f"{text}: {words.pop()} in every setting")
         else:
+            words_of = [" / ".join(per) if per else "not measured" for per in said]
             out["depends"].append(
-                f"{text}: "
-                + "; ".join(
-                    f"{name} {' / '.join(per) if per else 'not measured'}"
-                    for name, per in zip(settings, said, strict=True)
-                )
+                f"{text}: " + "; ".join(f"{n} {w}" for n, w in zip(settings, words_of, strict=True))
             )
+            out["depends_rows"].append([text, *words_of])
         expected = str(results["claim_expected"].values[rows[0]])
         if expected and expected not in words:
             out["unsupported"].append(text)

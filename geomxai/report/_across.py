@@ -85,27 +85,43 @@ def across_sections(ds: xr.Dataset) -> list[Section]:
             f'"Every setting" below means the {len(settings)} settings in the tables, not the '
             f"{len(pending)} pending."
         )
-    said = [
-        ("holds", "Holds in every setting", str),
-        ("depends", "Depends on the setting", str),
-        ("unsupported", "The paper claims it; no setting supports it", str),
-    ]
+    short = [s.split(" (")[0] for s in settings]
+    holds = summary.get("holds", [])
+    words.bullets(
+        f"Holds in every setting ({len(holds)}):" if holds else "Holds in every setting: none.",
+        holds,
+    )
+    unsupported = summary.get("unsupported", [])
+    words.bullets(
+        "The paper claims it; no setting supports it"
+        + (f" ({len(unsupported)}):" if unsupported else ": none."),
+        unsupported,
+    )
     if ds.sizes.get("geometry", 0):
-        said += [
+        for key, lead in (
             (
                 "tracks_within_everywhere",
                 "Geometry that tracks some fidelity metric within cells in every setting",
-                label,
             ),
             (
                 "invariant_everywhere",
                 "Geometry the function-preserving control leaves unchanged in every setting",
-                label,
             ),
-        ]
-    for key, title, say in said:
-        items = [say(x) for x in summary.get(key, [])]
-        words.text.append(f"{title}: " + ("; ".join(items) if items else "none") + ".")
+        ):
+            items = [label(x) for x in summary.get(key, [])]
+            words.bullets(lead + (":" if items else ": none."), items)
+    depends = summary.get("depends_rows")
+    if depends:
+        words.table(
+            ["depends on the setting", *short],
+            depends,
+            "Claims on which the settings' corrected verdicts differ; a setting that measured a "
+            "claim under several saliency methods or fills gives each verdict it reached.",
+        )
+    elif summary.get("depends"):  # results written before the rows were kept
+        words.bullets("Depends on the setting:", summary["depends"])
+    else:
+        words.bullets("Depends on the setting: none.", [])
     out = [head, words]
     for family, title in FAMILIES:
         rows = []

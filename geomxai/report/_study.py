@@ -111,20 +111,32 @@ def _table_md(header, rows) -> str:
 
 @dataclass
 class Section:
-    """One part of the page: a title, paragraphs, tables (with captions) and figures."""
+    """One part of the page: a title, paragraphs, bullet lists (each after its lead-in line),
+    tables (with captions) and figures."""
 
     title: str
     text: list[str] = field(default_factory=list)
     tables: list[tuple[str, list[str], list[list[str]]]] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
+    lists: list[tuple[str, list[str]]] = field(default_factory=list)
 
     def table(self, header, rows, caption: str = "") -> Section:
         self.tables.append((caption, header, rows))
         return self
 
+    def bullets(self, lead: str, items: list[str]) -> Section:
+        self.lists.append((lead, list(items)))
+        return self
+
     def html(self) -> str:
         parts = [f"<h2>{html.escape(self.title)}</h2>"]
         parts += [f"<p>{html.escape(p)}</p>" for p in self.text if p]
+        for lead, items in self.lists:
+            parts.append(f"<p>{html.escape(lead)}</p>")
+            if items:
+                parts.append(
+                    "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
+                )
         for caption, header, rows in self.tables:
             if caption:
                 parts.append(f"<p class='caption'>{html.escape(caption)}</p>")
@@ -134,6 +146,10 @@ class Section:
 
     def markdown(self) -> str:
         parts = [f"## {self.title}", *[p for p in self.text if p]]
+        for lead, items in self.lists:
+            parts.append(lead)
+            if items:
+                parts.append("\n".join(f"- {i}" for i in items))
         for caption, header, rows in self.tables:
             if caption:
                 parts.append(f"*{caption}*")

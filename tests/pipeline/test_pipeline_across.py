@@ -148,9 +148,15 @@ def test_the_across_table_reads_each_settings_verdicts_and_geometry(tmp_path):
         "probability) (\\|gradient\\|) +0.62); control: invariant |" in tables
     )
     assert (
-        "Geometry the function-preserving control leaves unchanged in every setting: effective "
-        "rank through the head." in tables
+        "Geometry the function-preserving control leaves unchanged in every setting:\n\n"
+        "- effective rank through the head\n" in tables
     )
+    # The claims the settings disagree on are one table: a row each, a column a setting.
+    assert (
+        "| depends on the setting | setting-a | setting-b |\n|---|---|---|\n"
+        "| SaliencyDecor is more accurate than regular | better | worse |" in tables
+    )
+    assert "<ul><li>effective rank through the head</li></ul>" in index.read_text()
 
 
 def test_a_claim_every_setting_contradicts_is_unsupported(tmp_path):
