@@ -3,8 +3,8 @@
 An across-settings file (``[across]``: a name, a title, the designs) names studies whose
 ``results.nc`` the engine writes; a study whose results do not yet cover every run its design
 plans (still running, or not started) is left out of the tables and listed as pending, with
-how far it is and the command that finishes it. For the others this module gathers, for each claim of the paper and each
-setting, the estimate, its interval and the setting's corrected verdict (each setting's own
+how far it is and the command that finishes it. For the others this module gathers, for each
+claim of the paper and each setting, the estimate, its interval and the setting's corrected verdict (each setting's own
 family and correction: nothing is re-tested here), and, for each geometry metric and setting,
 what the setting's link (pooled and within cells) and control said of it. The report says, in
 words generated from the tables, what holds in every setting, what depends on the setting, what
@@ -165,7 +165,7 @@ def setting_status(design) -> dict:
     computed from, 0 without one), ``whole`` (whether ``results.nc`` covers every planned run,
     so the setting enters the tables) and ``next`` (the command that finishes it, "" when
     whole)."""
-    from geomxai.pipeline._statistics import analysed_runs
+    from geomxai.pipeline._statistics import analysed_runs, runs_in
     from geomxai.study import open_results_file
 
     path = design.out_dir / "results.nc"
@@ -173,7 +173,7 @@ def setting_status(design) -> dict:
     used: set[str] = set()
     if path.is_file():
         with open_results_file(path) as ds:
-            used = set(json.loads(ds.attrs.get("run_configs", "{}") or "{}"))
+            used = runs_in(ds)
     analysed = len(analysed_runs(design))
     source = Path(design.source).resolve()
     if source.is_relative_to(Path.cwd().resolve()):  # as a user in the project would type it

@@ -27,6 +27,7 @@ from geomxai.pipeline._statistics import (
     detail_results,
     image_count,
     load_per_run,
+    runs_in,
     study_statistics,
     wall_time,
 )
@@ -295,7 +296,7 @@ def _stale_runs(design: Design, results) -> str | None:
     (runs added or removed since it was written, as after pulling a study's newer results), or
     None where it is."""
     present = set(analysed_runs(design))
-    used = set(json.loads(results.attrs.get("run_configs", "{}") or "{}"))
+    used = runs_in(results)
     if present == used:
         return None
     added, removed = sorted(present - used), sorted(used - present)

@@ -585,6 +585,12 @@ def analysed_runs(design: Design) -> list[str]:
     return sorted(found & wanted)
 
 
+def runs_in(results: xr.Dataset) -> set[str]:
+    """The names of the runs a study's ``results.nc`` was computed from (its ``run_configs``;
+    none for results written before the engine)."""
+    return set(json.loads(results.attrs.get("run_configs", "{}") or "{}"))
+
+
 def load_per_run(design: Design) -> dict[str, xr.Dataset]:
     """Every per-run result of the design under ``out/runs``, each read once (in memory)."""
     from geomxai.study import open_results_file
