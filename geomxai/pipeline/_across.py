@@ -2,14 +2,14 @@
 
 An across-settings file (``[across]``: a name, a title, the designs) names studies whose
 ``results.nc`` the engine writes; a study whose results do not yet cover every run its design
-plans (still running, or not started) is left out of the tables and listed as pending, with
-how far it is and the command that finishes it. For the others this module gathers, for each
-claim of the paper and each setting, the estimate, its interval and the setting's corrected verdict (each setting's own
-family and correction: nothing is re-tested here), and, for each geometry metric and setting,
-what the setting's link (pooled and within cells) and control said of it. The report says, in
-words generated from the tables, what holds in every setting, what depends on the setting, what
-no setting supports, and which geometry tracks fidelity within cells and survives the control
-in every setting.
+plans (still running, or not started) is left out of the tables and listed as pending, with how
+far it is and the command that finishes it. For the others this module gathers, for each claim
+of the paper and each setting, the estimate, its interval and the setting's corrected verdict
+(each setting's own family and correction: nothing is re-tested here), and, for each geometry
+metric and setting, what the setting's link (pooled and within cells) and control said of it.
+The report says, in words generated from the tables, what holds in every setting, what depends
+on the setting, what no setting supports, and which geometry tracks fidelity within cells and
+survives the control in every setting.
 """
 
 from __future__ import annotations
@@ -161,10 +161,9 @@ def _setting(design) -> str:
 
 def setting_status(design) -> dict:
     """Where one setting of a comparison stands: ``planned`` (runs its design plans),
-    ``analysed`` (those with a per-run result), ``in_results`` (those its ``results.nc`` was
-    computed from, 0 without one), ``whole`` (whether ``results.nc`` covers every planned run,
-    so the setting enters the tables) and ``next`` (the command that finishes it, "" when
-    whole)."""
+    ``analysed`` (those with a per-run result), ``whole`` (whether its ``results.nc`` was
+    computed from every planned run, so the setting enters the tables) and ``next`` (the
+    command that finishes it, "" when whole)."""
     from geomxai.pipeline._statistics import analysed_runs, runs_in
     from geomxai.study import open_results_file
 
@@ -189,7 +188,6 @@ def setting_status(design) -> dict:
         "setting": _setting(design),
         "planned": len(planned),
         "analysed": analysed,
-        "in_results": len(used & planned),
         "whole": whole,
         "next": step,
     }
@@ -247,7 +245,7 @@ def across_results(across: Across) -> xr.Dataset:
         if not status["whole"]:
             pending[status["setting"]] = {k: status[k] for k in ("planned", "analysed", "next")}
             continue
-        settings.append(_setting(design))
+        settings.append(status["setting"])
         per_setting.append(open_results_file(path))
         sources[settings[-1]] = {
             "results": str(path),
