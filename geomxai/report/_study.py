@@ -1046,6 +1046,80 @@ def warnings_section(page: StudyPage) -> Section | None:
     return s.table(["warning", "runs"], rows)
 
 
+RUN_ONLY = ("out_dir", "seed")
+"""Training config fields that name a run rather than describe its training."""
+
+
+def identical_cells(ds: xr.Dataset) -> list[list[str]]:
+    """Groups of cells whose runs are the same computation: on every seed they share, every
+    per-run value is equal (a field of the config that this model's training never reads, such
+    as ``decor_weight`` where the whitened features feed only a loss weighted 0)."""
+    if "cell" not in ds or "seed" not in ds:
+        return []
+    values = [ds[v].values for v in ds.data_vars if ds[v].dims == ("run",)]
+    runs = {
+        (str(c), int(s)): i
+        for i, (c, s) in enumerate(zip(ds["cell"].values, ds["seed"].values, strict=True))
+    }
+    design = [c["name"] for c in json.loads(ds.attrs.get("design", "{}")).get("cells", [])]
+    cells = list(dict.fromkeys([*design, *map(str, ds["cell"].values)]))  # the design's order
+
+    def same(a: str, b: str) -> bool:
+        seeds = {s for c, s in runs if c == a} & {s for c, s in runs if c == b}
+        return bool(seeds) and all(
+            np.array_equal(v[runs[a, s]], v[runs[b, s]], equal_nan=True)
+            for s in seeds
+            for v in values
+        )
+
+    groups: list[list[str]] = []
+    for cell in cells:
+        home = next((g for g in groups if same(g[0], cell)), None)
+        if home is None:
+            groups.append([cell])
+        else:
+            home.append(cell)
+    return [g for g in groups if len(g) > 1]
+
+
+def identical_cells_section(page: StudyPage) -> Section | None:
+    """Cells that trained the same networks, with the config fields that name them apart: a
+    contrast between them is zero by construction, which the reader must know before reading
+    any verdict that sets one against the other."""
+    groups = identical_cells(page.ds)
+    if not groups:
+        return None
+    s = Section(
+        "Cells that are the same computation",
+        [
+            "On every seed these cells share, every per-run value (accuracy, every fidelity and "
+            "geometry metric) is identical: the fields their configs differ in change nothing in "
+            "this model's training. A contrast between them is zero by construction, and a "
+            "factor or dose that moves only those fields has no effect of its own here."
+        ],
+    )
+    rows = []
+    for group in groups:
+        first = _cell_config(page, group[0])
+        for other in group[1:]:
+            theirs = _cell_config(page, other)
+            fields = sorted(
+                k for k in first.keys() | theirs.keys() if first.get(k) != theirs.get(k)
+            )
+            differ = "; ".join(f"{k}: {first.get(k)} / {theirs.get(k)}" for k in fields)
+            rows.append([group[0], other, differ or "nothing recorded"])
+    return s.table(["cell", "same as", "config fields that differ"], rows)
+
+
+def _cell_config(page: StudyPage, cell: str) -> dict:
+    """The training config of one run of ``cell``, less the fields that name the run."""
+    ds = page.ds
+    run = next(
+        str(r) for r, c in zip(ds["run"].values, ds["cell"].values, strict=True) if str(c) == cell
+    )
+    return {k: v for k, v in page.configs.get(run, {}).items() if k not in RUN_ONLY}
+
+
 def cells_section(page: StudyPage) -> Section | None:
     """Each metric per cell: mean over seeds with its interval (the paper's Tables I and II)."""
     ds = page.ds
@@ -1151,6 +1225,7 @@ def paper_section(page: StudyPage) -> Section | None:
 SECTIONS: tuple[Callable[[StudyPage], Section | list[Section] | None], ...] = (
     status_section,
     warnings_section,
+    identical_cells_section,
     verdict_section,
     convergence_section,
     cells_section,
