@@ -254,6 +254,7 @@ def across_results(across: Across) -> xr.Dataset:
             "compute_s": json.loads(per_setting[-1].attrs.get("wall_time", "{}") or "{}"),
             "hardware": per_setting[-1].attrs.get("hardware", ""),
             "correction": design.statistics.correction,
+            "same_computation": stats.identical_cells(per_setting[-1]),
         }
     if not settings:
         raise FileNotFoundError(

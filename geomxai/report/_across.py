@@ -67,6 +67,18 @@ def across_sections(ds: xr.Dataset) -> list[Section]:
             for src in [sources.get(s, {})]
         ],
     )
+    same = {s: src["same_computation"] for s, src in sources.items() if src.get("same_computation")}
+    if same:
+        head.text.append(
+            "Cells that are one computation (identical per-run values on every seed; the "
+            "config fields that name them apart are in that setting's report), so a claim "
+            "against one of them is a claim against the other: "
+            + "; ".join(
+                f"{s}: " + ", ".join(" = ".join(group) for group in groups)
+                for s, groups in same.items()
+            )
+            + "."
+        )
     pending = json.loads(ds.attrs.get("pending", "{}") or "{}")
     if pending:
         head.text.append(

@@ -1050,43 +1050,11 @@ RUN_ONLY = ("out_dir", "seed")
 """Training config fields that name a run rather than describe its training."""
 
 
-def identical_cells(ds: xr.Dataset) -> list[list[str]]:
-    """Groups of cells whose runs are the same computation: on every seed they share, every
-    per-run value is equal (a field of the config that this model's training never reads, such
-    as ``decor_weight`` where the whitened features feed only a loss weighted 0)."""
-    if "cell" not in ds or "seed" not in ds:
-        return []
-    values = [ds[v].values for v in ds.data_vars if ds[v].dims == ("run",)]
-    runs = {
-        (str(c), int(s)): i
-        for i, (c, s) in enumerate(zip(ds["cell"].values, ds["seed"].values, strict=True))
-    }
-    design = [c["name"] for c in json.loads(ds.attrs.get("design", "{}")).get("cells", [])]
-    cells = list(dict.fromkeys([*design, *map(str, ds["cell"].values)]))  # the design's order
-
-    def same(a: str, b: str) -> bool:
-        seeds = {s for c, s in runs if c == a} & {s for c, s in runs if c == b}
-        return bool(seeds) and all(
-            np.array_equal(v[runs[a, s]], v[runs[b, s]], equal_nan=True)
-            for s in seeds
-            for v in values
-        )
-
-    groups: list[list[str]] = []
-    for cell in cells:
-        home = next((g for g in groups if same(g[0], cell)), None)
-        if home is None:
-            groups.append([cell])
-        else:
-            home.append(cell)
-    return [g for g in groups if len(g) > 1]
-
-
 def identical_cells_section(page: StudyPage) -> Section | None:
     """Cells that trained the same networks, with the config fields that name them apart: a
     contrast between them is zero by construction, which the reader must know before reading
     any verdict that sets one against the other."""
-    groups = identical_cells(page.ds)
+    groups = stats.identical_cells(page.ds)
     if not groups:
         return None
     s = Section(

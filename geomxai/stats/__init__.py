@@ -13,8 +13,9 @@ never trains, analyses or renders anything:
 * :func:`convergence_summary`: where each cell's learning curves settle;
 * :func:`adjust` and :func:`verdict`: the multiplicity correction of a family of claims and the
   one rule that turns a difference into "better" or "worse";
-* :func:`tracked_pairs` and :func:`control_word`: what a results file's link and control say,
-  read one way by every report.
+* :func:`tracked_pairs`, :func:`control_word` and :func:`identical_cells`: what a results
+  file's link and control say, and which of its cells trained the same networks, read one way
+  by every report.
 """
 
 from geomxai.stats._contrasts import factorial_effects, paired_contrasts
@@ -37,7 +38,13 @@ from geomxai.stats._multiplicity import (
     verdict,
 )
 from geomxai.stats._power import DEFAULT_CONTRASTS, power_analysis
-from geomxai.stats._readout import CONTROL_WORDS, control_word, results_alpha, tracked_pairs
+from geomxai.stats._readout import (
+    CONTROL_WORDS,
+    control_word,
+    identical_cells,
+    results_alpha,
+    tracked_pairs,
+)
 from geomxai.stats._runs import (
     BASELINES,
     DOSE_REGIME,
@@ -70,6 +77,7 @@ __all__ = [
     "dose_response",
     "factorial_effects",
     "holm_adjust",
+    "identical_cells",
     "paired_contrasts",
     "partial_spearman",
     "power_analysis",

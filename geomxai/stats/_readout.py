@@ -1,5 +1,6 @@
 """Reading a study's results one way for every report: which geometry x fidelity pairs a link
-table tracks, and what the function-preserving control says of a metric.
+table tracks, what the function-preserving control says of a metric, and which cells are one
+computation.
 
 Both the study report and the across-settings table call these, so "tracked" and "invariant"
 mean the same in each.
@@ -61,3 +62,45 @@ def control_word(ds: xr.Dataset, metric: str) -> str:
     invariant = ds["control_invariant"].sel(at).values
     moved = np.isfinite(change) & ~invariant if len(change) else ~invariant
     return "moved" if moved.any() else "undetermined"
+
+
+def identical_cells(ds: xr.Dataset) -> list[list[str]]:
+    """Groups of cells whose runs are the same computation: on every seed they share, every
+    per-run value is equal (a field of the config that this model's training never reads, such
+    as ``decor_weight`` where the whitened features feed only a loss weighted 0).
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> ds = xr.Dataset({"test_acc": ("run", [0.8, 0.8, 0.9, 0.7, 0.7, 0.9])},
+    ...                 coords={"cell": ("run", ["sgt", "sd0", "sd"] * 2),
+    ...                         "seed": ("run", [0, 0, 0, 1, 1, 1])})
+    >>> identical_cells(ds)
+    [['sgt', 'sd0']]
+    """
+    if "cell" not in ds or "seed" not in ds:
+        return []
+    values = [ds[v].values for v in ds.data_vars if ds[v].dims == ("run",)]
+    runs = {
+        (str(c), int(s)): i
+        for i, (c, s) in enumerate(zip(ds["cell"].values, ds["seed"].values, strict=True))
+    }
+    design = [c["name"] for c in json.loads(ds.attrs.get("design", "{}")).get("cells", [])]
+    cells = list(dict.fromkeys([*design, *map(str, ds["cell"].values)]))  # the design's order
+
+    def same(a: str, b: str) -> bool:
+        seeds = {s for c, s in runs if c == a} & {s for c, s in runs if c == b}
+        return bool(seeds) and all(
+            np.array_equal(v[runs[a, s]], v[runs[b, s]], equal_nan=True)
+            for s in seeds
+            for v in values
+        )
+
+    groups: list[list[str]] = []
+    for cell in cells:
+        home = next((g for g in groups if same(g[0], cell)), None)
+        if home is None:
+            groups.append([cell])
+        else:
+            home.append(cell)
+    return [g for g in groups if len(g) > 1]

@@ -263,3 +263,28 @@ def test_a_setting_whose_study_is_not_finished_is_listed_as_pending_not_compared
     path.write_text(path.read_text().replace(paths[0].as_posix(), fresh.as_posix(), 1))
     with pytest.raises(FileNotFoundError, match="no setting of this comparison has the results"):
         run_across(load_across(path))
+
+
+def _with_runs(results: xr.Dataset, sd_acc: float) -> xr.Dataset:
+    """``results`` with its two runs' test accuracy (regular 0.8, saliencydecor ``sd_acc``)."""
+    runs = xr.Dataset(
+        {"test_acc": ("run", [0.8, sd_acc])},
+        coords={
+            "run": ["regular-s0", "saliencydecor-s0"],
+            "cell": ("run", ["regular", "saliencydecor"]),
+            "seed": ("run", [0, 0]),
+        },
+    )
+    return results.merge(runs, combine_attrs="override")
+
+
+def test_cells_that_are_one_computation_in_a_setting_are_named_beside_its_columns(tmp_path):
+    same = _with_runs(_results("not distinguishable", 0.5, 0.0), 0.8)
+    index = _across(tmp_path, same, _with_runs(_results("better", 0.5, 0.0), 0.85))
+    with xr.open_dataset(index.parent / "results.nc", engine="h5netcdf") as ds:
+        sources = json.loads(ds.attrs["sources"])
+    assert sources["setting-a (digits, cnn2)"]["same_computation"] == [["regular", "saliencydecor"]]
+    assert sources["setting-b (digits, cnn2)"]["same_computation"] == []
+    tables = (index.parent / "tables.md").read_text()
+    assert "against the other: setting-a (digits, cnn2): regular = saliencydecor." in tables
+    assert "setting-b (digits, cnn2): regular" not in tables
