@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 
 from geomxai import stats
-from geomxai.report._study import Section, _table_html, fmt_ci, label
+from geomxai.report._study import SAME_COMPUTATION, Section, _table_html, fmt_ci, label
 
 FAMILIES = (
     ("contrasts", "SaliencyDecor against each baseline (paired by seed)"),
@@ -70,14 +70,14 @@ def across_sections(ds: xr.Dataset) -> list[Section]:
     same = {s: src["same_computation"] for s, src in sources.items() if src.get("same_computation")}
     if same:
         head.text.append(
-            "Cells that are one computation (identical per-run values on every seed; the "
-            "config fields that name them apart are in that setting's report), so a claim "
-            "against one of them is a claim against the other: "
+            "Cells that are one computation (each setting's report lists the fields that name "
+            "them apart): "
             + "; ".join(
                 f"{s}: " + ", ".join(" = ".join(group) for group in groups)
                 for s, groups in same.items()
             )
-            + "."
+            + ". "
+            + SAME_COMPUTATION
         )
     pending = json.loads(ds.attrs.get("pending", "{}") or "{}")
     if pending:

@@ -1046,10 +1046,6 @@ def warnings_section(page: StudyPage) -> Section | None:
     return s.table(["warning", "runs"], rows)
 
 
-RUN_ONLY = ("out_dir", "seed")
-"""Training config fields that name a run rather than describe its training."""
-
-
 def identical_cells_section(page: StudyPage) -> Section | None:
     """Cells that trained the same networks, with the config fields that name them apart: a
     contrast between them is zero by construction, which the reader must know before reading
@@ -1057,35 +1053,38 @@ def identical_cells_section(page: StudyPage) -> Section | None:
     groups = stats.identical_cells(page.ds)
     if not groups:
         return None
-    s = Section(
-        "Cells that are the same computation",
-        [
-            "On every seed these cells share, every per-run value (accuracy, every fidelity and "
-            "geometry metric) is identical: the fields their configs differ in change nothing in "
-            "this model's training. A contrast between them is zero by construction, and a "
-            "factor or dose that moves only those fields has no effect of its own here."
-        ],
-    )
+    s = Section("Cells that are the same computation", [SAME_COMPUTATION])
     rows = []
     for group in groups:
-        first = _cell_config(page, group[0])
         for other in group[1:]:
-            theirs = _cell_config(page, other)
-            fields = sorted(
-                k for k in first.keys() | theirs.keys() if first.get(k) != theirs.get(k)
-            )
-            differ = "; ".join(f"{k}: {first.get(k)} / {theirs.get(k)}" for k in fields)
-            rows.append([group[0], other, differ or "nothing recorded"])
-    return s.table(["cell", "same as", "config fields that differ"], rows)
+            fields = sorted(_overrides(page, group[0]) | _overrides(page, other))
+            a, b = _run_config(page, group[0]), _run_config(page, other)
+            differ = "; ".join(f"{k}: {a.get(k)} / {b.get(k)}" for k in fields)
+            rows.append([group[0], other, differ or "not recorded"])
+    return s.table(["cell", "same as", "config fields that name them apart"], rows)
 
 
-def _cell_config(page: StudyPage, cell: str) -> dict:
-    """The training config of one run of ``cell``, less the fields that name the run."""
+SAME_COMPUTATION = (
+    "These cells ran the same seeds and, seed by seed, every per-run value (accuracy, every "
+    "fidelity and geometry metric, the learning and per-epoch curves) is identical: the fields "
+    "that name them apart change nothing in this model's training. A contrast between them is "
+    "zero by construction, and a claim against one of them is a claim against the other."
+)
+"""What "one computation" means, said once for the study report and the across table."""
+
+
+def _overrides(page: StudyPage, cell: str) -> set[str]:
+    """The training fields the design sets for ``cell``."""
+    return {k for c in page.design.get("cells", []) if c["name"] == cell for k in c["overrides"]}
+
+
+def _run_config(page: StudyPage, cell: str) -> dict:
+    """The recorded training config of one run of ``cell`` (defaults resolved)."""
     ds = page.ds
     run = next(
         str(r) for r, c in zip(ds["run"].values, ds["cell"].values, strict=True) if str(c) == cell
     )
-    return {k: v for k, v in page.configs.get(run, {}).items() if k not in RUN_ONLY}
+    return page.configs.get(run, {})
 
 
 def cells_section(page: StudyPage) -> Section | None:

@@ -65,9 +65,24 @@ def control_word(ds: xr.Dataset, metric: str) -> str:
 
 
 def identical_cells(ds: xr.Dataset) -> list[list[str]]:
-    """Groups of cells whose runs are the same computation: on every seed they share, every
-    per-run value is equal (a field of the config that this model's training never reads, such
-    as ``decor_weight`` where the whitened features feed only a loss weighted 0).
+    """Groups of cells whose runs are one computation.
+
+    Two cells are one computation where they ran the same seeds and, seed by seed, every value
+    along ``run`` is equal: the final metrics and the per-epoch curves, with at least one finite
+    number among them. That happens where the config fields naming the cells apart are never
+    read by the training, as ``decor_weight`` where the whitened features feed only a loss
+    weighted 0.
+
+    Parameters
+    ----------
+    ds : xr.Dataset
+        A study's results (or runs table): dim ``run`` with coords ``cell`` and ``seed``.
+
+    Returns
+    -------
+    list of list of str
+        Each group of two or more cells, in the design's cell order; ``[]`` where no two cells
+        are one computation or ``ds`` has no ``cell`` and ``seed``.
 
     Examples
     --------
@@ -78,22 +93,21 @@ def identical_cells(ds: xr.Dataset) -> list[list[str]]:
     >>> identical_cells(ds)
     [['sgt', 'sd0']]
     """
-    if "cell" not in ds or "seed" not in ds:
+    if "cell" not in ds.coords or "seed" not in ds.coords:
         return []
-    values = [ds[v].values for v in ds.data_vars if ds[v].dims == ("run",)]
-    runs = {
-        (str(c), int(s)): i
-        for i, (c, s) in enumerate(zip(ds["cell"].values, ds["seed"].values, strict=True))
-    }
-    design = [c["name"] for c in json.loads(ds.attrs.get("design", "{}")).get("cells", [])]
-    cells = list(dict.fromkeys([*design, *map(str, ds["cell"].values)]))  # the design's order
+    rows = [ds[v].transpose("run", ...).values for v in ds.data_vars if "run" in ds[v].dims]
+    index: dict[str, dict[int, int]] = {}
+    for i, (c, s) in enumerate(zip(ds["cell"].values, ds["seed"].values, strict=True)):
+        index.setdefault(str(c), {})[int(s)] = i
+    design = [c["name"] for c in json.loads(ds.attrs.get("design") or "{}").get("cells", [])]
+    cells = [c for c in dict.fromkeys([*design, *index]) if c in index]  # the design's order
 
     def same(a: str, b: str) -> bool:
-        seeds = {s for c, s in runs if c == a} & {s for c, s in runs if c == b}
-        return bool(seeds) and all(
-            np.array_equal(v[runs[a, s]], v[runs[b, s]], equal_nan=True)
-            for s in seeds
-            for v in values
+        if index[a].keys() != index[b].keys():
+            return False
+        pairs = [(index[a][s], index[b][s]) for s in index[a]]
+        return all(_equal(v[i], v[j]) for v in rows for i, j in pairs) and any(
+            _has_number(v[i]) for v in rows for i, _ in pairs
         )
 
     groups: list[list[str]] = []
@@ -104,3 +118,14 @@ def identical_cells(ds: xr.Dataset) -> list[list[str]]:
         else:
             home.append(cell)
     return [g for g in groups if len(g) > 1]
+
+
+def _equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal to the last bit, NaN equal to NaN where the values are numbers."""
+    numeric = np.issubdtype(np.asarray(a).dtype, np.inexact)
+    return bool(np.array_equal(a, b, equal_nan=numeric))
+
+
+def _has_number(a: np.ndarray) -> bool:
+    a = np.asarray(a)
+    return np.issubdtype(a.dtype, np.number) and bool(np.isfinite(a).any())

@@ -287,7 +287,7 @@ def test_cells_that_are_one_computation_in_a_setting_are_named_beside_its_column
     assert sources["setting-a (digits, cnn2)"]["same_computation"] == [["regular", "saliencydecor"]]
     assert sources["setting-b (digits, cnn2)"]["same_computation"] == []
     tables = (index.parent / "tables.md").read_text()
-    assert "against the other: setting-a (digits, cnn2): regular = saliencydecor." in tables
+    assert "them apart): setting-a (digits, cnn2): regular = saliencydecor. These" in tables
     assert "setting-b (digits, cnn2): regular" not in tables
 
 
