@@ -44,7 +44,6 @@ from geomxai.attribution._road import _road_impute_scipy as road_impute_scipy
 from geomxai.attribution._road import impute_road
 from geomxai.study._cache import _read_cache as read_cache
 from geomxai.study._cache import _write_cache as write_cache
-from geomxai.study._degeneracy import add_warning, chance_level
 from geomxai.study._inputs import check_image_layout
 from geomxai.study._nan import _merge_reasons as merge_reasons
 from geomxai.train._distributed import DistEnv
@@ -96,8 +95,6 @@ HELPERS = {
     "position_fill": "the masking fills per layout (masking_curve)",
     "impute_road": "the ROAD fill (road_impute, masking_curve with fill='road')",
     "road_impute_scipy": "the ROAD fill's SciPy reference (road_impute)",
-    "add_warning": "the degeneracy warnings of results (warnings_of)",
-    "chance_level": "the chance accuracy the degeneracy warnings use (warnings_of)",
     "check_image_layout": "analyze_model's channels-last check",
     "merge_reasons": "the NaN reasons of merged results (combine_runs, analyze_run)",
     "refuse_nonfinite": "the whitening's refusal of non-finite statistics (GroupWhitening)",
@@ -111,12 +108,10 @@ __all__ = [  # every name of SEAMS and HELPERS (tests/test_imports.py checks it)
     "DistEnv",
     "FREE_MARGIN",
     "STALE_AFTER_S",
-    "add_warning",
     "append_metrics",
     "atomic_path",
     "auto_lower_bound",
     "batch_stats",
-    "chance_level",
     "check_image_layout",
     "check_nonempty_path",
     "check_path_component",

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from _internals import add_warning, chance_level
 from torch import nn
 
 from geomxai.study import AnalysisOptions, Probe, measure, warnings_of
@@ -54,11 +53,14 @@ def test_a_planted_leaking_fill_raises_its_warning_and_names_a_fill_that_does_no
     for name in ("morf_auc", "lerf_auc", "fidelity_gap", "morf_curve"):
         messages = warnings_of(ds[name])
         assert any("leaks the class" in m and "fill='zero'" in m for m in messages), name
-    assert any("leaks the class" in m for m in json.loads(ds.attrs["warnings"]))
+    recorded = json.loads(ds.attrs["warnings"])  # a JSON list, each warning once
+    assert any("leaks the class" in m for m in recorded) and len(set(recorded)) == len(recorded)
     assert not warnings_of(ds["probe_acc"])
     # The zero fill makes every fully masked image the same: no leak, no warning.
     ds = measure(IntensityReader(), intensity_probe(), options(fill="zero"))
-    assert float(ds.morf_curve[-1]) <= chance_level(intensity_probe().labels) + 1e-9
+    labels = np.asarray(intensity_probe().labels)
+    chance = np.bincount(labels).max() / labels.size  # the best constant prediction
+    assert float(ds.morf_curve[-1]) <= chance + 1e-9
     assert not any("leaks" in m for m in warnings_of(ds["morf_auc"]))
 
 
@@ -117,14 +119,3 @@ def test_planted_dead_channels_give_the_live_and_dead_counts_and_live_entangleme
     # The invariant geometry is measured at the same layer (a linear head: 10 logits).
     assert 1.0 <= float(ds.head_effective_rank) <= 10.0
     assert 1.0 <= float(ds.grad_metric_effective_rank) <= 8.0 + 1e-9
-
-
-def test_warnings_attr_is_a_json_list_added_once():
-    import xarray as xr
-
-    da = xr.DataArray(1.0)
-    add_warning(da, "a")
-    add_warning(da, "a")
-    add_warning(da, "b")
-    assert json.loads(da.attrs["warnings"]) == ["a", "b"]
-    assert chance_level(np.array([0, 0, 1, 2])) == 0.5
